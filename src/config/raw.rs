@@ -1,0 +1,601 @@
+//! Serde structs mirroring the TOML file of SPEC §7. They only describe shape;
+//! every cross-reference and value range is checked in `compile.rs`.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub jwt_providers: Vec<RawJwtProvider>,
+    #[serde(default)]
+    pub usage_plans: Vec<RawUsagePlan>,
+    #[serde(default)]
+    pub plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    #[serde(default = "default_admin")]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Largest total size of the request head (line + headers); over it: 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    #[serde(default = "default_header_timeout", deserialize_with = "de_duration")]
+    pub header_read_timeout: Duration,
+    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// Worker threads of the runtime; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Watch the config file and reload on change.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    pub tls: Option<RawTls>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            admin: default_admin(),
+            trusted_proxies: vec![],
+            max_body_bytes: default_max_body(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            header_read_timeout: default_header_timeout(),
+            shutdown_timeout: default_drain_timeout(),
+            state_dir: default_state_dir(),
+            workers: 0,
+            watch: true,
+            tls: None,
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8080".into()]
+}
+fn default_admin() -> Option<String> {
+    Some("127.0.0.1:9901".into())
+}
+fn default_max_body() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_state_dir() -> String {
+    "state".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub certs: Vec<RawCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    /// Host names (exact or `*.` wildcard) this certificate answers for.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub cert: String,
+    pub key: String,
+    /// Serve this certificate to handshakes without SNI (or with an unknown name).
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: String,
+    #[serde(default = "default_on_error")]
+    pub on_error: String,
+    #[serde(default = "default_redis_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Make per-second QPS limits cluster-wide too (default: local per instance).
+    #[serde(default)]
+    pub shared_qps: bool,
+}
+fn default_on_error() -> String {
+    "local".into()
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default = "default_true")]
+    pub replay: bool,
+    /// Maximum live entries of the replay cache; when full, new signed requests are refused.
+    #[serde(default = "default_replay_capacity")]
+    pub replay_capacity: usize,
+    #[serde(default)]
+    pub debug_signatures: bool,
+    /// Remove credential headers/parameters before forwarding.
+    #[serde(default = "default_true")]
+    pub strip_credentials: bool,
+    #[serde(default)]
+    pub hmac: RawHmacAuth,
+    #[serde(default)]
+    pub tc3: RawTc3Auth,
+    #[serde(default)]
+    pub tc1: RawTc1Auth,
+    #[serde(default)]
+    pub jwt: RawJwtAuth,
+}
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            replay: true,
+            replay_capacity: default_replay_capacity(),
+            debug_signatures: false,
+            strip_credentials: true,
+            hmac: RawHmacAuth::default(),
+            tc3: RawTc3Auth::default(),
+            tc1: RawTc1Auth::default(),
+            jwt: RawJwtAuth::default(),
+        }
+    }
+}
+fn default_replay_capacity() -> usize {
+    1_000_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHmacAuth {
+    #[serde(default = "default_hmac_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_15m", deserialize_with = "de_duration")]
+    pub max_skew: Duration,
+    /// Compatibility switch: do not check the skew of a plain `Date` header (X-Date still checked).
+    #[serde(default = "default_true")]
+    pub check_date: bool,
+}
+impl Default for RawHmacAuth {
+    fn default() -> Self {
+        RawHmacAuth {
+            algorithms: default_hmac_algorithms(),
+            max_skew: default_15m(),
+            check_date: true,
+        }
+    }
+}
+fn default_hmac_algorithms() -> Vec<String> {
+    ["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_15m() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_5m() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTc3Auth {
+    #[serde(default = "default_5m", deserialize_with = "de_duration")]
+    pub max_skew: Duration,
+    #[serde(default = "default_true")]
+    pub allow_unsigned_payload: bool,
+}
+impl Default for RawTc3Auth {
+    fn default() -> Self {
+        RawTc3Auth {
+            max_skew: default_5m(),
+            allow_unsigned_payload: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTc1Auth {
+    #[serde(default = "default_5m", deserialize_with = "de_duration")]
+    pub max_skew: Duration,
+}
+impl Default for RawTc1Auth {
+    fn default() -> Self {
+        RawTc1Auth {
+            max_skew: default_5m(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtAuth {
+    #[serde(default = "default_leeway", deserialize_with = "de_duration")]
+    pub leeway: Duration,
+}
+impl Default for RawJwtAuth {
+    fn default() -> Self {
+        RawJwtAuth {
+            leeway: default_leeway(),
+        }
+    }
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// tracing filter, e.g. `info` or `keygate=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default = "default_true")]
+    pub access: bool,
+}
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: default_log_format(),
+            level: default_log_level(),
+            access: true,
+        }
+    }
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub id: String,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub app: Option<String>,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtProvider {
+    pub name: String,
+    pub jwk: Option<String>,
+    pub jwks_file: Option<String>,
+    pub pem_file: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values, when set.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// claim name -> upstream header name
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Claim naming the caller's key for usage plans and limits (default `sub`).
+    pub key_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsagePlan {
+    pub name: String,
+    pub qps: Option<u32>,
+    pub quota: Option<u64>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+/// A plugin: `name` + `type` + the type's PluginData fields.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RawPlugin {
+    IpControl(RawIpControl),
+    TrafficControl(RawTrafficControl),
+    ParamTrafficControl(RawParamTrafficControl),
+    Cors(RawCors),
+}
+
+impl RawPlugin {
+    pub fn name(&self) -> &str {
+        match self {
+            RawPlugin::IpControl(p) => &p.name,
+            RawPlugin::TrafficControl(p) => &p.name,
+            RawPlugin::ParamTrafficControl(p) => &p.name,
+            RawPlugin::Cors(p) => &p.name,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RawPlugin::IpControl(_) => "ip_control",
+            RawPlugin::TrafficControl(_) => "traffic_control",
+            RawPlugin::ParamTrafficControl(_) => "param_traffic_control",
+            RawPlugin::Cors(_) => "cors",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpControl {
+    pub name: String,
+    /// `white` or `black`.
+    pub mode: String,
+    /// IPs / CIDRs separated by `;` or newlines.
+    pub ips: String,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrafficControl {
+    pub name: String,
+    /// second | minute | hour | day
+    pub expire_type: String,
+    #[serde(default = "default_one")]
+    pub expire: u64,
+    pub api_rate_limit: u64,
+    pub app_rate_limit: Option<u64>,
+    pub ip_rate_limit: Option<u64>,
+    #[serde(default)]
+    pub spec_app_rate_limits: Vec<RawSpecApp>,
+    #[serde(default)]
+    pub spec_ip_rate_limits: Vec<RawSpecIp>,
+    /// Bucket IPv6 clients by this prefix length for `ip_rate_limit` (e.g. 64); none = per address.
+    pub ipv6_prefix: Option<u8>,
+}
+fn default_one() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpecApp {
+    pub app_id: String,
+    pub rate_limit: u64,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpecIp {
+    pub ip_key: String,
+    pub rate_limit: u64,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawParamTrafficControl {
+    pub name: String,
+    #[serde(default)]
+    pub default_window: u64,
+    #[serde(default)]
+    pub default_rate_limit: u64,
+    #[serde(default)]
+    pub strategies: Vec<RawStrategy>,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrategy {
+    pub name: String,
+    pub strategy_weight: u32,
+    #[serde(default)]
+    pub condition: String,
+    #[serde(default)]
+    pub parameters: Vec<RawStrategyParam>,
+    pub rate_limit: u64,
+    pub window: u64,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrategyParam {
+    /// query | header | path
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub name: String,
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "default_max_age")]
+    pub max_age: u64,
+}
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "PUT", "POST", "DELETE", "HEAD"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_max_age() -> u64 {
+    86400
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub environment: Option<String>,
+    pub qps: Option<u32>,
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default)]
+    pub apis: Vec<RawApi>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub name: String,
+    pub path: String,
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "default_auth")]
+    pub auth: String,
+    pub jwt_provider: Option<String>,
+    pub tc3_service: Option<String>,
+    /// Refuse `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` on this API.
+    #[serde(default)]
+    pub tc3_require_signed_payload: bool,
+    #[serde(default)]
+    pub enable_cors: bool,
+    pub qps: Option<u32>,
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Per-API override of `[auth] debug_signatures`.
+    pub debug_signatures: Option<bool>,
+    /// Per-API override of `[server] max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    pub backend: RawBackend,
+}
+fn default_methods() -> Vec<String> {
+    vec!["ANY".into()]
+}
+fn default_auth() -> String {
+    "none".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// http | mock | websocket
+    #[serde(rename = "type", default = "default_backend_type")]
+    pub kind: String,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub path: String,
+    /// Back-end method when it differs from the front method.
+    pub method: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Constant header parameters added to every forwarded request.
+    #[serde(default)]
+    pub const_headers: BTreeMap<String, String>,
+    /// Constant query parameters added to every forwarded request.
+    #[serde(default)]
+    pub const_query: BTreeMap<String, String>,
+    /// Keep the client's Host header instead of the target's.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Consecutive failures that take a target out, and for how long.
+    #[serde(default = "default_max_fails")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout", deserialize_with = "de_duration")]
+    pub fail_timeout: Duration,
+    /// PEM CA bundle for https upstreams (default: system roots).
+    pub ca_file: Option<String>,
+    // mock
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+fn default_backend_type() -> String {
+    "http".into()
+}
+fn default_max_fails() -> u32 {
+    3
+}
+fn default_fail_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// Durations are strings like `"500ms"`, `"15s"`, `"15m"`; a bare integer means seconds.
+pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Dur {
+        Secs(u64),
+        Text(String),
+    }
+    match Dur::deserialize(d)? {
+        Dur::Secs(s) => Ok(Duration::from_secs(s)),
+        Dur::Text(t) => humantime::parse_duration(t.trim())
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}

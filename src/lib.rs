@@ -1,0 +1,15 @@
+//! keygate: an authenticating reverse proxy enforcing API-gateway policies.
+
+pub mod admin;
+pub mod auth;
+pub mod balance;
+pub mod config;
+pub mod gateway;
+pub mod handler;
+pub mod policy;
+pub mod reject;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod upstream;

@@ -1,0 +1,7 @@
+//! Request policies: one check type per file.
+pub mod cors;
+pub mod expr;
+pub mod ip;
+pub mod param;
+pub mod quota;
+pub mod traffic;

@@ -1,0 +1,1 @@
+//! Counter stores for windows and quotas.
