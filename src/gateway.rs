@@ -1,1 +1,149 @@
-//! placeholder
+//! The immutable snapshot compiled from one config file. Request handling reads
+//! it lock-free; a reload builds a new one and swaps it in whole.
+
+use crate::auth::hmac::HmacSettings;
+use crate::auth::jwt::JwtProvider;
+use crate::auth::tc1::Tc1Settings;
+use crate::auth::tc3::Tc3Settings;
+use crate::auth::Keys;
+use crate::policy::cors::CorsPolicy;
+use crate::policy::ip::{IpPolicy, TrustedProxies};
+use crate::reject::ErrorStyle;
+use crate::route::Router;
+use crate::tls::CertStore;
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub struct Gateway {
+    pub version: ConfigVersion,
+    pub router: Router,
+    pub apis: Vec<Api>,
+    pub keys: Keys,
+    pub auth: AuthSettings,
+    pub trusted: TrustedProxies,
+    pub certs: CertStore,
+    pub log: LogSettings,
+    /// Names of what this snapshot holds, to log what a reload changed.
+    pub inventory: Inventory,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigVersion {
+    /// SHA-256 of the file's bytes, hex.
+    pub hash: String,
+    pub loaded_at: SystemTime,
+}
+
+pub struct AuthSettings {
+    pub replay: bool,
+    pub strip_credentials: bool,
+    pub hmac: HmacSettings,
+    pub tc3: Tc3Settings,
+    pub tc1: Tc1Settings,
+    pub jwt_leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub access: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub routes: BTreeSet<String>,
+    pub keys: BTreeSet<String>,
+    pub plugins: BTreeSet<String>,
+    pub plans: BTreeSet<String>,
+}
+
+impl Inventory {
+    /// Human summary of what changed from `old` to `self`.
+    pub fn diff(&self, old: &Inventory) -> Vec<String> {
+        let mut out = vec![];
+        for (what, new, old) in [
+            ("route", &self.routes, &old.routes),
+            ("key", &self.keys, &old.keys),
+            ("plugin", &self.plugins, &old.plugins),
+            ("usage plan", &self.plans, &old.plans),
+        ] {
+            let added: Vec<_> = new.difference(old).cloned().collect();
+            let removed: Vec<_> = old.difference(new).cloned().collect();
+            if !added.is_empty() {
+                out.push(format!("{what}s added: {}", added.join(", ")));
+            }
+            if !removed.is_empty() {
+                out.push(format!("{what}s removed: {}", removed.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+pub struct Api {
+    pub service: Arc<str>,
+    pub name: Arc<str>,
+    /// `service/api`, for logs and metrics.
+    pub label: Arc<str>,
+    pub auth: AuthMode,
+    pub style: ErrorStyle,
+    pub debug_signatures: bool,
+    pub max_body: u64,
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub ip: Vec<(Arc<str>, Arc<IpPolicy>)>,
+    /// key id -> usage plan name, for the plans bound to this API's service.
+    /// `None` when the service binds no plan (any valid key passes).
+    pub plans: Option<Arc<HashMap<String, Arc<str>>>>,
+    pub backend: Backend,
+}
+
+pub enum AuthMode {
+    None,
+    Hmac,
+    Tc3 {
+        service: Option<String>,
+        require_signed_payload: bool,
+    },
+    Tc1,
+    Jwt(Arc<JwtProvider>),
+    OpenApi,
+}
+
+impl AuthMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Hmac => "hmac",
+            AuthMode::Tc3 { .. } => "tc3",
+            AuthMode::Tc1 => "tc1",
+            AuthMode::Jwt(_) => "jwt",
+            AuthMode::OpenApi => "openapi",
+        }
+    }
+}
+
+pub enum Backend {
+    Http(HttpBackend),
+    Mock(MockBackend),
+}
+
+pub struct HttpBackend {
+    pub upstream: Arc<Upstream>,
+    /// Back-end path template (may hold `{param}`); empty = front path as is.
+    pub path: String,
+    pub method: Option<Method>,
+    pub timeout: Duration,
+    pub const_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Pre-encoded `a=1&b=2`, appended to the forwarded query.
+    pub const_query: String,
+    pub preserve_host: bool,
+}
+
+pub struct MockBackend {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}

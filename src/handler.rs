@@ -1,1 +1,590 @@
-//! placeholder
+//! The request pipeline, one straight line: route, CORS preflight, IP control,
+//! authentication, limits, forward, decorate. Any refusal is a `Reject`,
+//! written in the API's error style by one function.
+
+use crate::auth::{self, AuthError, RequestParts};
+use crate::body::{empty, full, Body, BoxError};
+use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
+use crate::policy::cors::CorsPolicy;
+use crate::policy::ip::client_ip;
+use crate::reject::{ErrorStyle, Reject};
+use crate::route::compose_backend_path;
+use crate::state::State;
+use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+pub const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-keygate-key-id");
+pub const APP_HEADER: HeaderName = HeaderName::from_static("x-keygate-app");
+pub const PLAN_HEADER: HeaderName = HeaderName::from_static("x-keygate-usage-plan");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub struct Ctx {
+    pub live: Arc<ArcSwap<Gateway>>,
+    pub state: Arc<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// What the access log and the response decoration need to know about a request.
+#[derive(Default)]
+struct Outcome {
+    api: Option<usize>,
+    key_id: Option<String>,
+    client_ip: Option<IpAddr>,
+    upstream_status: Option<u16>,
+    /// Headers added to the response whatever it is (rate-limit headers).
+    extra: HeaderMap,
+}
+
+/// The caller, once authenticated.
+struct Identity {
+    key_id: String,
+    app: String,
+    plan: Option<Arc<str>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Ctx {
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let start = Instant::now();
+        let gw = self.live.load_full();
+        let request_id = request_id(req.headers());
+        let method = req.method().clone();
+        let host = host_of(&req).map(str::to_owned);
+        let path = req.uri().path().to_owned();
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut out = Outcome::default();
+        let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
+            Ok(r) => r,
+            Err(reject) => {
+                let api = out.api.map(|i| &gw.apis[i]);
+                let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
+                let debug = api.is_some_and(|a| a.debug_signatures);
+                if reject.status().is_server_error() {
+                    tracing::warn!(request_id = %request_id, error = %reject, "request failed");
+                }
+                reject.to_response(style, &request_id, debug)
+            }
+        };
+        // CORS headers on forwarded answers and on gateway errors alike, so that a
+        // browser can read a 401/403/429 too. Preflight answers set their own.
+        if let (Some(i), Some(o)) = (out.api, &origin) {
+            if let Some(cors) = &gw.apis[i].cors {
+                if !resp
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                {
+                    let mut h = HeaderMap::new();
+                    h.insert(header::ORIGIN, o.clone());
+                    cors.apply(&h, resp.headers_mut());
+                }
+            }
+        }
+        let headers = resp.headers_mut();
+        for (k, v) in out.extra.iter() {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert(REQUEST_ID, v);
+        }
+        if gw.log.access {
+            let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
+            tracing::info!(
+                target: "keygate::access",
+                request_id = %request_id,
+                client_ip = %out.client_ip.unwrap_or(conn.peer.ip()),
+                host = host.as_deref().unwrap_or("-"),
+                method = %method,
+                path = %path,
+                route,
+                key_id = out.key_id.as_deref().unwrap_or("-"),
+                status = resp.status().as_u16(),
+                upstream_status = out.upstream_status.unwrap_or(0),
+                bytes_out = resp.body().size_hint().exact().unwrap_or(0),
+                latency_us = start.elapsed().as_micros() as u64,
+            );
+        }
+        resp
+    }
+
+    async fn pipeline(
+        &self,
+        gw: &Gateway,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+        out: &mut Outcome,
+    ) -> Result<Response<Body>, Reject> {
+        let (mut parts, body) = req.into_parts();
+        let declared_len = check_framing(&parts.headers)?;
+
+        // 1. Route.
+        let (api_idx, backend_path) = {
+            let host = parts.uri.host().or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
+            let m = gw
+                .router
+                .lookup(host, parts.uri.path(), &parts.method)
+                .ok_or(Reject::NoRoute)?;
+            let backend_path = match &gw.apis[m.api].backend {
+                Backend::Http(b) => compose_backend_path(&b.path, &m),
+                Backend::Mock(_) => String::new(),
+            };
+            (m.api, backend_path)
+        };
+        out.api = Some(api_idx);
+        let api = &gw.apis[api_idx];
+        if let Some(len) = declared_len {
+            if len > api.max_body {
+                return Err(Reject::BodyTooLarge(api.max_body));
+            }
+        }
+
+        // 2. CORS preflight: answered here, before auth, never forwarded.
+        if let Some(cors) = &api.cors {
+            if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+                let (status, headers) = cors.preflight(&parts.headers);
+                let mut r = Response::new(empty());
+                *r.status_mut() = status;
+                *r.headers_mut() = headers;
+                return Ok(r);
+            }
+        }
+
+        // 3. IP control.
+        let ip = client_ip(conn.peer.ip(), &parts.headers, &gw.trusted);
+        out.client_ip = Some(ip);
+        for (name, policy) in &api.ip {
+            if !policy.allows(ip) {
+                return Err(Reject::IpDenied(name.to_string()));
+            }
+        }
+
+        // 4. Authentication.
+        let (identity, body) = self
+            .authenticate(gw, api, &parts, body, declared_len)
+            .await?;
+        out.key_id = identity.as_ref().map(|i| i.key_id.clone());
+
+        // 5. Forward.
+        let mut resp = match &api.backend {
+            Backend::Mock(m) => mock_response(m),
+            Backend::Http(b) => {
+                prepare_forward(
+                    gw,
+                    api,
+                    b,
+                    &mut parts,
+                    conn,
+                    ip,
+                    request_id,
+                    identity.as_ref(),
+                    backend_path,
+                )?;
+                let resp = self.forward(b, parts, body).await?;
+                out.upstream_status = Some(resp.status().as_u16());
+                resp
+            }
+        };
+
+        // 6. Decorate.
+        if let Some(id) = &identity {
+            if let Some(plan) = &id.plan {
+                if let Ok(v) = HeaderValue::from_str(plan) {
+                    resp.headers_mut().insert("x-usageplan-id", v);
+                }
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Verify the API's scheme; returns the caller and the body to forward: the
+    /// buffered bytes when the scheme hashed them, else the size-limited stream.
+    async fn authenticate(
+        &self,
+        gw: &Gateway,
+        api: &Api,
+        parts: &Parts,
+        body: Incoming,
+        declared_len: Option<u64>,
+    ) -> Result<(Option<Identity>, Body), Reject> {
+        let limit = match &api.auth {
+            AuthMode::None | AuthMode::Jwt(_) => None,
+            AuthMode::Hmac => {
+                auth::hmac::needs_body(&parts.headers).then_some(api.max_body as usize)
+            }
+            AuthMode::Tc3 { .. } => auth::tc3::body_limit(&parts.method, &parts.headers),
+            AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
+            AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
+        };
+        let (buffered, stream) = match limit {
+            Some(limit) => {
+                if declared_len.is_some_and(|l| l > limit as u64) {
+                    return Err(AuthError::BodyTooLarge.into());
+                }
+                (Some(read_limited(body, limit).await?), None)
+            }
+            None => (None, Some(body)),
+        };
+        let forward_body = |buffered: Option<Bytes>| match (buffered, stream) {
+            (Some(bytes), _) => full(bytes),
+            (None, Some(s)) => LimitedBody::new(s, api.max_body).boxed_unsync(),
+            (None, None) => empty(),
+        };
+        let rp = RequestParts {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            body: buffered.as_deref(),
+        };
+        let now = SystemTime::now();
+        let (verified, extra_headers) = match &api.auth {
+            AuthMode::None => return Ok((None, forward_body(buffered))),
+            AuthMode::Hmac => (
+                auth::hmac::verify(&gw.auth.hmac, &rp, &gw.keys, now)?,
+                vec![],
+            ),
+            AuthMode::Tc3 {
+                service,
+                require_signed_payload,
+            } => (
+                auth::tc3::verify(
+                    &gw.auth.tc3,
+                    service.as_deref(),
+                    *require_signed_payload,
+                    &rp,
+                    &gw.keys,
+                    now,
+                )?,
+                vec![],
+            ),
+            AuthMode::Tc1 => (auth::tc1::verify(&gw.auth.tc1, &rp, &gw.keys, now)?, vec![]),
+            AuthMode::OpenApi => (auth::openapi::verify(&rp, &gw.keys)?, vec![]),
+            AuthMode::Jwt(p) => {
+                let id = p.verify(&parts.headers, gw.auth.jwt_leeway, now)?;
+                let (key_id, app) = match gw.keys.get(&id.subject) {
+                    Some(k) if !k.enabled => return Err(AuthError::DisabledKey.into()),
+                    Some(k) => (k.id.clone(), k.app.clone()),
+                    None => (id.subject.clone(), id.subject.clone()),
+                };
+                let plan = plan_of(api, &key_id)?;
+                let identity = Identity {
+                    key_id,
+                    app,
+                    plan,
+                    headers: id.headers,
+                };
+                return Ok((Some(identity), forward_body(buffered)));
+            }
+        };
+        if gw.auth.replay {
+            if let Some((token, ttl)) = &verified.replay {
+                self.state.replay.check_and_insert(
+                    &verified.key.id,
+                    token,
+                    *ttl,
+                    Instant::now(),
+                )?;
+            }
+        }
+        let plan = plan_of(api, &verified.key.id)?;
+        let identity = Identity {
+            key_id: verified.key.id.clone(),
+            app: verified.key.app.clone(),
+            plan,
+            headers: extra_headers,
+        };
+        Ok((Some(identity), forward_body(buffered)))
+    }
+
+    async fn forward(
+        &self,
+        b: &HttpBackend,
+        parts: Parts,
+        body: Body,
+    ) -> Result<Response<Body>, Reject> {
+        let mut parts = parts;
+        let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let wants_upgrade = parts.headers.contains_key(header::UPGRADE);
+        let req = Request::from_parts(parts, body);
+        let mut resp = b.upstream.send(req, b.timeout, b.preserve_host).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The tunnel opens only now that the upstream agreed to switch.
+            let Some(client_upgrade) = client_upgrade.filter(|_| wants_upgrade) else {
+                return Err(Reject::UpstreamUnavailable(
+                    "back end switched protocols unasked".into(),
+                ));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
+                else {
+                    tracing::debug!("upgrade failed on one side");
+                    return;
+                };
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        ))
+    }
+}
+
+fn plan_of(api: &Api, key_id: &str) -> Result<Option<Arc<str>>, Reject> {
+    match &api.plans {
+        None => Ok(None),
+        Some(plans) => plans
+            .get(key_id)
+            .cloned()
+            .map(Some)
+            .ok_or(Reject::Auth(AuthError::NotAllowed)),
+    }
+}
+
+/// Rewrite the request head for the back end: path, query, method, hop-by-hop,
+/// credentials, identity, X-Forwarded-*, constant parameters.
+#[allow(clippy::too_many_arguments)]
+fn prepare_forward(
+    gw: &Gateway,
+    api: &Api,
+    b: &HttpBackend,
+    parts: &mut Parts,
+    conn: ConnInfo,
+    client: IpAddr,
+    request_id: &str,
+    identity: Option<&Identity>,
+    backend_path: String,
+) -> Result<(), Reject> {
+    let mut pq = backend_path;
+    let query = parts.uri.query().unwrap_or("");
+    if !query.is_empty() || !b.const_query.is_empty() {
+        pq.push('?');
+        pq.push_str(query);
+        if !query.is_empty() && !b.const_query.is_empty() {
+            pq.push('&');
+        }
+        pq.push_str(&b.const_query);
+    }
+    parts.uri = pq
+        .parse()
+        .map_err(|_| Reject::BadRequest("request path cannot be forwarded".into()))?;
+    if let Some(m) = &b.method {
+        parts.method = m.clone();
+    }
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let upgrade = upgrade_protocol(&parts.headers);
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if let Some(proto) = upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto);
+    }
+    if gw.auth.strip_credentials && !matches!(api.auth, AuthMode::None) {
+        h.remove(header::AUTHORIZATION);
+        h.remove(header::PROXY_AUTHORIZATION);
+    }
+    // Identity headers are ours alone: a client's copies are dropped.
+    h.remove(KEY_ID_HEADER);
+    h.remove(APP_HEADER);
+    h.remove(PLAN_HEADER);
+    if let Some(id) = identity {
+        for (k, _) in &id.headers {
+            h.remove(k);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.key_id) {
+            h.insert(KEY_ID_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.app) {
+            h.insert(APP_HEADER, v);
+        }
+        if let Some(plan) = id
+            .plan
+            .as_deref()
+            .and_then(|p| HeaderValue::from_str(p).ok())
+        {
+            h.insert(PLAN_HEADER, plan);
+        }
+        for (k, v) in &id.headers {
+            h.append(k.clone(), v.clone());
+        }
+    }
+    let peer = conn.peer.ip();
+    let peer_trusted = gw.trusted.contains(peer);
+    let xff = match (peer_trusted, h.get(&XFF).and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(XFF, v);
+    }
+    if !(peer_trusted && h.contains_key(&XFP)) {
+        h.insert(
+            XFP,
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
+    if !(peer_trusted && h.contains_key(&XFH)) {
+        if let Some(host) = original_host {
+            h.insert(XFH, host);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert(X_REAL_IP, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID, v);
+    }
+    for (k, v) in &b.const_headers {
+        h.insert(k.clone(), v.clone());
+    }
+    Ok(())
+}
+
+fn mock_response(m: &MockBackend) -> Response<Body> {
+    let mut r = Response::new(full(m.body.clone()));
+    *r.status_mut() = m.status;
+    *r.headers_mut() = m.headers.clone();
+    r
+}
+
+/// Refuse ambiguous framing (request smuggling): several Content-Length values,
+/// or Content-Length together with Transfer-Encoding. Returns the declared length.
+fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Reject> {
+    let mut lens = h.get_all(header::CONTENT_LENGTH).iter();
+    let first = lens.next();
+    if lens.next().is_some() {
+        return Err(Reject::BadRequest("duplicate Content-Length".into()));
+    }
+    let Some(v) = first else { return Ok(None) };
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Reject::BadRequest(
+            "Content-Length with Transfer-Encoding".into(),
+        ));
+    }
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| Reject::BadRequest("invalid Content-Length".into()))
+}
+
+async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Reject> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(AuthError::BodyTooLarge.into()),
+        Err(_) => Err(Reject::BadRequest("could not read the request body".into())),
+    }
+}
+
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// Keep a well-formed incoming id (a front proxy's), else make one.
+fn request_id(h: &HeaderMap) -> String {
+    if let Some(v) = h.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty()
+            && v.len() <= 64
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return v.to_string();
+        }
+    }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
+}
+
+/// A streamed request body that fails once it passes the API's limit, so an
+/// oversized chunked upload is cut off while streaming (413).
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+}
+
+impl LimitedBody {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        LimitedBody {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > self.remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(self.limit)))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod auth;
 pub mod balance;
+pub mod body;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod handler;
 pub mod policy;
@@ -12,4 +14,5 @@ pub mod route;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod upstream;

@@ -1,1 +1,201 @@
-fn main(){}
+//! The `keygate` command: run, check, sign, keygen (SPEC §7).
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use keygate::config::compile;
+use keygate::server;
+use keygate::state::State;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Authenticating reverse proxy enforcing API-gateway policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve with a config file.
+    Run {
+        #[arg(short, long, default_value = "config/keygate.toml")]
+        config: PathBuf,
+        /// Also start the demo echo back end on this address (for trying keygate out).
+        #[arg(long, value_name = "ADDR")]
+        demo_backend: Option<SocketAddr>,
+    },
+    /// Validate a config file: exit 0 when valid, else print every problem.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the Date and Authorization headers of the `hmac` scheme.
+    Sign {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        secret: String,
+        #[arg(long, default_value = "hmac-sha1")]
+        algorithm: String,
+        /// Extra header to sign, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+    },
+    /// Print a new random key id and secret.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run {
+            config,
+            demo_backend,
+        } => run(&config, demo_backend),
+        Cmd::Check { config } => return check(&config),
+        Cmd::Sign {
+            id,
+            secret,
+            algorithm,
+            headers,
+        } => sign(&id, &secret, &algorithm, &headers),
+        Cmd::Keygen => {
+            let (id, secret) = keygate::auth::sign::keygen();
+            println!("id = \"{id}\"\nsecret = \"{secret}\"");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let errors = match compile::read_file(path) {
+        Err(errors) => errors,
+        Ok((raw, hash)) => {
+            let state = State::new(&server::base_dir(path), 16);
+            match compile::compile(&raw, hash, &state) {
+                Ok(gw) => {
+                    println!(
+                        "{}: ok ({} routes, {} keys, {} plugins, {} usage plans)",
+                        path.display(),
+                        gw.inventory.routes.len(),
+                        gw.inventory.keys.len(),
+                        gw.inventory.plugins.len(),
+                        gw.inventory.plans.len()
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Err(errors) => errors,
+            }
+        }
+    };
+    eprintln!("{}: {} problem(s)", path.display(), errors.len());
+    for e in &errors {
+        eprintln!("  {e}");
+    }
+    ExitCode::FAILURE
+}
+
+fn sign(id: &str, secret: &str, algorithm: &str, headers: &[String]) -> anyhow::Result<()> {
+    let mut extra = vec![];
+    for h in headers {
+        let Some((k, v)) = h.split_once(':') else {
+            bail!("header {h:?} is not `Name: value`");
+        };
+        extra.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let out = keygate::auth::sign::sign_hmac(id, secret, algorithm, &extra, SystemTime::now())
+        .map_err(anyhow::Error::msg)?;
+    for (k, v) in out {
+        println!("{k}: {v}");
+    }
+    Ok(())
+}
+
+fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
+    // The runtime's size and the log format come from the file, so read it first.
+    let (raw, _) = compile::read_file(path).map_err(|errors| {
+        anyhow::anyhow!(
+            "invalid configuration:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    init_tracing(&raw.log.format, &raw.log.level);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if raw.server.workers > 0 {
+        rt.worker_threads(raw.server.workers);
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        if let Some(addr) = demo_backend {
+            let (local, l) = keygate::demo::bind(addr).await.context("demo back end")?;
+            println!("keygate: demo back end on http://{local}");
+            tokio::spawn(keygate::demo::serve(l));
+        }
+        let running = server::start(path).await?;
+        for a in &running.http {
+            println!("keygate: listening on http://{a}");
+        }
+        for a in &running.https {
+            println!("keygate: listening on https://{a}");
+        }
+        if let Some(a) = running.admin {
+            println!("keygate: admin on http://{a}");
+        }
+        wait_for_stop().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn init_tracing(format: &str, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,1 +1,145 @@
-//! placeholder
+//! Every way the gateway refuses a request, mapped in one place to a status,
+//! a code of the cloud API vocabulary and a body in the API's error style.
+
+use crate::auth::AuthError;
+use crate::body::{full, Body};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Reject {
+    #[error("no API matches this host, path and method")]
+    NoRoute,
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error("client address is not allowed by plugin {0}")]
+    IpDenied(String),
+    #[error("{message}")]
+    RateLimited { message: String, quota: bool },
+    #[error("request body exceeds {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("back end did not answer in time")]
+    UpstreamTimeout,
+    #[error("back end unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStyle {
+    /// `{"code","message","request_id"}`
+    Json,
+    /// `{"Response":{"Error":{"Code","Message"},"RequestId"}}` for tc3 / tc1 APIs.
+    Cloud,
+    /// `{"ret","msg"}` for open-platform APIs.
+    OpenApi,
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        let code = match self {
+            Reject::NoRoute => 404,
+            Reject::Auth(e) => e.status(),
+            Reject::IpDenied(_) => 403,
+            Reject::RateLimited { .. } => 429,
+            Reject::BodyTooLarge(_) => 413,
+            Reject::BadRequest(_) => 400,
+            Reject::UpstreamTimeout => 504,
+            Reject::UpstreamUnavailable(_) => 502,
+            Reject::Internal(_) => 500,
+        };
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::NoRoute => "ResourceNotFound",
+            Reject::Auth(e) => e.code(),
+            Reject::IpDenied(_) => "UnauthorizedOperation",
+            Reject::RateLimited { quota: true, .. } => "LimitExceeded",
+            Reject::RateLimited { quota: false, .. } => "RequestLimitExceeded",
+            Reject::BodyTooLarge(_) => "InvalidParameter",
+            Reject::BadRequest(_) => "InvalidParameter",
+            Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
+                "InternalError"
+            }
+        }
+    }
+
+    /// Metric / log label: which front-end check refused the request.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::NoRoute => "route",
+            Reject::Auth(AuthError::NotAllowed) => "auth",
+            Reject::Auth(_) => "auth",
+            Reject::IpDenied(_) => "ip",
+            Reject::RateLimited { .. } => "limit",
+            Reject::BodyTooLarge(_) | Reject::BadRequest(_) => "request",
+            Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
+                "backend"
+            }
+        }
+    }
+
+    fn message(&self, show_debug: bool) -> String {
+        match self {
+            Reject::Auth(AuthError::BadSignature { debug: Some(s) }) if show_debug => {
+                format!("signature mismatch; the server's string to sign was: {s:?}")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub fn to_response(
+        &self,
+        style: ErrorStyle,
+        request_id: &str,
+        show_debug: bool,
+    ) -> Response<Body> {
+        let message = self.message(show_debug);
+        let body = match style {
+            ErrorStyle::Json => serde_json::json!({
+                "code": self.code(),
+                "message": message,
+                "request_id": request_id,
+            }),
+            ErrorStyle::Cloud => serde_json::json!({
+                "Response": {
+                    "Error": { "Code": self.code(), "Message": message },
+                    "RequestId": request_id,
+                }
+            }),
+            ErrorStyle::OpenApi => serde_json::json!({
+                "ret": self.openapi_ret(),
+                "msg": message,
+            }),
+        };
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    /// Non-zero `ret` codes of the open platform (1000002 = bad parameter).
+    fn openapi_ret(&self) -> i64 {
+        match self {
+            Reject::Auth(AuthError::Missing(_) | AuthError::Malformed(_)) => 1000002,
+            Reject::BadRequest(_) | Reject::BodyTooLarge(_) => 1000002,
+            Reject::Auth(_) | Reject::IpDenied(_) => 1000005,
+            Reject::RateLimited { .. } => 1000030,
+            Reject::NoRoute => 1000004,
+            _ => 1000001,
+        }
+    }
+}
+
+impl From<AuthError> for Reject {
+    fn from(e: AuthError) -> Self {
+        Reject::Auth(e)
+    }
+}

@@ -1,1 +1,281 @@
-//! placeholder
+//! Listeners (bound once, never re-bound by a reload), TLS handshakes, HTTP/1.1
+//! and HTTP/2 connections with header limits and timeouts, and the graceful drain.
+
+use crate::body::Body;
+use crate::config::compile::{self, ConfigError};
+use crate::config::raw::RawServer;
+use crate::config::watch::Reloader;
+use crate::gateway::Gateway;
+use crate::handler::{ConnInfo, Ctx};
+use crate::state::State;
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// A running keygate: its bound addresses and a handle to stop it.
+pub struct Running {
+    pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub live: Arc<ArcSwap<Gateway>>,
+    pub state: Arc<State>,
+    pub reloader: Arc<Reloader>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain: Duration,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (up to the drain timeout),
+    /// then return.
+    pub async fn shutdown(self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        if tokio::time::timeout(self.drain + Duration::from_secs(1), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain timeout passed with requests still in flight");
+        }
+    }
+
+    /// Resolve when asked to stop from inside (not used by signals).
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Load `path`, bind every listener and start serving.
+pub async fn start(path: &Path) -> Result<Running, ServeError> {
+    let path = path.to_path_buf();
+    let (raw, hash) = compile::read_file(&path).map_err(ServeError::Config)?;
+    let base = base_dir(&path);
+    let state = Arc::new(State::new(&base, raw.auth.replay_capacity));
+    let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
+    let live = Arc::new(ArcSwap::from_pointee(gw));
+    let reloader = Arc::new(Reloader::new(path.clone(), live.clone(), state.clone()));
+    let ctx = Arc::new(Ctx {
+        live: live.clone(),
+        state: state.clone(),
+    });
+    let (tx, rx) = watch::channel(false);
+    let builder = Arc::new(conn_builder(&raw.server));
+    let drain = raw.server.shutdown_timeout;
+    let mut tasks = vec![];
+
+    let mut http = vec![];
+    for addr in compile::listen_addrs(&raw.server).map_err(ServeError::Config)? {
+        let l = bind(addr)?;
+        let local = l
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        http.push(local);
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            None,
+            ctx.clone(),
+            builder.clone(),
+            rx.clone(),
+            drain,
+        )));
+    }
+    let mut https = vec![];
+    if let Some(tls) = &raw.server.tls {
+        let cfg = crate::tls::server_config(live.clone()).map_err(ServeError::Tls)?;
+        let acceptor = TlsAcceptor::from(Arc::new(cfg));
+        for a in &tls.listen {
+            let addr: SocketAddr = a
+                .parse()
+                .map_err(|_| ServeError::Tls(format!("bad listen address {a:?}")))?;
+            let l = bind(addr)?;
+            let local = l
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            https.push(local);
+            tasks.push(tokio::spawn(accept_loop(
+                l,
+                Some(acceptor.clone()),
+                ctx.clone(),
+                builder.clone(),
+                rx.clone(),
+                drain,
+            )));
+        }
+    }
+    let admin = match &raw.server.admin {
+        Some(a) => {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                ServeError::Config(vec![ConfigError {
+                    location: "server.admin".into(),
+                    message: format!("{a:?} is not an address:port"),
+                }])
+            })?;
+            let l = bind(addr)?;
+            let local = l
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            tasks.push(tokio::spawn(crate::admin::serve(
+                l,
+                reloader.clone(),
+                rx.clone(),
+            )));
+            Some(local)
+        }
+        None => None,
+    };
+    if raw.server.watch {
+        crate::config::watch::spawn_file_watch(reloader.clone(), rx.clone());
+    }
+    crate::config::watch::spawn_sighup(reloader.clone(), rx.clone());
+    Ok(Running {
+        http,
+        https,
+        admin,
+        live,
+        state,
+        reloader,
+        shutdown: tx,
+        tasks,
+        drain,
+    })
+}
+
+/// Relative paths in the config (certs, secret files, state_dir) are resolved
+/// against the config file's directory.
+pub fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn conn_builder(s: &RawServer) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes.max(8192))
+        .max_headers(s.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(s.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    let make = || -> std::io::Result<TcpListener> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    make().map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_conn(stream, peer, false, ctx, &builder, watcher).await,
+                Some(acceptor) => {
+                    let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await;
+                    match hs {
+                        Ok(Ok(s)) => serve_conn(s, peer, true, ctx, &builder, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout");
+    }
+}
+
+async fn serve_conn<S>(
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    ctx: Arc<Ctx>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let info = ConnInfo { peer, tls };
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move { Ok::<hyper::Response<Body>, Infallible>(ctx.handle(req, info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

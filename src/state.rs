@@ -1,1 +1,50 @@
-//! placeholder
+//! Long-lived state that outlives config snapshots: upstream pools, the replay
+//! cache, limiter counters. A snapshot asks for its parts by identity, so an
+//! unchanged upstream or policy keeps its pool and counts across reloads.
+
+use crate::auth::replay::ReplayCache;
+use crate::upstream::{Upstream, UpstreamSpec};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+pub struct State {
+    /// Directory of the config file; relative paths in it are resolved here.
+    pub base_dir: PathBuf,
+    upstreams: Mutex<HashMap<String, Weak<Upstream>>>,
+    pub replay: ReplayCache,
+    pub draining: AtomicBool,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl State {
+    pub fn new(base_dir: &Path, replay_capacity: usize) -> State {
+        State {
+            base_dir: base_dir.to_path_buf(),
+            upstreams: Mutex::new(HashMap::new()),
+            replay: ReplayCache::new(replay_capacity),
+            draining: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// The pool for `spec`: the live one when an equal spec is in use, else a new one.
+    pub fn upstream(&self, spec: &UpstreamSpec) -> Result<Arc<Upstream>, String> {
+        let id = spec.identity();
+        let mut map = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = map.get(&id).and_then(Weak::upgrade) {
+            return Ok(u);
+        }
+        let u = Arc::new(Upstream::new(spec, &self.base_dir)?);
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(id, Arc::downgrade(&u));
+        Ok(u)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}

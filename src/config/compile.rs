@@ -1,1 +1,766 @@
-//! placeholder
+//! Raw config + long-lived state → an immutable `Gateway` snapshot. All
+//! validation lives here; every problem is reported with its location.
+
+use super::raw::*;
+use crate::auth::hmac::HmacSettings;
+use crate::auth::jwt::JwtProvider;
+use crate::auth::tc1::Tc1Settings;
+use crate::auth::tc3::Tc3Settings;
+use crate::auth::{Key, Keys};
+use crate::gateway::*;
+use crate::policy::cors::CorsPolicy;
+use crate::policy::ip::{IpPolicy, TrustedProxies};
+use crate::reject::ErrorStyle;
+use crate::route::{ApiSpec, Router, ServiceSpec};
+use crate::state::State;
+use crate::tls::CertStore;
+use crate::upstream::UpstreamSpec;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// One problem of a config file and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+fn err(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        location: location.into(),
+        message: message.into(),
+    }
+}
+
+/// Read and parse a config file (no compilation).
+pub fn read_file(path: &Path) -> Result<(RawConfig, String), Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![err(path.display().to_string(), format!("cannot read: {e}"))])?;
+    let raw = parse(&text).map_err(|e| {
+        vec![ConfigError {
+            location: path.display().to_string(),
+            ..e
+        }]
+    })?;
+    Ok((raw, hex::encode(Sha256::digest(text.as_bytes()))))
+}
+
+pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            }
+            None => "config".into(),
+        };
+        ConfigError {
+            location,
+            message: e.message().to_string(),
+        }
+    })
+}
+
+/// Validate the server-level settings that are bound once at start.
+pub fn listen_addrs(raw: &RawServer) -> Result<Vec<SocketAddr>, Vec<ConfigError>> {
+    let mut errors = vec![];
+    let mut out = vec![];
+    for (i, l) in raw.listen.iter().enumerate() {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => out.push(a),
+            Err(_) => errors.push(err(
+                format!("server.listen[{i}]"),
+                format!("{l:?} is not an address:port"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Expand `${VAR}` from the environment; an unset variable is an error.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or("unterminated ${")?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("invalid variable name {name:?}"));
+        }
+        let v =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, Vec<ConfigError>> {
+    let mut e = vec![];
+    let base = state.base_dir.clone();
+
+    // Server.
+    if let Err(mut le) = listen_addrs(&raw.server) {
+        e.append(&mut le);
+    }
+    if let Some(a) = &raw.server.admin {
+        if a.parse::<SocketAddr>().is_err() {
+            e.push(err("server.admin", format!("{a:?} is not an address:port")));
+        }
+    }
+    let trusted = TrustedProxies::parse(&raw.server.trusted_proxies).unwrap_or_else(|m| {
+        e.push(err("server.trusted_proxies", m));
+        TrustedProxies::default()
+    });
+    if raw.server.max_body_bytes == 0 {
+        e.push(err("server.max_body_bytes", "must be positive"));
+    }
+    if raw.server.max_header_bytes < 8192 {
+        e.push(err("server.max_header_bytes", "must be at least 8192"));
+    }
+    if raw.server.max_headers == 0 {
+        e.push(err("server.max_headers", "must be positive"));
+    }
+    let certs = match &raw.server.tls {
+        Some(tls) => {
+            for (i, l) in tls.listen.iter().enumerate() {
+                if l.parse::<SocketAddr>().is_err() {
+                    e.push(err(
+                        format!("server.tls.listen[{i}]"),
+                        format!("{l:?} is not an address:port"),
+                    ));
+                }
+            }
+            if tls.certs.is_empty() {
+                e.push(err(
+                    "server.tls.certs",
+                    "at least one certificate is needed",
+                ));
+            }
+            CertStore::load(&tls.certs, &base).unwrap_or_else(|msgs| {
+                e.extend(msgs.into_iter().map(|m| err("server.tls", m)));
+                CertStore::default()
+            })
+        }
+        None => CertStore::default(),
+    };
+    if let Some(c) = &raw.cluster {
+        if !["local", "allow", "deny"].contains(&c.on_error.as_str()) {
+            e.push(err(
+                "cluster.on_error",
+                format!("{:?} is not one of local, allow, deny", c.on_error),
+            ));
+        }
+        match expand_env(&c.redis) {
+            Ok(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
+            Ok(_) => e.push(err("cluster.redis", "must be a redis:// or rediss:// URL")),
+            Err(m) => e.push(err("cluster.redis", m)),
+        }
+    }
+    if !["text", "json"].contains(&raw.log.format.as_str()) {
+        e.push(err(
+            "log.format",
+            format!("{:?} is not text or json", raw.log.format),
+        ));
+    }
+
+    // Auth settings.
+    let hmac = HmacSettings::from_raw(&raw.auth.hmac)
+        .map_err(|m| e.push(err("auth.hmac", m)))
+        .ok();
+    let tc3 = Tc3Settings::from_raw(&raw.auth.tc3)
+        .map_err(|m| e.push(err("auth.tc3", m)))
+        .ok();
+    let tc1 = Tc1Settings::from_raw(&raw.auth.tc1)
+        .map_err(|m| e.push(err("auth.tc1", m)))
+        .ok();
+
+    // Keys.
+    let mut keys: Keys = HashMap::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let at = format!("keys[{i}] ({})", k.id);
+        if k.id.is_empty()
+            || k.id.len() > 128
+            || !k.id.bytes().all(|b| b.is_ascii_graphic() && b != b'"')
+        {
+            e.push(err(
+                &at,
+                "id must be 1-128 visible characters without quotes",
+            ));
+            continue;
+        }
+        let secret = match (&k.secret, &k.secret_file) {
+            (Some(s), None) => expand_env(s),
+            (None, Some(f)) => std::fs::read_to_string(base.join(f))
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|err| format!("cannot read secret_file {f:?}: {err}")),
+            _ => Err("exactly one of secret and secret_file is needed".into()),
+        };
+        match secret {
+            Ok(s) if s.is_empty() => e.push(err(&at, "secret is empty")),
+            Ok(s) => {
+                let key = Key::new(k.id.clone(), s, k.app.clone(), k.enabled);
+                if keys.insert(k.id.clone(), Arc::new(key)).is_some() {
+                    e.push(err(&at, "duplicate key id"));
+                }
+            }
+            Err(m) => e.push(err(&at, m)),
+        }
+    }
+
+    // JWT providers.
+    let mut jwt = HashMap::new();
+    for p in &raw.jwt_providers {
+        let at = format!("jwt_providers ({})", p.name);
+        match JwtProvider::from_raw(p, &base) {
+            Ok(j) => {
+                if jwt.insert(p.name.clone(), Arc::new(j)).is_some() {
+                    e.push(err(&at, "duplicate name"));
+                }
+            }
+            Err(m) => e.push(err(&at, m)),
+        }
+    }
+
+    // Usage plans.
+    let mut plans: HashMap<&str, &RawUsagePlan> = HashMap::new();
+    for p in &raw.usage_plans {
+        let at = format!("usage_plans ({})", p.name);
+        if plans.insert(&p.name, p).is_some() {
+            e.push(err(&at, "duplicate name"));
+        }
+        if p.qps == Some(0) {
+            e.push(err(&at, "qps must be positive (omit it for unlimited)"));
+        }
+        if p.quota == Some(0) {
+            e.push(err(&at, "quota must be positive (omit it for unlimited)"));
+        }
+        for k in &p.keys {
+            if !raw.keys.iter().any(|rk| &rk.id == k) {
+                e.push(err(&at, format!("key {k:?} is not defined in [[keys]]")));
+            }
+        }
+    }
+
+    // Plugins.
+    let mut plugins: HashMap<&str, Plugin> = HashMap::new();
+    for p in &raw.plugins {
+        let name = p.name();
+        let at = format!("plugins ({name})");
+        if !valid_plugin_name(name) {
+            e.push(err(
+                &at,
+                "name must be 2-50 letters, digits, _ or -, starting with a letter",
+            ));
+        }
+        let compiled = match p {
+            RawPlugin::IpControl(ip) => {
+                IpPolicy::parse(&ip.mode, &ip.ips).map(|x| Plugin::Ip(Arc::new(x)))
+            }
+            RawPlugin::Cors(c) => CorsPolicy::from_raw(c).map(|x| Plugin::Cors(Arc::new(x))),
+            RawPlugin::TrafficControl(_) => Ok(Plugin::Traffic),
+            RawPlugin::ParamTrafficControl(_) => Ok(Plugin::ParamTraffic),
+        };
+        match compiled {
+            Ok(c) => {
+                if plugins.insert(name, c).is_some() {
+                    e.push(err(&at, "duplicate name"));
+                }
+            }
+            Err(m) => e.push(err(&at, m)),
+        }
+    }
+
+    // Services and APIs.
+    let mut apis = vec![];
+    let mut specs = vec![];
+    let mut inventory = Inventory {
+        keys: keys.keys().cloned().collect(),
+        plugins: plugins.keys().map(|s| s.to_string()).collect(),
+        plans: plans.keys().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut service_names = HashSet::new();
+    for svc in &raw.services {
+        let sat = format!("services ({})", svc.name);
+        if !valid_service_name(&svc.name) {
+            e.push(err(
+                &sat,
+                "name must be 1-30 lower-case letters, digits, - or _, starting with a letter",
+            ));
+        }
+        if !service_names.insert(&svc.name) {
+            e.push(err(&sat, "duplicate service name"));
+        }
+        if let Some(env) = &svc.environment {
+            if env.is_empty()
+                || !env
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                e.push(err(&sat, format!("environment {env:?} must be lower-case letters, digits or - (release, prepub, test)")));
+            }
+        }
+        if svc.qps == Some(0) {
+            e.push(err(&sat, "qps must be positive (omit it for unlimited)"));
+        }
+        let key_plans = service_plans(svc, &plans, &sat, &mut e);
+        for p in &svc.plugins {
+            if !plugins.contains_key(p.as_str()) {
+                e.push(err(&sat, format!("plugin {p:?} is not defined")));
+            }
+        }
+        let mut spec = ServiceSpec {
+            name: svc.name.clone(),
+            hosts: svc.hosts.clone(),
+            environment: svc.environment.clone(),
+            apis: vec![],
+        };
+        let mut api_names = HashSet::new();
+        for api in &svc.apis {
+            let at = format!("services ({}) / apis ({})", svc.name, api.name);
+            if api.name.is_empty() || api.name.chars().count() > 60 {
+                e.push(err(&at, "name must be 1-60 characters"));
+            }
+            if !api_names.insert(&api.name) {
+                e.push(err(&at, "duplicate API name in this service"));
+            }
+            let ctx = ApiCtx {
+                raw,
+                state,
+                plugins: &plugins,
+                jwt: &jwt,
+                key_plans: key_plans.clone(),
+            };
+            match compile_api(&ctx, svc, api, &at) {
+                Ok(a) => {
+                    inventory
+                        .routes
+                        .insert(format!("{}/{} {}", svc.name, api.name, api.path));
+                    spec.apis.push(ApiSpec {
+                        id: apis.len(),
+                        name: api.name.clone(),
+                        path: api.path.clone(),
+                        methods: api.methods.clone(),
+                    });
+                    apis.push(a);
+                }
+                Err(mut errs) => e.append(&mut errs),
+            }
+        }
+        specs.push(spec);
+    }
+    let router = Router::build(&specs).unwrap_or_else(|msgs| {
+        e.extend(msgs.into_iter().map(|m| err("routes", m)));
+        Router::build(&[]).unwrap_or_else(|_| unreachable_router())
+    });
+
+    let (Some(hmac), Some(tc3), Some(tc1)) = (hmac, tc3, tc1) else {
+        return Err(e);
+    };
+    if !e.is_empty() {
+        return Err(e);
+    }
+    Ok(Gateway {
+        version: ConfigVersion {
+            hash,
+            loaded_at: SystemTime::now(),
+        },
+        router,
+        apis,
+        keys,
+        auth: AuthSettings {
+            replay: raw.auth.replay,
+            strip_credentials: raw.auth.strip_credentials,
+            hmac,
+            tc3,
+            tc1,
+            jwt_leeway: raw.auth.jwt.leeway,
+        },
+        trusted,
+        certs,
+        log: LogSettings {
+            access: raw.log.access,
+        },
+        inventory,
+    })
+}
+
+fn unreachable_router() -> Router {
+    // `Router::build(&[])` has nothing to reject; this keeps the types honest
+    // without a panic path.
+    match Router::build(&[]) {
+        Ok(r) => r,
+        Err(_) => std::process::abort(),
+    }
+}
+
+enum Plugin {
+    Ip(Arc<IpPolicy>),
+    Cors(Arc<CorsPolicy>),
+    Traffic,
+    ParamTraffic,
+}
+
+struct ApiCtx<'a> {
+    raw: &'a RawConfig,
+    state: &'a State,
+    plugins: &'a HashMap<&'a str, Plugin>,
+    jwt: &'a HashMap<String, Arc<JwtProvider>>,
+    key_plans: Option<Arc<HashMap<String, Arc<str>>>>,
+}
+
+/// key id → plan name over the plans bound to `svc`; a key in two of them is an error.
+fn service_plans(
+    svc: &RawService,
+    plans: &HashMap<&str, &RawUsagePlan>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> Option<Arc<HashMap<String, Arc<str>>>> {
+    if svc.usage_plans.is_empty() {
+        return None;
+    }
+    let mut map: HashMap<String, Arc<str>> = HashMap::new();
+    for name in &svc.usage_plans {
+        let Some(plan) = plans.get(name.as_str()) else {
+            e.push(err(at, format!("usage plan {name:?} is not defined")));
+            continue;
+        };
+        let pname: Arc<str> = Arc::from(name.as_str());
+        for k in &plan.keys {
+            if let Some(prev) = map.insert(k.clone(), pname.clone()) {
+                if &*prev != name.as_str() {
+                    e.push(err(at, format!("key {k:?} is bound by two usage plans of this service: {prev} and {name}")));
+                }
+            }
+        }
+    }
+    Some(Arc::new(map))
+}
+
+fn compile_api(
+    ctx: &ApiCtx,
+    svc: &RawService,
+    api: &RawApi,
+    at: &str,
+) -> Result<Api, Vec<ConfigError>> {
+    let mut e = vec![];
+    for m in &api.methods {
+        if ![
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "ANY",
+        ]
+        .contains(&m.as_str())
+        {
+            e.push(err(
+                at,
+                format!("method {m:?} is not one of GET POST PUT DELETE PATCH HEAD OPTIONS ANY"),
+            ));
+        }
+    }
+    if api.methods.is_empty() {
+        e.push(err(at, "methods may not be empty (use [\"ANY\"])"));
+    }
+    if api.qps == Some(0) {
+        e.push(err(at, "qps must be positive (omit it for unlimited)"));
+    }
+    let auth = match api.auth.as_str() {
+        "none" => AuthMode::None,
+        "hmac" => AuthMode::Hmac,
+        "tc3" => AuthMode::Tc3 {
+            service: api.tc3_service.clone(),
+            require_signed_payload: api.tc3_require_signed_payload,
+        },
+        "tc1" => AuthMode::Tc1,
+        "openapi" => AuthMode::OpenApi,
+        "jwt" => match api.jwt_provider.as_deref().map(|p| (p, ctx.jwt.get(p))) {
+            Some((_, Some(p))) => AuthMode::Jwt(p.clone()),
+            Some((name, None)) => {
+                e.push(err(at, format!("jwt_provider {name:?} is not defined")));
+                AuthMode::None
+            }
+            None => {
+                e.push(err(at, "auth = \"jwt\" needs jwt_provider"));
+                AuthMode::None
+            }
+        },
+        other => {
+            e.push(err(
+                at,
+                format!("auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi"),
+            ));
+            AuthMode::None
+        }
+    };
+    if api.jwt_provider.is_some() && api.auth != "jwt" {
+        e.push(err(at, "jwt_provider is only used with auth = \"jwt\""));
+    }
+    if api.tc3_service.is_some() && api.auth != "tc3" {
+        e.push(err(at, "tc3_service is only used with auth = \"tc3\""));
+    }
+    let style = match api.auth.as_str() {
+        "tc3" | "tc1" => ErrorStyle::Cloud,
+        "openapi" => ErrorStyle::OpenApi,
+        _ => ErrorStyle::Json,
+    };
+
+    // Plugins: the service's, then the API's own.
+    let mut ip = vec![];
+    let mut cors = None;
+    let mut traffic_kinds = vec![];
+    let mut seen = HashSet::new();
+    for name in svc.plugins.iter().chain(api.plugins.iter()) {
+        if !seen.insert(name) {
+            continue;
+        }
+        match ctx.plugins.get(name.as_str()) {
+            None => {
+                if api.plugins.contains(name) {
+                    e.push(err(at, format!("plugin {name:?} is not defined")));
+                }
+            }
+            Some(Plugin::Ip(p)) => ip.push((Arc::from(name.as_str()), p.clone())),
+            Some(Plugin::Cors(c)) => {
+                if cors.is_some() {
+                    e.push(err(
+                        at,
+                        format!("plugin {name:?}: only one cors plugin per API"),
+                    ));
+                }
+                cors = Some(c.clone());
+            }
+            Some(Plugin::Traffic) | Some(Plugin::ParamTraffic) => traffic_kinds.push(name.clone()),
+        }
+    }
+    if traffic_kinds.len() > 1 {
+        e.push(err(
+            at,
+            format!(
+                "at most one traffic-control plugin per API, found {}",
+                traffic_kinds.join(", ")
+            ),
+        ));
+    }
+    if cors.is_none() && api.enable_cors {
+        cors = Some(Arc::new(CorsPolicy::allow_any()));
+    }
+
+    let max_body = api.max_body_bytes.unwrap_or(ctx.raw.server.max_body_bytes);
+    if max_body == 0 {
+        e.push(err(at, "max_body_bytes must be positive"));
+    }
+    let backend = compile_backend(ctx, api, at, &mut e);
+    if !e.is_empty() {
+        return Err(e);
+    }
+    let Some(backend) = backend else {
+        return Err(e);
+    };
+    let label: Arc<str> = Arc::from(format!("{}/{}", svc.name, api.name));
+    Ok(Api {
+        service: Arc::from(svc.name.as_str()),
+        name: Arc::from(api.name.as_str()),
+        label,
+        auth,
+        style,
+        debug_signatures: api
+            .debug_signatures
+            .unwrap_or(ctx.raw.auth.debug_signatures),
+        max_body,
+        cors,
+        ip,
+        plans: ctx.key_plans.clone(),
+        backend,
+    })
+}
+
+fn compile_backend(
+    ctx: &ApiCtx,
+    api: &RawApi,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> Option<Backend> {
+    let b = &api.backend;
+    let at = format!("{at} / backend");
+    match b.kind.as_str() {
+        "mock" => {
+            let status = b.status.unwrap_or(200);
+            let status = match StatusCode::from_u16(status) {
+                Ok(s) if (200..600).contains(&status) => s,
+                _ => {
+                    e.push(err(
+                        &at,
+                        format!("status {status} is not an HTTP status 200-599"),
+                    ));
+                    return None;
+                }
+            };
+            let headers = header_map(&b.headers, &at, e);
+            Some(Backend::Mock(MockBackend {
+                status,
+                headers,
+                body: Bytes::from(b.body.clone().unwrap_or_default()),
+            }))
+        }
+        "http" | "websocket" => {
+            let mut targets: Vec<(String, u32)> = vec![];
+            let sources =
+                b.url.is_some() as u8 + !b.urls.is_empty() as u8 + !b.targets.is_empty() as u8;
+            if sources != 1 {
+                e.push(err(&at, "exactly one of url, urls and targets is needed"));
+                return None;
+            }
+            if let Some(u) = &b.url {
+                targets.push((u.clone(), 1));
+            }
+            targets.extend(b.urls.iter().map(|u| (u.clone(), 1)));
+            for t in &b.targets {
+                if t.weight == 0 || t.weight > 100 {
+                    e.push(err(&at, format!("target {}: weight must be 1-100", t.url)));
+                }
+                targets.push((t.url.clone(), t.weight));
+            }
+            let mut expanded = vec![];
+            for (u, w) in targets {
+                match expand_env(&u) {
+                    Ok(u) => expanded.push((u, w)),
+                    Err(m) => e.push(err(&at, m)),
+                }
+            }
+            let websocket = b.kind == "websocket";
+            let max = if websocket {
+                Duration::from_secs(1800)
+            } else {
+                Duration::from_secs(30)
+            };
+            let default = if api.auth == "openapi" {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(15)
+            };
+            let timeout = b.timeout.unwrap_or(if websocket { max } else { default });
+            if timeout.is_zero() || timeout > max {
+                e.push(err(
+                    &at,
+                    format!(
+                        "timeout must be between 1ms and {}",
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
+            if !b.path.is_empty() && !b.path.starts_with('/') {
+                e.push(err(&at, "path must start with /"));
+            }
+            let method = match &b.method {
+                None => None,
+                Some(m) => match Method::from_bytes(m.as_bytes()) {
+                    Ok(m)
+                        if ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+                            .contains(&m.as_str()) =>
+                    {
+                        Some(m)
+                    }
+                    _ => {
+                        e.push(err(&at, format!("method {m:?} is not an HTTP method")));
+                        None
+                    }
+                },
+            };
+            let const_headers = header_map(&b.const_headers, &at, e)
+                .into_iter()
+                .filter_map(|(k, v)| Some((k?, v)))
+                .collect();
+            let const_query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(b.const_query.iter())
+                .finish();
+            let spec = UpstreamSpec {
+                targets: expanded,
+                max_fails: b.max_fails,
+                fail_timeout: b.fail_timeout,
+                connect_timeout: b
+                    .connect_timeout
+                    .unwrap_or(Duration::from_secs(5))
+                    .min(timeout),
+                ca_file: b.ca_file.clone(),
+            };
+            let upstream = match ctx.state.upstream(&spec) {
+                Ok(u) => u,
+                Err(m) => {
+                    e.push(err(&at, m));
+                    return None;
+                }
+            };
+            Some(Backend::Http(HttpBackend {
+                upstream,
+                path: b.path.clone(),
+                method,
+                timeout,
+                const_headers,
+                const_query,
+                preserve_host: b.preserve_host,
+            }))
+        }
+        other => {
+            e.push(err(
+                &at,
+                format!("type {other:?} is not one of http, mock, websocket"),
+            ));
+            None
+        }
+    }
+}
+
+fn header_map(
+    h: &std::collections::BTreeMap<String, String>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in h {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                out.insert(k, v);
+            }
+            _ => e.push(err(
+                at,
+                format!("header {k:?} is not a valid header name and value"),
+            )),
+        }
+    }
+    out
+}
+
+fn valid_plugin_name(n: &str) -> bool {
+    (2..=50).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_alphabetic())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_service_name(n: &str) -> bool {
+    (1..=30).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// For reporting: the set of names, to log what a reload changed.
+pub fn names<T: AsRef<str>>(it: impl Iterator<Item = T>) -> BTreeSet<String> {
+    it.map(|s| s.as_ref().to_string()).collect()
+}

@@ -1,0 +1,132 @@
+//! HTTPS front end: certificates per host name chosen by SNI. The resolver reads
+//! the certificates of the live snapshot, so a reload also swaps certificates.
+
+use crate::config::raw::RawCert;
+use crate::gateway::Gateway;
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Default)]
+pub struct CertStore {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `(".example.com", cert)` for `*.example.com`, longest suffix first.
+    wildcard: Vec<(String, Arc<CertifiedKey>)>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(certs: &[RawCert], base: &Path) -> Result<CertStore, Vec<String>> {
+        let mut store = CertStore::default();
+        let mut errors = vec![];
+        for (i, c) in certs.iter().enumerate() {
+            let at = format!("server.tls.certs[{i}]");
+            let ck = match load_pair(&base.join(&c.cert), &base.join(&c.key)) {
+                Ok(ck) => Arc::new(ck),
+                Err(e) => {
+                    errors.push(format!("{at}: {e}"));
+                    continue;
+                }
+            };
+            if c.hosts.is_empty() && !c.default {
+                errors.push(format!("{at}: needs `hosts` or `default = true`"));
+            }
+            for h in &c.hosts {
+                let h = h.to_ascii_lowercase();
+                if let Some(suffix) = h.strip_prefix('*') {
+                    if !suffix.starts_with('.') || suffix.len() < 2 {
+                        errors.push(format!("{at}: bad wildcard host {h:?}"));
+                        continue;
+                    }
+                    store.wildcard.push((suffix.to_string(), ck.clone()));
+                } else if store.exact.insert(h.clone(), ck.clone()).is_some() {
+                    errors.push(format!("{at}: host {h:?} has two certificates"));
+                }
+            }
+            if c.default {
+                if store.default.is_some() {
+                    errors.push(format!("{at}: only one certificate may be the default"));
+                }
+                store.default = Some(ck);
+            }
+        }
+        store.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        if errors.is_empty() {
+            Ok(store)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn resolve(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = sni else {
+            return self.default.clone();
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(c) = self.exact.get(&name) {
+            return Some(c.clone());
+        }
+        for (suffix, c) in &self.wildcard {
+            // `*.example.com` covers exactly one label before the suffix.
+            if let Some(label) = name.strip_suffix(suffix.as_str()) {
+                if !label.is_empty() && !label.contains('.') {
+                    return Some(c.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate PEM {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("bad key PEM {}: {e}", key.display()))?
+        .ok_or_else(|| format!("no private key in {}", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("unsupported key {}: {e}", key.display()))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// rustls resolver over the live snapshot. No SNI and no default: no certificate,
+/// so the handshake is refused.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub live: Arc<ArcSwap<Gateway>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.live.load().certs.resolve(hello.server_name())
+    }
+}
+
+pub fn server_config(live: Arc<ArcSwap<Gateway>>) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { live }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
