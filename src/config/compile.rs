@@ -45,8 +45,8 @@ pub fn read_file(path: &Path) -> Result<(RawConfig, String), Vec<ConfigError>> {
         .map_err(|e| vec![err(path.display().to_string(), format!("cannot read: {e}"))])?;
     let raw = parse(&text).map_err(|e| {
         vec![ConfigError {
-            location: path.display().to_string(),
-            ..e
+            location: format!("{} {}", path.display(), e.location),
+            message: e.message,
         }]
     })?;
     Ok((raw, hex::encode(Sha256::digest(text.as_bytes()))))
