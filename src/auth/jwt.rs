@@ -1146,6 +1146,47 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
     }
 
     #[test]
+    fn mutated_pem_never_panics() {
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for pem in [RSA_PUBLIC, RSA_PUBLIC_PKCS1, EC_PUBLIC, EC384_PUBLIC] {
+            let (label, body) = pem.split_once('\n').unwrap();
+            let body = body.trim_end().trim_end_matches(|c| c != '\n').trim_end();
+            let der = STANDARD
+                .decode(body.split_whitespace().collect::<String>())
+                .unwrap();
+            let end = label.replace("BEGIN", "END");
+            for _ in 0..2000 {
+                let mut d = der.clone();
+                match next() % 3 {
+                    0 => d.truncate((next() % (d.len() as u64 + 1)) as usize),
+                    _ => {
+                        let i = (next() % d.len() as u64) as usize;
+                        d[i] = next() as u8;
+                    }
+                }
+                let text = format!("{label}\n{}\n{end}\n", STANDARD.encode(&d));
+                let _ = parse_pem(&text);
+            }
+        }
+        for t in [
+            "-----BEGIN ",
+            "-----BEGIN X-----",
+            "-----BEGIN PUBLIC KEY-----\n-----END ",
+        ] {
+            assert!(parse_pem(t).is_err());
+        }
+        assert!(der_tlv(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(der_tlv(&[0x30, 0x80]).is_none());
+        assert!(der_tlv(&[0x30]).is_none());
+    }
+
+    #[test]
     fn kid_on_single_jwk_without_kid_is_ignored() {
         let p = provider(&rsa_jwk());
         let t = sign(Algorithm::RS256, Some("whatever"), RSA_PRIVATE, &claims());
