@@ -422,10 +422,12 @@ fn prepare_forward(
     h.remove(KEY_ID_HEADER);
     h.remove(APP_HEADER);
     h.remove(PLAN_HEADER);
-    if let Some(id) = identity {
-        for (k, _) in &id.headers {
-            h.remove(k);
+    if let AuthMode::Jwt(p) = &api.auth {
+        for name in p.header_names() {
+            h.remove(name);
         }
+    }
+    if let Some(id) = identity {
         if let Ok(v) = HeaderValue::from_str(&id.key_id) {
             h.insert(KEY_ID_HEADER, v);
         }

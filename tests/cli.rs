@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn keygate(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keygate")).args(args).output().expect("run keygate");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .output()
+        .expect("run keygate");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -13,7 +16,9 @@ fn keygate(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn check_accepts_the_bundled_examples() {
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).expect("config dir") {
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).expect("config dir")
+    {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
             let (ok, out, err) = keygate(&["check", "-c", path.to_str().expect("utf8")]);
@@ -72,10 +77,17 @@ timeout = "45s"
 fn check_reports_unknown_fields_and_syntax_with_a_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_typo = 1\n").expect("write");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nlisten_typo = 1\n",
+    )
+    .expect("write");
     let (ok, _, err) = keygate(&["check", "-c", path.to_str().expect("utf8")]);
     assert!(!ok);
-    assert!(err.contains("line 3") && err.contains("listen_typo"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("listen_typo"),
+        "{err}"
+    );
     let (ok, _, err) = keygate(&["check", "-c", "/nonexistent/keygate.toml"]);
     assert!(!ok);
     assert!(err.contains("cannot read"), "{err}");
@@ -85,8 +97,14 @@ fn check_reports_unknown_fields_and_syntax_with_a_line() {
 fn keygen_prints_an_id_and_a_secret() {
     let (ok, out, _) = keygate(&["keygen"]);
     assert!(ok);
-    let id = out.lines().find_map(|l| l.strip_prefix("id = ")).expect("id line");
-    let secret = out.lines().find_map(|l| l.strip_prefix("secret = ")).expect("secret line");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id = "))
+        .expect("id line");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret = "))
+        .expect("secret line");
     assert!(id.len() > 10 && secret.len() > 30, "{out}");
     let (_, again, _) = keygate(&["keygen"]);
     assert_ne!(out, again);

@@ -309,11 +309,18 @@ async fn raw_request(addr: std::net::SocketAddr, req: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_prior_knowledge_on_a_plain_listener() {
     use http_body_util::{BodyExt, Full};
-    let kg = Keygate::start(&format!("[[services]]\nname = \"s\"\n{}", api("m", "/", &mock("over h2"), ""))).await;
+    let kg = Keygate::start(&format!(
+        "[[services]]\nname = \"s\"\n{}",
+        api("m", "/", &mock("over h2"), "")
+    ))
+    .await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
-    let resp = client.get(kg.url("/x").parse().expect("uri")).await.expect("h2 request");
+    let resp = client
+        .get(kg.url("/x").parse().expect("uri"))
+        .await
+        .expect("h2 request");
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(&body[..], b"over h2");
