@@ -149,18 +149,18 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
     rt.block_on(async move {
         if let Some(addr) = demo_backend {
             let (local, l) = keygate::demo::bind(addr).await.context("demo back end")?;
-            println!("keygate: demo back end on http://{local}");
+            announce(&format!("demo back end on http://{local}"));
             tokio::spawn(keygate::demo::serve(l));
         }
         let running = server::start(path).await?;
         for a in &running.http {
-            println!("keygate: listening on http://{a}");
+            announce(&format!("listening on http://{a}"));
         }
         for a in &running.https {
-            println!("keygate: listening on https://{a}");
+            announce(&format!("listening on https://{a}"));
         }
         if let Some(a) = running.admin {
-            println!("keygate: admin on http://{a}");
+            announce(&format!("admin on http://{a}"));
         }
         wait_for_stop().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -168,6 +168,15 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// One machine-readable line on stdout per bound address. A closed stdout (a
+/// supervisor that stopped reading) must not take the server down.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "keygate: {line}");
+    let _ = out.flush();
 }
 
 async fn wait_for_stop() {

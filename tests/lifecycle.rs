@@ -258,14 +258,17 @@ async fn sigterm_drains_an_in_flight_request() {
         .spawn()
         .expect("spawn keygate");
     let stdout = child.stdout.take().expect("stdout");
-    let addr = std::io::BufReader::new(stdout)
-        .lines()
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
         .map_while(Result::ok)
         .find_map(|l| {
             l.strip_prefix("keygate: listening on http://")
                 .map(str::to_string)
         })
         .expect("listening line");
+    // Keep reading so keygate's later lines never meet a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     let url = format!("http://{addr}/slow/1500");
     let inflight = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
