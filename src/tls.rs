@@ -53,7 +53,7 @@ impl CertStore {
                 store.default = Some(ck);
             }
         }
-        store.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        store.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         if errors.is_empty() {
             Ok(store)
         } else {
