@@ -13,7 +13,9 @@
 //! The verification feeds the HMAC directly from the request (no signing string is
 //! built unless the signature does not match and the debug string is needed).
 
-use super::{check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified};
+use super::{
+    check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified,
+};
 use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -227,9 +229,7 @@ fn parse_credential(value: &str) -> Result<Credential<'_>, AuthError> {
         if rest.is_empty() {
             break;
         }
-        let name_end = rest
-            .find(|c: char| c == '=' || c == ' ' || c == '\t' || c == ',')
-            .unwrap_or(rest.len());
+        let name_end = rest.find(['=', ' ', '\t', ',']).unwrap_or(rest.len());
         let name = &rest[..name_end];
         rest = rest[name_end..].trim_start();
         rest = rest
@@ -244,9 +244,7 @@ fn parse_credential(value: &str) -> Result<Credential<'_>, AuthError> {
             val = &r[..end];
             rest = &r[end + 1..];
         } else {
-            let end = rest
-                .find(|c: char| c == ',' || c == ' ' || c == '\t')
-                .unwrap_or(rest.len());
+            let end = rest.find([',', ' ', '\t']).unwrap_or(rest.len());
             val = &rest[..end];
             rest = &rest[end..];
         }
@@ -426,7 +424,10 @@ fn check_dates(
             },
         );
     }
-    for (name, check) in [("x-date", signed_x_date), ("date", signed_date && s.check_date)] {
+    for (name, check) in [
+        ("x-date", signed_x_date),
+        ("date", signed_date && s.check_date),
+    ] {
         if !check {
             continue;
         }
@@ -453,7 +454,8 @@ fn check_dates(
 
 /// Verifies a signed body digest header against the body.
 fn check_digest(name: &str, value: &[u8], body: &[u8]) -> Result<(), AuthError> {
-    let mismatch = || AuthError::Malformed(format!("request body does not match the {name} header"));
+    let mismatch =
+        || AuthError::Malformed(format!("request body does not match the {name} header"));
     let value = std::str::from_utf8(value)
         .map_err(|_| AuthError::Malformed(format!("{name} header is not ASCII")))?;
     let mut buf = [0u8; 96];
@@ -462,7 +464,11 @@ fn check_digest(name: &str, value: &[u8], body: &[u8]) -> Result<(), AuthError> 
             .decode_slice(value.trim(), &mut buf)
             .map_err(|_| AuthError::Malformed("Content-MD5 is not base64".into()))?;
         let got = md5::Md5::digest(body);
-        return if ct_eq(&buf[..n], &got) { Ok(()) } else { Err(mismatch()) };
+        return if ct_eq(&buf[..n], &got) {
+            Ok(())
+        } else {
+            Err(mismatch())
+        };
     }
     // Digest: SHA-256=<b64>, ...   Content-Digest: sha-256=:<b64>:, ...
     let mut checked = 0;
@@ -520,7 +526,9 @@ pub fn verify(
     let names = SignedNames::parse(cred.headers)?;
     check_dates(s, &names, req.headers, now)?;
     if cred.signature.len() > MAX_SIGNATURE_LEN {
-        return Err(AuthError::Malformed("Authorization: signature is too long".into()));
+        return Err(AuthError::Malformed(
+            "Authorization: signature is too long".into(),
+        ));
     }
     let key = lookup_key(keys, cred.id)?;
 
@@ -656,7 +664,10 @@ mod tests {
         R::new(&[
             ("date", DATE),
             ("source", "AndriodApp"),
-            ("authorization", &auth("AKID1", "hmac-sha1", "date source", &sig)),
+            (
+                "authorization",
+                &auth("AKID1", "hmac-sha1", "date source", &sig),
+            ),
         ])
     }
 
@@ -687,7 +698,10 @@ mod tests {
             if alg == Algorithm::HmacSha1 {
                 res.unwrap();
             } else {
-                assert!(matches!(res, Err(AuthError::AlgorithmNotAllowed(_))), "{res:?}");
+                assert!(
+                    matches!(res, Err(AuthError::AlgorithmNotAllowed(_))),
+                    "{res:?}"
+                );
             }
         }
     }
@@ -722,11 +736,17 @@ mod tests {
 
     #[test]
     fn uppercase_header_names_are_lowercased() {
-        let sig = sign(Algorithm::HmacSha1, &format!("date: {DATE}\nsource: AndriodApp"));
+        let sig = sign(
+            Algorithm::HmacSha1,
+            &format!("date: {DATE}\nsource: AndriodApp"),
+        );
         let r = R::new(&[
             ("date", DATE),
             ("source", "AndriodApp"),
-            ("authorization", &auth("AKID1", "hmac-sha1", "Date Source", &sig)),
+            (
+                "authorization",
+                &auth("AKID1", "hmac-sha1", "Date Source", &sig),
+            ),
         ]);
         r.verify(&HmacSettings::default(), t0()).unwrap();
     }
@@ -769,7 +789,11 @@ mod tests {
             ("proxy-authorization", &a),
         ]);
         r.verify(&HmacSettings::default(), t0()).unwrap();
-        let r = R::new(&[("date", DATE), ("authorization", &a), ("proxy-authorization", &a)]);
+        let r = R::new(&[
+            ("date", DATE),
+            ("authorization", &a),
+            ("proxy-authorization", &a),
+        ]);
         assert!(matches!(
             r.verify(&HmacSettings::default(), t0()),
             Err(AuthError::Malformed(_))
@@ -808,7 +832,10 @@ mod tests {
             AuthError::Expired("date is 901 s old: expired by 1 s (allowed skew 900 s)".into())
         );
         let e = r.verify(&s, t0() - lim - one).unwrap_err();
-        assert!(matches!(e, AuthError::Expired(ref m) if m.contains("future")), "{e}");
+        assert!(
+            matches!(e, AuthError::Expired(ref m) if m.contains("future")),
+            "{e}"
+        );
         // compatibility switch: Date is not checked, but still must be signed
         let lax = HmacSettings {
             check_date: false,
@@ -853,7 +880,10 @@ mod tests {
 
     #[test]
     fn keys_unknown_and_disabled_before_signature() {
-        for (id, want) in [("nope", AuthError::UnknownKey), ("AKIDoff", AuthError::DisabledKey)] {
+        for (id, want) in [
+            ("nope", AuthError::UnknownKey),
+            ("AKIDoff", AuthError::DisabledKey),
+        ] {
             let r = R::new(&[
                 ("date", DATE),
                 ("authorization", &auth(id, "hmac-sha1", "date", "garbage")),
@@ -866,16 +896,25 @@ mod tests {
     fn duplicate_and_missing_signed_headers() {
         let r = R::new(&[
             ("date", DATE),
-            ("authorization", &auth("AKID1", "hmac-sha1", "date Date", "x")),
+            (
+                "authorization",
+                &auth("AKID1", "hmac-sha1", "date Date", "x"),
+            ),
         ]);
         let e = r.verify(&HmacSettings::default(), t0()).unwrap_err();
         assert!(e.to_string().contains("listed twice"), "{e}");
         let r = R::new(&[
             ("date", DATE),
-            ("authorization", &auth("AKID1", "hmac-sha1", "date source", "x")),
+            (
+                "authorization",
+                &auth("AKID1", "hmac-sha1", "date source", "x"),
+            ),
         ]);
         let e = r.verify(&HmacSettings::default(), t0()).unwrap_err();
-        assert!(e.to_string().contains("\"source\" is not in the request"), "{e}");
+        assert!(
+            e.to_string().contains("\"source\" is not in the request"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -886,7 +925,10 @@ mod tests {
         );
         let r = R::new(&[
             ("date", DATE),
-            ("authorization", &auth("AKID1", "hmac-sha256", "date request-line", &sig)),
+            (
+                "authorization",
+                &auth("AKID1", "hmac-sha256", "date request-line", &sig),
+            ),
         ]);
         r.verify(&HmacSettings::default(), t0()).unwrap();
         let mut r2 = r;
@@ -960,7 +1002,9 @@ mod tests {
         let mut raw = crate::config::raw::RawHmacAuth::default();
         assert_eq!(HmacSettings::from_raw(&raw).unwrap().algorithms.len(), 4);
         raw.algorithms = vec!["hmac-md5".into()];
-        assert!(HmacSettings::from_raw(&raw).unwrap_err().contains("hmac-md5"));
+        assert!(HmacSettings::from_raw(&raw)
+            .unwrap_err()
+            .contains("hmac-md5"));
         raw.algorithms = vec![];
         assert!(HmacSettings::from_raw(&raw).is_err());
     }
@@ -974,6 +1018,7 @@ mod tests {
             "hmac a=\"",
             "hmac id=x,algorithm=hmac-sha1,headers=date,signature=!!!!",
             "hmac id=AKID1,algorithm=hmac-sha1,headers=date,signature=",
+            "hmac id=AKID1,algorithm=hmac-sha1,headers=\"date (request-target) a:b\",signature=AAAA",
         ];
         for i in inputs {
             let r = R::new(&[("date", DATE), ("authorization", i)]);

@@ -88,7 +88,9 @@ pub fn verify(req: &RequestParts<'_>, keys: &Keys) -> Result<Verified, AuthError
     feed_source(req.method, req.uri.path(), &sorted, &mut |b| mac.update(b));
     if !ct_eq(&given[..given_len], mac.finalize().as_bytes()) {
         let mut src = Vec::with_capacity(256);
-        feed_source(req.method, req.uri.path(), &sorted, &mut |b| src.extend_from_slice(b));
+        feed_source(req.method, req.uri.path(), &sorted, &mut |b| {
+            src.extend_from_slice(b)
+        });
         return Err(AuthError::BadSignature {
             debug: Some(String::from_utf8_lossy(&src).into_owned()),
         });
@@ -110,18 +112,38 @@ mod tests {
 
     fn keys() -> Keys {
         let mut k = Keys::new();
-        k.insert("123456".into(), Arc::new(Key::new("123456".into(), APPKEY.into(), None, true)));
-        k.insert("off".into(), Arc::new(Key::new("off".into(), APPKEY.into(), None, false)));
+        k.insert(
+            "123456".into(),
+            Arc::new(Key::new("123456".into(), APPKEY.into(), None, true)),
+        );
+        k.insert(
+            "off".into(),
+            Arc::new(Key::new("off".into(), APPKEY.into(), None, false)),
+        );
         k
     }
 
-    fn check(method: Method, uri: &str, hdrs: &[(&str, &str)], body: Option<&[u8]>) -> Result<Verified, AuthError> {
+    fn check(
+        method: Method,
+        uri: &str,
+        hdrs: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Verified, AuthError> {
         let uri: Uri = uri.parse().unwrap();
         let mut headers = HeaderMap::new();
         for (n, v) in hdrs {
-            headers.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            headers.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        let req = RequestParts { method: &method, uri: &uri, version: Version::HTTP_11, headers: &headers, body };
+        let req = RequestParts {
+            method: &method,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &headers,
+            body,
+        };
         verify(&req, &keys())
     }
 
@@ -136,7 +158,9 @@ mod tests {
     fn mismatch_shows_source() {
         let q = Q.replace("pf=qzone", "pf=pengyou");
         match check(Method::GET, &q, &[], None) {
-            Err(AuthError::BadSignature { debug: Some(d) }) => assert_eq!(d, SRC.replace("qzone", "pengyou")),
+            Err(AuthError::BadSignature { debug: Some(d) }) => {
+                assert_eq!(d, SRC.replace("qzone", "pengyou"))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -149,7 +173,14 @@ mod tests {
         let mut m = AnyMac::new(Algorithm::HmacSha1, format!("{APPKEY}&").as_bytes()).unwrap();
         m.update(src.as_bytes());
         let sig = crate::auth::hmac::B64.encode(m.finalize().as_bytes());
-        let body = [&body[..], b"&sig=", percent_encode(sig.as_bytes(), ENC_SET).to_string().as_bytes()].concat();
+        let body = [
+            &body[..],
+            b"&sig=",
+            percent_encode(sig.as_bytes(), ENC_SET)
+                .to_string()
+                .as_bytes(),
+        ]
+        .concat();
         let ct = [("content-type", "application/x-www-form-urlencoded")];
         check(Method::POST, "/v3/msg", &ct, Some(&body)).unwrap();
         assert_eq!(body_limit(&Method::POST), Some(POST_LIMIT));
@@ -158,12 +189,24 @@ mod tests {
     #[test]
     fn missing_and_unknown() {
         let q = Q.replace("appid=123456&", "");
-        assert!(matches!(check(Method::GET, &q, &[], None), Err(AuthError::Missing(_))));
+        assert!(matches!(
+            check(Method::GET, &q, &[], None),
+            Err(AuthError::Missing(_))
+        ));
         let q = Q.replace("&sig=FdJkiDYwMj5Aj1UG2RUPc83iokk%3D", "");
-        assert!(matches!(check(Method::GET, &q, &[], None), Err(AuthError::Missing(_))));
+        assert!(matches!(
+            check(Method::GET, &q, &[], None),
+            Err(AuthError::Missing(_))
+        ));
         let q = Q.replace("appid=123456", "appid=9");
-        assert_eq!(check(Method::GET, &q, &[], None).unwrap_err(), AuthError::UnknownKey);
+        assert_eq!(
+            check(Method::GET, &q, &[], None).unwrap_err(),
+            AuthError::UnknownKey
+        );
         let q = Q.replace("appid=123456", "appid=off");
-        assert_eq!(check(Method::GET, &q, &[], None).unwrap_err(), AuthError::DisabledKey);
+        assert_eq!(
+            check(Method::GET, &q, &[], None).unwrap_err(),
+            AuthError::DisabledKey
+        );
     }
 }

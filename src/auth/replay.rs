@@ -186,14 +186,20 @@ mod tests {
         let c = ReplayCache::new(10);
         let t = Instant::now();
         c.check_and_insert("k", "sig", 10 * S, t).unwrap();
-        assert_eq!(c.check_and_insert("k", "sig", 10 * S, t + 9 * S), Err(AuthError::Replay));
+        assert_eq!(
+            c.check_and_insert("k", "sig", 10 * S, t + 9 * S),
+            Err(AuthError::Replay)
+        );
         // other key, same token: not a replay
         c.check_and_insert("k2", "sig", 10 * S, t).unwrap();
         // key/token boundary is unambiguous
         c.check_and_insert("ks", "ig", 10 * S, t).unwrap();
         // expired: accepted again
         c.check_and_insert("k", "sig", 10 * S, t + 10 * S).unwrap();
-        assert_eq!(c.check_and_insert("k", "sig", 10 * S, t + 11 * S), Err(AuthError::Replay));
+        assert_eq!(
+            c.check_and_insert("k", "sig", 10 * S, t + 11 * S),
+            Err(AuthError::Replay)
+        );
     }
 
     #[test]
@@ -203,9 +209,15 @@ mod tests {
         for i in 0..3 {
             c.check_and_insert("k", &i.to_string(), 10 * S, t).unwrap();
         }
-        assert_eq!(c.check_and_insert("k", "x", 10 * S, t), Err(AuthError::ReplayCacheFull));
+        assert_eq!(
+            c.check_and_insert("k", "x", 10 * S, t),
+            Err(AuthError::ReplayCacheFull)
+        );
         // the live ones are still remembered
-        assert_eq!(c.check_and_insert("k", "0", 10 * S, t), Err(AuthError::Replay));
+        assert_eq!(
+            c.check_and_insert("k", "0", 10 * S, t),
+            Err(AuthError::Replay)
+        );
         // once they expire there is room again
         c.check_and_insert("k", "x", 10 * S, t + 10 * S).unwrap();
         assert_eq!(c.len(), 1);
@@ -217,7 +229,10 @@ mod tests {
         let t = Instant::now();
         c.check_and_insert("k", "long", 100 * S, t).unwrap();
         c.check_and_insert("k", "short", S, t).unwrap();
-        assert_eq!(c.check_and_insert("k", "x", S, t), Err(AuthError::ReplayCacheFull));
+        assert_eq!(
+            c.check_and_insert("k", "x", S, t),
+            Err(AuthError::ReplayCacheFull)
+        );
         c.check_and_insert("k", "x", S, t + 2 * S).unwrap();
         c.prune(t + 200 * S);
         assert!(c.is_empty());
@@ -234,7 +249,8 @@ mod tests {
                 let c = c.clone();
                 std::thread::spawn(move || {
                     for i in 0..2000 {
-                        c.check_and_insert("k", &format!("{n}-{i}"), 60 * S, t).unwrap();
+                        c.check_and_insert("k", &format!("{n}-{i}"), 60 * S, t)
+                            .unwrap();
                     }
                 })
             })
@@ -243,6 +259,9 @@ mod tests {
             th.join().unwrap();
         }
         assert_eq!(c.len(), 8000);
-        assert_eq!(c.check_and_insert("k", "3-1999", 60 * S, t), Err(AuthError::Replay));
+        assert_eq!(
+            c.check_and_insert("k", "3-1999", 60 * S, t),
+            Err(AuthError::Replay)
+        );
     }
 }

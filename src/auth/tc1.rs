@@ -61,7 +61,10 @@ pub(crate) fn request_params(req: &RequestParts<'_>) -> Result<Params, AuthError
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
         if !form {
             return Err(AuthError::Malformed(
                 "a POST must carry its parameters as Content-Type: application/x-www-form-urlencoded"
@@ -160,7 +163,12 @@ pub fn verify(
         .filter(|t| t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| AuthError::Malformed("Timestamp must be a unix time in seconds".into()))?;
-    check_skew("Timestamp", UNIX_EPOCH + Duration::from_secs(ts), now, s.max_skew)?;
+    check_skew(
+        "Timestamp",
+        UNIX_EPOCH + Duration::from_secs(ts),
+        now,
+        s.max_skew,
+    )?;
     let alg = match param(&params, "SignatureMethod") {
         Some(b"HmacSHA256") => Algorithm::HmacSha256,
         _ => Algorithm::HmacSha1,
@@ -223,16 +231,31 @@ mod tests {
 
     fn keys() -> Keys {
         let mut k = Keys::new();
-        k.insert(ID.into(), Arc::new(Key::new(ID.into(), SECRET.into(), None, true)));
-        k.insert("off".into(), Arc::new(Key::new("off".into(), "x".into(), None, false)));
+        k.insert(
+            ID.into(),
+            Arc::new(Key::new(ID.into(), SECRET.into(), None, true)),
+        );
+        k.insert(
+            "off".into(),
+            Arc::new(Key::new("off".into(), "x".into(), None, false)),
+        );
         k
     }
 
-    fn check(method: Method, uri: &str, hdrs: &[(&str, &str)], body: Option<&[u8]>, now: u64) -> Result<Verified, AuthError> {
+    fn check(
+        method: Method,
+        uri: &str,
+        hdrs: &[(&str, &str)],
+        body: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Verified, AuthError> {
         let uri: Uri = uri.parse().unwrap();
         let mut headers = HeaderMap::new();
         for (n, v) in hdrs {
-            headers.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            headers.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let req = RequestParts {
             method: &method,
@@ -241,7 +264,12 @@ mod tests {
             headers: &headers,
             body,
         };
-        verify(&Tc1Settings::default(), &req, &keys(), UNIX_EPOCH + Duration::from_secs(now))
+        verify(
+            &Tc1Settings::default(),
+            &req,
+            &keys(),
+            UNIX_EPOCH + Duration::from_secs(now),
+        )
     }
 
     const Q: &str = "/?Action=DescribeInstances&InstanceIds.0=ins-09dx96dg&Limit=20&Nonce=11886&Offset=0&Region=ap-guangzhou&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&Signature=EliP9YW3pW28FpsEdkXt%2F%2BWcGeI%3D&Timestamp=1465185768&Version=2017-03-12";
@@ -249,10 +277,16 @@ mod tests {
 
     #[test]
     fn published_example() {
-        assert_eq!(sign_source(SECRET, false, SRC), "EliP9YW3pW28FpsEdkXt/+WcGeI=");
+        assert_eq!(
+            sign_source(SECRET, false, SRC),
+            "EliP9YW3pW28FpsEdkXt/+WcGeI="
+        );
         let v = check(Method::GET, Q, &[HOST], None, TS).unwrap();
         assert_eq!(v.key.id, ID);
-        assert_eq!(v.replay.unwrap(), ("11886".into(), Duration::from_secs(600)));
+        assert_eq!(
+            v.replay.unwrap(),
+            ("11886".into(), Duration::from_secs(600))
+        );
         // unencoded '+' in the Signature arrives as a space
         let q = Q.replace("%2B", "+");
         check(Method::GET, &q, &[HOST], None, TS).unwrap();
@@ -268,7 +302,14 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // host is part of the source, port included
-        assert!(check(Method::GET, Q, &[("host", "cvm.tencentcloudapi.com:443")], None, TS).is_err());
+        assert!(check(
+            Method::GET,
+            Q,
+            &[("host", "cvm.tencentcloudapi.com:443")],
+            None,
+            TS
+        )
+        .is_err());
     }
 
     #[test]
@@ -276,11 +317,29 @@ mod tests {
         let params = format!("Action=Send&Nonce=7&SecretId={ID}&SignatureMethod=HmacSHA256&Text=a+b%26c&Timestamp={TS}");
         let src = format!("POSTapi.example.com:8080/v1?Action=Send&Nonce=7&SecretId={ID}&SignatureMethod=HmacSHA256&Text=a b&c&Timestamp={TS}");
         let sig = sign_source(SECRET, true, &src);
-        let body = format!("{params}&Signature={}", sig.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"));
-        let hdrs = [("host", "api.example.com:8080"), ("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
+        let body = format!(
+            "{params}&Signature={}",
+            sig.replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D")
+        );
+        let hdrs = [
+            ("host", "api.example.com:8080"),
+            (
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            ),
+        ];
         check(Method::POST, "/v1", &hdrs, Some(body.as_bytes()), TS).unwrap();
         // not a form
-        let e = check(Method::POST, "/v1", &[hdrs[0], ("content-type", "application/json")], Some(body.as_bytes()), TS).unwrap_err();
+        let e = check(
+            Method::POST,
+            "/v1",
+            &[hdrs[0], ("content-type", "application/json")],
+            Some(body.as_bytes()),
+            TS,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("x-www-form-urlencoded"), "{e}");
         assert_eq!(body_limit(&Method::POST), Some(1024 * 1024));
         assert_eq!(body_limit(&Method::GET), None);
@@ -290,33 +349,59 @@ mod tests {
     fn skew_at_the_limit() {
         check(Method::GET, Q, &[HOST], None, TS + 300).unwrap();
         check(Method::GET, Q, &[HOST], None, TS - 300).unwrap();
-        assert!(matches!(check(Method::GET, Q, &[HOST], None, TS + 301), Err(AuthError::Expired(_))));
-        assert!(matches!(check(Method::GET, Q, &[HOST], None, TS - 301), Err(AuthError::Expired(_))));
+        assert!(matches!(
+            check(Method::GET, Q, &[HOST], None, TS + 301),
+            Err(AuthError::Expired(_))
+        ));
+        assert!(matches!(
+            check(Method::GET, Q, &[HOST], None, TS - 301),
+            Err(AuthError::Expired(_))
+        ));
     }
 
     #[test]
     fn missing_duplicate_and_bad_parameters() {
-        for p in ["Nonce=11886&", "SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&", "Action=DescribeInstances&", "Timestamp=1465185768&"] {
+        for p in [
+            "Nonce=11886&",
+            "SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&",
+            "Action=DescribeInstances&",
+            "Timestamp=1465185768&",
+        ] {
             let q = Q.replace(p, "");
             let e = check(Method::GET, &q, &[HOST], None, TS).unwrap_err();
             assert!(matches!(e, AuthError::Missing(_)), "{p}: {e}");
         }
         let q = Q.replace("Signature=EliP9YW3pW28FpsEdkXt%2F%2BWcGeI%3D&", "");
-        assert!(matches!(check(Method::GET, &q, &[HOST], None, TS), Err(AuthError::Missing(_))));
+        assert!(matches!(
+            check(Method::GET, &q, &[HOST], None, TS),
+            Err(AuthError::Missing(_))
+        ));
         let q = format!("{Q}&Limit=20");
         let e = check(Method::GET, &q, &[HOST], None, TS).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
         let q = Q.replace("Timestamp=1465185768", "Timestamp=soon");
-        assert!(matches!(check(Method::GET, &q, &[HOST], None, TS), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            check(Method::GET, &q, &[HOST], None, TS),
+            Err(AuthError::Malformed(_))
+        ));
         let q = Q.replace("EliP9YW3pW28FpsEdkXt%2F%2BWcGeI%3D", "%%%");
-        assert!(matches!(check(Method::GET, &q, &[HOST], None, TS), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            check(Method::GET, &q, &[HOST], None, TS),
+            Err(AuthError::Malformed(_))
+        ));
     }
 
     #[test]
     fn unknown_and_disabled_keys() {
         let q = Q.replace(ID, "nope");
-        assert_eq!(check(Method::GET, &q, &[HOST], None, TS).unwrap_err(), AuthError::UnknownKey);
+        assert_eq!(
+            check(Method::GET, &q, &[HOST], None, TS).unwrap_err(),
+            AuthError::UnknownKey
+        );
         let q = Q.replace(ID, "off");
-        assert_eq!(check(Method::GET, &q, &[HOST], None, TS).unwrap_err(), AuthError::DisabledKey);
+        assert_eq!(
+            check(Method::GET, &q, &[HOST], None, TS).unwrap_err(),
+            AuthError::DisabledKey
+        );
     }
 }

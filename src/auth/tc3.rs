@@ -12,7 +12,9 @@
 //! `content-type` and `host` must be signed. The `host` value is the `Host` header,
 //! or the URI authority for HTTP/2.
 
-use super::{check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified};
+use super::{
+    check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified,
+};
 use hmac::{Hmac, Mac};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Method};
@@ -55,9 +57,10 @@ impl Tc3Settings {
 }
 
 fn is_unsigned(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-tc-content-sha256")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(UNSIGNED_PAYLOAD.as_bytes()))
+    headers.get("x-tc-content-sha256").is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(UNSIGNED_PAYLOAD.as_bytes())
+    })
 }
 
 /// How much body to buffer before [`verify`]: `None` when the client declared
@@ -225,7 +228,9 @@ impl<'a> SignedNames<'a> {
         if !names.iter().any(|n| n.eq_ignore_ascii_case("content-type"))
             || !names.iter().any(|n| n.eq_ignore_ascii_case("host"))
         {
-            return Err(malformed("SignedHeaders must include content-type and host"));
+            return Err(malformed(
+                "SignedHeaders must include content-type and host",
+            ));
         }
         Ok(out)
     }
@@ -247,8 +252,14 @@ fn lower_into(bytes: &[u8], sink: &mut dyn FnMut(&[u8])) {
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -280,7 +291,9 @@ fn feed_canonical_request(
             }
             first.map(|v| v.as_bytes())
         }
-        .ok_or_else(|| AuthError::Missing(format!("signed header {name:?} is not in the request")))?;
+        .ok_or_else(|| {
+            AuthError::Missing(format!("signed header {name:?} is not in the request"))
+        })?;
         lower_into(name.as_bytes(), sink);
         sink(b":");
         lower_into(trim_ows(value), sink);
@@ -306,8 +319,8 @@ fn hex32(d: &[u8]) -> [u8; 64] {
 }
 
 fn hmac256(key: &[u8], data: &[&[u8]]) -> Result<[u8; 32], AuthError> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .map_err(|_| malformed("unusable secret"))?;
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| malformed("unusable secret"))?;
     for d in data {
         m.update(d);
     }
@@ -375,7 +388,11 @@ pub fn verify(
         let body = match req.body {
             Some(b) => b,
             None if head_has_no_body(req.headers) => b"",
-            None => return Err(malformed("the request body was not available to check its hash")),
+            None => {
+                return Err(malformed(
+                    "the request body was not available to check its hash",
+                ))
+            }
         };
         hex32(&Sha256::digest(body))
     };
@@ -437,8 +454,14 @@ mod tests {
 
     fn keys() -> Keys {
         let mut k = Keys::new();
-        k.insert(ID.into(), Arc::new(Key::new(ID.into(), SECRET.into(), None, true)));
-        k.insert("off".into(), Arc::new(Key::new("off".into(), "x".into(), None, false)));
+        k.insert(
+            ID.into(),
+            Arc::new(Key::new(ID.into(), SECRET.into(), None, true)),
+        );
+        k.insert(
+            "off".into(),
+            Arc::new(Key::new("off".into(), "x".into(), None, false)),
+        );
         k
     }
 
@@ -497,7 +520,10 @@ mod tests {
     fn published_get_example() {
         let v = R::example().verify_at(at(TS)).unwrap();
         assert_eq!(v.key.id, ID);
-        assert_eq!(v.replay.unwrap(), (SIG.to_string(), Duration::from_secs(600)));
+        assert_eq!(
+            v.replay.unwrap(),
+            (SIG.to_string(), Duration::from_secs(600))
+        );
     }
 
     #[test]
@@ -515,8 +541,14 @@ mod tests {
         r.verify_at(at(TS + 300)).unwrap();
         r.verify_at(at(TS - 300)).unwrap();
         let e = r.verify_at(at(TS + 301)).unwrap_err();
-        assert!(matches!(e, AuthError::Expired(ref m) if m.contains("expired by 1 s")), "{e}");
-        assert!(matches!(r.verify_at(at(TS - 301)), Err(AuthError::Expired(_))));
+        assert!(
+            matches!(e, AuthError::Expired(ref m) if m.contains("expired by 1 s")),
+            "{e}"
+        );
+        assert!(matches!(
+            r.verify_at(at(TS - 301)),
+            Err(AuthError::Expired(_))
+        ));
     }
 
     #[test]
@@ -532,7 +564,12 @@ mod tests {
         r.uri = Uri::from_static("/?Limit=11&Offset=0");
         match r.verify_at(at(TS)) {
             Err(AuthError::BadSignature { debug: Some(d) }) => {
-                assert!(d.starts_with("StringToSign:\nTC3-HMAC-SHA256\n1539084154\n2018-10-09/cvm/tc3_request\n"), "{d}");
+                assert!(
+                    d.starts_with(
+                        "StringToSign:\nTC3-HMAC-SHA256\n1539084154\n2018-10-09/cvm/tc3_request\n"
+                    ),
+                    "{d}"
+                );
                 assert!(d.contains("CanonicalRequest:\nGET\n/\nLimit=11&Offset=0\ncontent-type:application/x-www-form-urlencoded\nhost:cvm.tencentcloudapi.com\n\ncontent-type;host\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "{d}");
                 assert!(!d.contains(SECRET) && !d.contains(SIG));
             }
@@ -551,7 +588,8 @@ mod tests {
         let e = r.verify_at(at(TS)).unwrap_err();
         assert!(e.to_string().contains("UTC date"), "{e}");
         let r = R::example();
-        r.verify_with(&Tc3Settings::default(), Some("cvm"), false, at(TS)).unwrap();
+        r.verify_with(&Tc3Settings::default(), Some("cvm"), false, at(TS))
+            .unwrap();
         let e = r
             .verify_with(&Tc3Settings::default(), Some("cbs"), false, at(TS))
             .unwrap_err();
@@ -601,7 +639,10 @@ mod tests {
 
     #[test]
     fn unknown_and_disabled_keys() {
-        for (id, want) in [("nope", AuthError::UnknownKey), ("off", AuthError::DisabledKey)] {
+        for (id, want) in [
+            ("nope", AuthError::UnknownKey),
+            ("off", AuthError::DisabledKey),
+        ] {
             let mut r = R::example();
             r.set("authorization", &format!("TC3-HMAC-SHA256 Credential={id}/2018-10-09/cvm/tc3_request, SignedHeaders=content-type;host, Signature={SIG}"));
             assert_eq!(r.verify_at(at(TS)).unwrap_err(), want);
@@ -624,7 +665,10 @@ mod tests {
         let e = r
             .verify_with(&Tc3Settings::default(), None, true, at(TS))
             .unwrap_err();
-        assert!(e.to_string().contains("UNSIGNED-PAYLOAD is not allowed"), "{e}");
+        assert!(
+            e.to_string().contains("UNSIGNED-PAYLOAD is not allowed"),
+            "{e}"
+        );
         let off = Tc3Settings {
             allow_unsigned_payload: false,
             ..Tc3Settings::default()

@@ -43,7 +43,9 @@ impl<'a> Req<'a> {
 }
 
 fn unix(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn mac_b64(algorithm: &str, key: &[u8], msg: &[u8]) -> String {
@@ -80,8 +82,17 @@ pub fn hmac_signing_string(signed: &[(&str, &str)]) -> String {
 }
 
 /// The `Authorization` value for already chosen signed `(name, value)` pairs.
-pub fn hmac_authorization(id: &str, secret: &str, algorithm: &str, signed: &[(&str, &str)]) -> String {
-    let sig = mac_b64(algorithm, secret.as_bytes(), hmac_signing_string(signed).as_bytes());
+pub fn hmac_authorization(
+    id: &str,
+    secret: &str,
+    algorithm: &str,
+    signed: &[(&str, &str)],
+) -> String {
+    let sig = mac_b64(
+        algorithm,
+        secret.as_bytes(),
+        hmac_signing_string(signed).as_bytes(),
+    );
     let names: Vec<String> = signed.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     format!(
         "hmac id=\"{id}\", algorithm=\"{algorithm}\", headers=\"{}\", signature=\"{sig}\"",
@@ -123,22 +134,37 @@ pub fn hmac_headers_with(
     signed.extend(req.headers.iter().copied());
     vec![
         (date_header.to_string(), date.clone()),
-        ("Authorization".to_string(), hmac_authorization(id, secret, algorithm, &signed)),
+        (
+            "Authorization".to_string(),
+            hmac_authorization(id, secret, algorithm, &signed),
+        ),
     ]
 }
 
 /// `hmac-sha256` headers that also sign the request line and a `Digest` of the
 /// body: returns `Date`, `Digest` and `Authorization`.
-pub fn hmac_headers_full(req: &Req, id: &str, secret: &str, now: SystemTime) -> Vec<(String, String)> {
+pub fn hmac_headers_full(
+    req: &Req,
+    id: &str,
+    secret: &str,
+    now: SystemTime,
+) -> Vec<(String, String)> {
     let date = http_date(now);
     let digest = sha256_digest(req.body);
     let line = request_line(req, "HTTP/1.1");
-    let mut signed: Vec<(&str, &str)> = vec![("date", &date), ("request-line", &line), ("digest", &digest)];
+    let mut signed: Vec<(&str, &str)> = vec![
+        ("date", &date),
+        ("request-line", &line),
+        ("digest", &digest),
+    ];
     signed.extend(req.headers.iter().copied());
     vec![
         ("Date".to_string(), date.clone()),
         ("Digest".to_string(), digest.clone()),
-        ("Authorization".to_string(), hmac_authorization(id, secret, "hmac-sha256", &signed)),
+        (
+            "Authorization".to_string(),
+            hmac_authorization(id, secret, "hmac-sha256", &signed),
+        ),
     ]
 }
 
@@ -159,19 +185,29 @@ pub fn utc_date(secs: u64) -> String {
     let d = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
     // "Fri, 09 Oct 2015 00:00:00 GMT"
     let p: Vec<&str> = d.split(' ').collect();
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == p[2])
-        .expect("month")
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == p[2])
+    .expect("month")
         + 1;
     format!("{}-{:02}-{}", p[3], month, p[1])
 }
 
 /// The TC3 canonical request signing `content-type;host` (plus any extra signed
 /// headers given, names lower case).
-pub fn tc3_canonical_request(req: &Req, content_type: &str, extra_signed: &[(&str, &str)], payload_hash: &str) -> (String, String) {
+pub fn tc3_canonical_request(
+    req: &Req,
+    content_type: &str,
+    extra_signed: &[(&str, &str)],
+    payload_hash: &str,
+) -> (String, String) {
     let mut hs: Vec<(String, String)> = vec![
-        ("content-type".into(), content_type.trim().to_ascii_lowercase()),
+        (
+            "content-type".into(),
+            content_type.trim().to_ascii_lowercase(),
+        ),
         ("host".into(), req.host.trim().to_ascii_lowercase()),
     ];
     for (n, v) in extra_signed {
@@ -199,7 +235,14 @@ pub fn tc3_signature(secret: &str, date: &str, service: &str, string_to_sign: &s
     hex::encode(hmac256(&k_signing, string_to_sign))
 }
 
-fn tc3_build(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime, unsigned: bool) -> Vec<(String, String)> {
+fn tc3_build(
+    req: &Req,
+    id: &str,
+    secret: &str,
+    service: &str,
+    now: SystemTime,
+    unsigned: bool,
+) -> Vec<(String, String)> {
     let ts = unix(now);
     let date = utc_date(ts);
     let ct_given = req
@@ -215,7 +258,10 @@ fn tc3_build(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime, 
     };
     let (cr, signed) = tc3_canonical_request(req, ct, &[], &payload_hash);
     let scope = format!("{date}/{service}/tc3_request");
-    let sts = format!("TC3-HMAC-SHA256\n{ts}\n{scope}\n{}", sha256_hex(cr.as_bytes()));
+    let sts = format!(
+        "TC3-HMAC-SHA256\n{ts}\n{scope}\n{}",
+        sha256_hex(cr.as_bytes())
+    );
     let sig = tc3_signature(secret, &date, service, &sts);
     let mut out = Vec::new();
     if ct_given.is_none() {
@@ -223,7 +269,10 @@ fn tc3_build(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime, 
     }
     out.push(("X-TC-Timestamp".to_string(), ts.to_string()));
     if unsigned {
-        out.push(("X-TC-Content-SHA256".to_string(), "UNSIGNED-PAYLOAD".to_string()));
+        out.push((
+            "X-TC-Content-SHA256".to_string(),
+            "UNSIGNED-PAYLOAD".to_string(),
+        ));
     }
     out.push((
         "Authorization".to_string(),
@@ -234,19 +283,35 @@ fn tc3_build(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime, 
 
 /// TC3 headers: `Content-Type` (only when `req.headers` has none: `application/json`),
 /// `X-TC-Timestamp` and `Authorization`; signs `content-type;host` and the body hash.
-pub fn tc3_headers(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime) -> Vec<(String, String)> {
+pub fn tc3_headers(
+    req: &Req,
+    id: &str,
+    secret: &str,
+    service: &str,
+    now: SystemTime,
+) -> Vec<(String, String)> {
     tc3_build(req, id, secret, service, now, false)
 }
 
 /// Like [`tc3_headers`] with `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` (body not signed).
-pub fn tc3_headers_unsigned(req: &Req, id: &str, secret: &str, service: &str, now: SystemTime) -> Vec<(String, String)> {
+pub fn tc3_headers_unsigned(
+    req: &Req,
+    id: &str,
+    secret: &str,
+    service: &str,
+    now: SystemTime,
+) -> Vec<(String, String)> {
     tc3_build(req, id, secret, service, now, true)
 }
 
 // ----------------------------------------------------------------- tc1 (§3.3)
 
 /// RFC 3986 unreserved characters stay; everything else is `%XX`.
-const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 fn enc(s: &str) -> String {
     percent_encode(s.as_bytes(), QUERY_SET).to_string()
@@ -298,7 +363,11 @@ pub fn tc1_params(
     if sha256 {
         all.push(("SignatureMethod", "HmacSHA256"));
     }
-    let sig = tc1_signature(secret, sha256, &tc1_source(req.method, req.host, req.path, &all));
+    let sig = tc1_signature(
+        secret,
+        sha256,
+        &tc1_source(req.method, req.host, req.path, &all),
+    );
     all.push(("Signature", &sig));
     all.iter()
         .map(|(n, v)| format!("{}={}", enc(n), enc(v)))
@@ -330,7 +399,11 @@ pub fn openapi_source(method: &str, path: &str, params: &[(&str, &str)]) -> Stri
 
 /// Base64(HMAC-SHA1(appkey + "&", source)).
 pub fn openapi_sig(appkey: &str, source: &str) -> String {
-    mac_b64("hmac-sha1", format!("{appkey}&").as_bytes(), source.as_bytes())
+    mac_b64(
+        "hmac-sha1",
+        format!("{appkey}&").as_bytes(),
+        source.as_bytes(),
+    )
 }
 
 /// The encoded query (GET) or form body (POST): `params` plus `appid` and `sig`.
