@@ -117,3 +117,101 @@ impl AuthError {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the signature schemes.
+
+/// Looks up an enabled key: `UnknownKey` / `DisabledKey` otherwise.
+pub(crate) fn lookup_key(keys: &Keys, id: &str) -> Result<Arc<Key>, AuthError> {
+    match keys.get(id) {
+        None => Err(AuthError::UnknownKey),
+        Some(k) if !k.enabled => Err(AuthError::DisabledKey),
+        Some(k) => Ok(k.clone()),
+    }
+}
+
+/// Checks that `t` is within `max_skew` of `now` (inclusive). `what` names the
+/// field in the error message.
+pub(crate) fn check_skew(
+    what: &str,
+    t: std::time::SystemTime,
+    now: std::time::SystemTime,
+    max_skew: Duration,
+) -> Result<(), AuthError> {
+    let (diff, past) = match now.duration_since(t) {
+        Ok(d) => (d, true),
+        Err(e) => (e.duration(), false),
+    };
+    if diff <= max_skew {
+        return Ok(());
+    }
+    let secs = diff.as_secs();
+    let over = diff.saturating_sub(max_skew).as_secs().max(1);
+    let msg = if past {
+        format!(
+            "{what} is {secs} s old: expired by {over} s (allowed skew {} s)",
+            max_skew.as_secs()
+        )
+    } else {
+        format!(
+            "{what} is {secs} s in the future: {over} s beyond the allowed skew of {} s",
+            max_skew.as_secs()
+        )
+    };
+    Err(AuthError::Expired(msg))
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The request's host as the client sent it: the `Host` header, or the URI
+/// authority (HTTP/2 `:authority`) without user info.
+pub(crate) fn request_host<'a>(req: &RequestParts<'a>) -> Option<&'a [u8]> {
+    if let Some(h) = req.headers.get(http::header::HOST) {
+        return Some(h.as_bytes());
+    }
+    req.uri.authority().map(|a| {
+        let s = a.as_str();
+        s.rsplit_once('@').map_or(s, |(_, h)| h).as_bytes()
+    })
+}
+
+/// Splits an `application/x-www-form-urlencoded` string into decoded
+/// `(name, value)` byte pairs (`+` is a space, `%XX` a byte; invalid escapes are
+/// kept literally). Empty segments are skipped.
+pub(crate) fn form_pairs(input: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn decode(s: &[u8]) -> Vec<u8> {
+        let plus: std::borrow::Cow<[u8]> = if s.contains(&b'+') {
+            s.iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect::<Vec<u8>>()
+                .into()
+        } else {
+            s.into()
+        };
+        percent_encoding::percent_decode(&plus).collect()
+    }
+    input
+        .split(|&b| b == b'&')
+        .filter(|seg| !seg.is_empty())
+        .map(|seg| match seg.iter().position(|&b| b == b'=') {
+            Some(i) => (decode(&seg[..i]), decode(&seg[i + 1..])),
+            None => (decode(seg), Vec::new()),
+        })
+        .collect()
+}
+
+/// True when the request head announces no body at all (no `Content-Length`
+/// or `Content-Length: 0`, and no `Transfer-Encoding`).
+pub(crate) fn head_has_no_body(headers: &HeaderMap) -> bool {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return false;
+    }
+    match headers.get(http::header::CONTENT_LENGTH) {
+        None => true,
+        Some(v) => v.as_bytes() == b"0",
+    }
+}
