@@ -2,6 +2,8 @@
 //! over real sockets.
 #![allow(dead_code)]
 
+pub mod signers;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
