@@ -1,1 +1,262 @@
-//! placeholder
+//! `param_traffic_control` (SPEC §4.3).
+//!
+//! The default strategy (an API-wide limit over `default_window` seconds; 0 = off)
+//! is checked first, then the strategies by weight, highest first. A strategy
+//! whose condition holds (an empty condition always holds) counts the request
+//! under the value of its parameter: `query` (first value of that name, form
+//! decoded), `header` (case-insensitive name) or `path` (the whole path after the
+//! environment prefix). Each distinct value has its own counter in a window of
+//! `window` seconds aligned to the epoch. A request *without* the parameter is not
+//! counted by that strategy. Any exceeded limit refuses the request (429).
+//! Values longer than 128 bytes are counted under their SHA-256, bounding memory.
+
+use super::expr::Expr;
+use super::limits::{identity, CellRef, LimitRequest, PolicyKind, PolicyRef, Refused, Run};
+use crate::config::raw::RawParamTrafficControl;
+use crate::store::cells::{Timestamp, Window, WindowCell};
+use crate::store::table::{Single, Table};
+use crate::store::LimitState;
+use http::HeaderName;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub const MAX_STRATEGIES: usize = 10;
+pub const MAX_WEIGHT: u32 = 100;
+const MAX_KEY_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamSource {
+    Query(String),
+    Header(HeaderName),
+    Path,
+}
+
+struct Default_ {
+    label: Box<str>,
+    limit: u64,
+    window: Window,
+    cell: Arc<Single<WindowCell>>,
+}
+
+struct Strategy {
+    /// `PLUGIN.STRATEGY`, the policy name in headers.
+    label: Box<str>,
+    weight: u32,
+    condition: Option<Expr>,
+    source: ParamSource,
+    limit: u64,
+    window: Window,
+    table: Arc<Table<String, WindowCell>>,
+}
+
+pub struct ParamPolicy {
+    name: Box<str>,
+    default: Option<Default_>,
+    /// Highest weight first.
+    strategies: Vec<Strategy>,
+}
+
+fn settings(raw: &RawParamTrafficControl) -> String {
+    let mut s = format!("v1|{}|{}", raw.default_window, raw.default_rate_limit);
+    for st in &raw.strategies {
+        s.push_str(&format!(
+            "|{:?},{},{:?},{},{}",
+            st.name, st.strategy_weight, st.condition, st.rate_limit, st.window
+        ));
+        for p in &st.parameters {
+            s.push_str(&format!(",{:?}:{:?}", p.kind, p.name));
+        }
+    }
+    s
+}
+
+impl ParamPolicy {
+    /// Validates the plugin (errors start with the field, e.g.
+    /// `strategies[1].condition: at byte 7: ...`) and obtains its counters.
+    pub fn compile(raw: &RawParamTrafficControl, state: &LimitState) -> Result<Arc<ParamPolicy>, Vec<String>> {
+        let mut errs = Vec::new();
+        if raw.default_window > 0 && raw.default_rate_limit == 0 {
+            errs.push("default_rate_limit: must be a positive integer when default_window is set".into());
+        }
+        let n = raw.strategies.len();
+        if n == 0 || n > MAX_STRATEGIES {
+            errs.push(format!("strategies: {n} given, 1 to {MAX_STRATEGIES} required"));
+        }
+        let (mut names, mut weights) = (HashSet::new(), HashSet::new());
+        let mut parsed = Vec::new();
+        for (i, st) in raw.strategies.iter().enumerate() {
+            let f = format!("strategies[{i}]");
+            if st.name.trim().is_empty() {
+                errs.push(format!("{f}.name: must not be empty"));
+            } else if !names.insert(st.name.as_str()) {
+                errs.push(format!("{f}.name: {:?} used by two strategies", st.name));
+            }
+            if st.strategy_weight > MAX_WEIGHT {
+                errs.push(format!(
+                    "{f}.strategy_weight: {} is not between 0 and {MAX_WEIGHT}",
+                    st.strategy_weight
+                ));
+            } else if !weights.insert(st.strategy_weight) {
+                errs.push(format!(
+                    "{f}.strategy_weight: {} used by two strategies",
+                    st.strategy_weight
+                ));
+            }
+            if st.rate_limit == 0 {
+                errs.push(format!("{f}.rate_limit: must be a positive integer"));
+            }
+            if st.window == 0 {
+                errs.push(format!("{f}.window: must be a positive number of seconds"));
+            }
+            let condition = if st.condition.trim().is_empty() {
+                None
+            } else {
+                match Expr::parse(&st.condition) {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        errs.push(format!("{f}.condition: {e}"));
+                        None
+                    }
+                }
+            };
+            let source = match st.parameters.as_slice() {
+                [p] => match p.kind.to_ascii_lowercase().as_str() {
+                    "path" => Some(ParamSource::Path),
+                    "query" if !p.name.is_empty() => Some(ParamSource::Query(p.name.clone())),
+                    "header" if !p.name.is_empty() => match HeaderName::from_bytes(p.name.as_bytes()) {
+                        Ok(h) => Some(ParamSource::Header(h)),
+                        Err(_) => {
+                            errs.push(format!("{f}.parameters[0].name: {:?} is not a header name", p.name));
+                            None
+                        }
+                    },
+                    "query" | "header" => {
+                        errs.push(format!("{f}.parameters[0].name: required for type {:?}", p.kind));
+                        None
+                    }
+                    other => {
+                        errs.push(format!(
+                            "{f}.parameters[0].type: {other:?} is not one of query, header, path"
+                        ));
+                        None
+                    }
+                },
+                ps => {
+                    errs.push(format!("{f}.parameters: exactly one parameter required, {} given", ps.len()));
+                    None
+                }
+            };
+            parsed.push((st, condition, source));
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let id = identity("param", &raw.name, &settings(raw));
+        let default = (raw.default_window > 0).then(|| {
+            let window = Window::new(raw.default_window);
+            Default_ {
+                label: format!("{}.default", raw.name).into(),
+                limit: raw.default_rate_limit,
+                window,
+                cell: state.single(&format!("{id}/default"), window),
+            }
+        });
+        let mut strategies: Vec<Strategy> = parsed
+            .into_iter()
+            .map(|(st, condition, source)| {
+                let window = Window::new(st.window);
+                Strategy {
+                    label: format!("{}.{}", raw.name, st.name).into(),
+                    weight: st.strategy_weight,
+                    condition,
+                    source: source.expect("validated"),
+                    limit: st.rate_limit,
+                    window,
+                    table: state.table(&format!("{id}/s/{}", st.name.escape_default()), window),
+                }
+            })
+            .collect();
+        strategies.sort_by_key(|s| std::cmp::Reverse(s.weight));
+        Ok(Arc::new(ParamPolicy {
+            name: raw.name.as_str().into(),
+            default,
+            strategies,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Strategy names in checking order.
+    pub fn order(&self) -> Vec<&str> {
+        self.strategies
+            .iter()
+            .map(|s| &s.label[self.name.len() + 1..])
+            .collect()
+    }
+
+    /// Count of `value` in strategy `strategy`'s current window (tests, admin).
+    pub fn count(&self, strategy: &str, value: &str, now: Timestamp) -> u64 {
+        self.strategies
+            .iter()
+            .find(|s| &s.label[self.name.len() + 1..] == strategy)
+            .and_then(|s| s.table.get(&*counter_key(Cow::Borrowed(value))).map(|c| c.count(s.window, now)))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn check<'a>(
+        &'a self,
+        req: &LimitRequest<'_>,
+        run: &mut Run<'a>,
+        now: Timestamp,
+    ) -> Result<(), Refused> {
+        if let Some(d) = &self.default {
+            let p = PolicyRef {
+                kind: PolicyKind::ParamDefault,
+                name: &d.label,
+            };
+            run.window(p, CellRef::Borrowed(d.cell.cell()), d.window, d.limit, now)?;
+        }
+        for s in &self.strategies {
+            if s.condition.as_ref().is_some_and(|c| !c.eval(req)) {
+                continue;
+            }
+            let Some(value) = param_value(&s.source, req) else {
+                continue;
+            };
+            let key = counter_key(value);
+            if let Some(cell) = s.table.cell(&*key, now) {
+                let p = PolicyRef {
+                    kind: PolicyKind::ParamStrategy,
+                    name: &s.label,
+                };
+                run.window(p, CellRef::Shared(cell), s.window, s.limit, now)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn param_value<'r>(src: &ParamSource, req: &LimitRequest<'r>) -> Option<Cow<'r, str>> {
+    match src {
+        ParamSource::Path => Some(Cow::Borrowed(req.path)),
+        ParamSource::Header(h) => req
+            .headers
+            .get(h)
+            .map(|v| String::from_utf8_lossy(v.as_bytes())),
+        ParamSource::Query(n) => form_urlencoded::parse(req.query?.as_bytes())
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v),
+    }
+}
+
+fn counter_key(v: Cow<'_, str>) -> Cow<'_, str> {
+    if v.len() <= MAX_KEY_LEN {
+        v
+    } else {
+        Cow::Owned(format!("#{}", hex::encode(Sha256::digest(v.as_bytes()))))
+    }
+}
