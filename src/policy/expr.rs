@@ -386,7 +386,8 @@ impl<'s> Parser<'s> {
             if c == quote {
                 out.push_str(&self.src[seg..self.pos]);
                 self.pos += 1;
-                return Ok(Operand::Const(out, None));
+                let n = parse_int(&out);
+                return Ok(Operand::Const(out, n));
             }
             if c == b'\\' {
                 out.push_str(&self.src[seg..self.pos]);
@@ -545,7 +546,7 @@ mod tests {
         assert_eq!(err("method == 'GET' )").pos, 16);
         assert_eq!(err("method = 'GET'").pos, 7);
         assert_eq!(err("query.a == 99999999999999999999").pos, 11);
-        assert_eq!(err("path == 'a\\n'").pos, 9);
+        assert_eq!(err("path == 'a\\n'").pos, 10);
         assert_eq!(err("method == 'GET' # x").pos, 16);
         let deep = "(".repeat(200) + "path" + &")".repeat(200);
         assert!(err(&deep).msg.contains("nested"));
