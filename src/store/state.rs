@@ -9,7 +9,7 @@
 
 use super::cells::Timestamp;
 use super::local::RedbStore;
-use super::table::{Cell, Dirty, Maintain, Single, Table, TableKey};
+use super::table::{Cell, Dirty, Maintain, Orphans, Single, Table, TableKey};
 use super::{CounterStore, RowRef};
 use std::any::Any;
 use std::collections::HashMap;
@@ -58,6 +58,7 @@ pub struct LimitState {
     stopped: AtomicBool,
     stop: Arc<tokio::sync::Notify>,
     flush_lock: Mutex<()>,
+    orphans: Orphans,
 }
 
 impl LimitState {
@@ -84,6 +85,7 @@ impl LimitState {
             stopped: AtomicBool::new(false),
             stop: Arc::new(tokio::sync::Notify::new()),
             flush_lock: Mutex::new(()),
+            orphans: Orphans::default(),
         })
     }
 
@@ -134,9 +136,10 @@ impl LimitState {
     /// The keyed table of this identity (restored from the store when persistent).
     pub fn table<K: TableKey, C: Cell>(&self, identity: &str, g: C::Geometry) -> Arc<Table<K, C>> {
         self.obtain(identity, || {
-            let t = Table::new(identity, g, self.opts.table_capacity);
+            let mut t = Table::new(identity, g, self.opts.table_capacity);
             if C::persistent(g) {
                 t.restore(self.load(identity), Timestamp::now());
+                t.set_orphans(self.orphans.clone());
             }
             t
         })
@@ -148,6 +151,7 @@ impl LimitState {
             let mut s = Single::new(identity, g);
             if C::persistent(g) {
                 s.restore(self.load(identity), Timestamp::now());
+                s.set_orphans(self.orphans.clone());
             }
             s
         })
@@ -165,7 +169,8 @@ impl LimitState {
         let Some(store) = self.store() else {
             return Ok(0);
         };
-        let mut dirty: Vec<Dirty> = Vec::new();
+        let mut dirty: Vec<Dirty> =
+            std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()));
         for t in self.live() {
             t.collect_dirty(&mut dirty);
         }
@@ -180,7 +185,13 @@ impl LimitState {
                 row: d.row,
             })
             .collect();
-        store.save(&rows).map_err(|e| e.to_string())?;
+        if let Err(e) = store.save(&rows) {
+            drop(rows);
+            // keep the rows of dropped tables for the next attempt
+            let mut o = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+            o.extend(dirty.into_iter().filter(|d| Arc::strong_count(&d.cell) == 1));
+            return Err(e.to_string());
+        }
         for d in &dirty {
             d.cell.mark(d.mark);
         }
@@ -263,5 +274,176 @@ impl LimitState {
                 let _ = work.await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawTrafficControl, RawUsagePlan};
+    use crate::policy::limits::{LimitRequest, PlanLimits, RouteLimits, TrafficPolicy};
+    use crate::store::MemoryStore;
+    use http::{HeaderMap, Method};
+    use std::net::IpAddr;
+
+    fn plan(quota: u64) -> RawUsagePlan {
+        RawUsagePlan {
+            name: "gold".into(),
+            qps: Some(100),
+            quota: Some(quota),
+            keys: vec![],
+        }
+    }
+
+    fn tc(expire_type: &str, expire: u64, api: u64) -> RawTrafficControl {
+        RawTrafficControl {
+            name: "flow".into(),
+            expire_type: expire_type.into(),
+            expire,
+            api_rate_limit: api,
+            app_rate_limit: Some(1000),
+            ip_rate_limit: None,
+            spec_app_rate_limits: vec![],
+            spec_ip_rate_limits: vec![],
+            ipv6_prefix: None,
+        }
+    }
+
+    fn hit(limits: &RouteLimits, n: usize, now: Timestamp) {
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let req = LimitRequest {
+            key_id: Some("AKID"),
+            app: Some("mobile"),
+            plan: Some("gold"),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            method: &m,
+            path: "/",
+            headers: &h,
+            query: None,
+        };
+        for _ in 0..n {
+            limits.check(&req, now).unwrap();
+        }
+    }
+
+    fn route(st: &LimitState, quota: u64, minutes: u64, api: u64) -> (RouteLimits, Arc<PlanLimits>, Arc<TrafficPolicy>) {
+        let p = PlanLimits::compile(&plan(quota), st).unwrap();
+        let t = TrafficPolicy::compile(&tc("minute", minutes, api), st).unwrap();
+        let s = TrafficPolicy::compile(&tc("second", 1, api), st).unwrap();
+        let _ = s;
+        (RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]), p, t)
+    }
+
+    #[test]
+    fn quotas_and_long_windows_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        {
+            let st = LimitState::open(dir.path()).unwrap();
+            let (limits, p, _) = route(&st, 1000, 10, 500);
+            hit(&limits, 7, now);
+            assert_eq!(p.used("AKID"), 7);
+            // quota row + api window row + app window row
+            assert_eq!(st.flush().unwrap(), 3);
+            assert_eq!(st.flush().unwrap(), 0, "nothing changed since");
+            hit(&limits, 1, now);
+            // like kill -9 after a flush: no shutdown, the last request is not saved
+            assert_eq!(st.flush().unwrap(), 3);
+            hit(&limits, 1, now);
+            drop(limits);
+            st.shutdown().unwrap();
+        }
+        let st = LimitState::open(dir.path()).unwrap();
+        let (limits, p, t) = route(&st, 1000, 10, 500);
+        assert_eq!(p.used("AKID"), 9);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(t.counts(Some("mobile"), ip, now), (9, 9, 0));
+        hit(&limits, 1, now);
+        assert_eq!(p.used("AKID"), 10);
+        // a changed plugin starts fresh; the quota (identified by plan name) does not
+        let (_, p2, t2) = route(&st, 2000, 10, 501);
+        assert_eq!(t2.counts(Some("mobile"), ip, now), (0, 0, 0));
+        assert_eq!(p2.used("AKID"), 10);
+        st.shutdown().unwrap();
+    }
+
+    #[test]
+    fn second_windows_and_qps_are_not_persisted() {
+        let store = Arc::new(MemoryStore::default());
+        let st = LimitState::with_store(Some(store.clone()), StateOptions::default());
+        let t = TrafficPolicy::compile(&tc("second", 30, 500), &st).unwrap();
+        let limits = RouteLimits::new(None, None, Some(t), None, vec![]);
+        hit(&limits, 3, Timestamp::now());
+        assert_eq!(st.flush().unwrap(), 0);
+    }
+
+    #[test]
+    fn unused_tables_are_released_and_restored() {
+        let store = Arc::new(MemoryStore::default());
+        let st = LimitState::with_store(Some(store.clone()), StateOptions::default());
+        let now = Timestamp::now();
+        let (limits, _, _) = route(&st, 50, 10, 500);
+        hit(&limits, 4, now);
+        st.flush().unwrap();
+        drop(limits);
+        assert_eq!(st.stats().tables, 0, "last snapshot gone: tables freed");
+        let (_, p, _) = route(&st, 50, 10, 500);
+        assert_eq!(p.used("AKID"), 4);
+        assert_eq!(st.stats().tables, 2, "quota and plan qps");
+    }
+
+    #[test]
+    fn prune_drops_idle_entries() {
+        let st = LimitState::in_memory();
+        let mut raw = tc("second", 1, 1_000_000);
+        raw.ip_rate_limit = Some(10);
+        let t = TrafficPolicy::compile(&raw, &st).unwrap();
+        let limits = RouteLimits::new(None, None, Some(t), None, vec![]);
+        let (h, m) = (HeaderMap::new(), Method::GET);
+        let now = Timestamp::from_secs(2_000_000_000);
+        for i in 0..1000u32 {
+            let req = LimitRequest {
+                key_id: None,
+                app: None,
+                plan: None,
+                client_ip: IpAddr::from(i.to_be_bytes()),
+                method: &m,
+                path: "/",
+                headers: &h,
+                query: None,
+            };
+            limits.check(&req, now).unwrap();
+        }
+        assert!(st.stats().entries >= 1000);
+        assert_eq!(st.prune(now), 0);
+        assert_eq!(st.prune(now.add(Duration::from_secs(1))), 1000);
+    }
+
+    #[tokio::test]
+    async fn background_task_flushes_and_stops() {
+        let store = Arc::new(MemoryStore::default());
+        let opts = StateOptions {
+            flush_every: Duration::from_millis(20),
+            ..StateOptions::default()
+        };
+        let st = LimitState::with_store(Some(store.clone()), opts);
+        let task = st.spawn_background();
+        let (limits, p, _) = route(&st, 100, 10, 500);
+        hit(&limits, 2, Timestamp::now());
+        let quota_table = "quota:gold";
+        let mut saved = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            saved = store.load(quota_table).unwrap().first().map_or(0, |(_, r)| r.count);
+            if saved == 2 {
+                break;
+            }
+        }
+        assert_eq!(saved, p.used("AKID"));
+        st.shutdown().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("background task ends on shutdown")
+            .unwrap();
     }
 }

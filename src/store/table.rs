@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const SHARDS: usize = 64;
 
@@ -143,8 +143,13 @@ pub trait Maintain: Send + Sync {
     fn len(&self) -> usize;
 }
 
+/// Rows of tables dropped before the next flush (a removed policy, the last
+/// snapshot holding it gone); the next flush writes them.
+pub type Orphans = Arc<Mutex<Vec<Dirty>>>;
+
 /// A keyed table.
-pub struct Table<K, C: Cell> {
+pub struct Table<K: TableKey, C: Cell> {
+    orphans: Option<Orphans>,
     identity: Arc<str>,
     geometry: C::Geometry,
     hasher: RandomState,
@@ -156,6 +161,7 @@ pub struct Table<K, C: Cell> {
 impl<K: TableKey, C: Cell> Table<K, C> {
     pub fn new(identity: &str, geometry: C::Geometry, cap: usize) -> Table<K, C> {
         Table {
+            orphans: None,
             identity: identity.into(),
             geometry,
             hasher: RandomState::new(),
@@ -171,6 +177,10 @@ impl<K: TableKey, C: Cell> Table<K, C> {
 
     pub fn geometry(&self) -> C::Geometry {
         self.geometry
+    }
+
+    pub(crate) fn set_orphans(&mut self, o: Orphans) {
+        self.orphans = Some(o);
     }
 
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, Arc<C>>> {
@@ -285,8 +295,18 @@ impl<K: TableKey, C: Cell> Maintain for Table<K, C> {
     }
 }
 
+impl<K: TableKey, C: Cell> Drop for Table<K, C> {
+    fn drop(&mut self) {
+        if let Some(o) = self.orphans.take() {
+            let mut rows = o.lock().unwrap_or_else(|e| e.into_inner());
+            self.collect_dirty(&mut rows);
+        }
+    }
+}
+
 /// A policy-wide counter (the whole API, the whole service).
 pub struct Single<C: Cell> {
+    orphans: Option<Orphans>,
     identity: Arc<str>,
     geometry: C::Geometry,
     cell: Arc<C>,
@@ -295,6 +315,7 @@ pub struct Single<C: Cell> {
 impl<C: Cell> Single<C> {
     pub fn new(identity: &str, geometry: C::Geometry) -> Single<C> {
         Single {
+            orphans: None,
             identity: identity.into(),
             geometry,
             cell: Arc::default(),
@@ -309,11 +330,24 @@ impl<C: Cell> Single<C> {
     pub fn identity(&self) -> &str {
         &self.identity
     }
+    pub(crate) fn set_orphans(&mut self, o: Orphans) {
+        self.orphans = Some(o);
+    }
+
     pub(crate) fn restore(&mut self, rows: Vec<(Vec<u8>, Row)>, now: Timestamp) {
         if let Some((_, row)) = rows.into_iter().find(|(k, _)| k.is_empty()) {
             if let Some(c) = C::restore(self.geometry, row, now) {
                 self.cell = Arc::new(c);
             }
+        }
+    }
+}
+
+impl<C: Cell> Drop for Single<C> {
+    fn drop(&mut self) {
+        if let Some(o) = self.orphans.take() {
+            let mut rows = o.lock().unwrap_or_else(|e| e.into_inner());
+            self.collect_dirty(&mut rows);
         }
     }
 }
