@@ -305,7 +305,10 @@ impl<'s> Parser<'s> {
                 let word = self.ident();
                 self.variable(start, word)
             }
-            Some(_) => Err(self.err(format!("expected an operand, found {}", self.describe_here()))),
+            Some(_) => Err(self.err(format!(
+                "expected an operand, found {}",
+                self.describe_here()
+            ))),
         }
     }
 
@@ -369,7 +372,9 @@ impl<'s> Parser<'s> {
                 "useragent" => Ok(Operand::UserAgent),
                 _ => Err(ExprError {
                     pos: name_pos,
-                    msg: format!("unknown system parameter {name:?} (expected ClientIp or UserAgent)"),
+                    msg: format!(
+                        "unknown system parameter {name:?} (expected ClientIp or UserAgent)"
+                    ),
                 }),
             },
         }
@@ -398,7 +403,9 @@ impl<'s> Parser<'s> {
                         seg = self.pos;
                         continue;
                     }
-                    _ => return Err(self.err("invalid escape (only \\\\, \\' and \\\" are allowed)")),
+                    _ => {
+                        return Err(self.err("invalid escape (only \\\\, \\' and \\\" are allowed)"))
+                    }
                 }
             }
             self.pos += 1;
@@ -425,7 +432,9 @@ mod tests {
 
     impl Context for Cx {
         fn header(&self, name: &HeaderName) -> Option<Cow<'_, str>> {
-            self.headers.get(name.as_str()).map(|s| Cow::Borrowed(s.as_str()))
+            self.headers
+                .get(name.as_str())
+                .map(|s| Cow::Borrowed(s.as_str()))
         }
         fn query(&self, name: &str) -> Option<Cow<'_, str>> {
             self.query.get(name).map(|s| Cow::Borrowed(s.as_str()))
@@ -506,7 +515,9 @@ mod tests {
     fn precedence_and_grouping() {
         // && binds tighter than ||
         assert!(t("method == 'POST' && path == '/x' || query.q == 'rust'"));
-        assert!(!t("method == 'POST' && (path == '/x' || query.q == 'rust')"));
+        assert!(!t(
+            "method == 'POST' && (path == '/x' || query.q == 'rust')"
+        ));
         assert!(t("!method == 'POST'"));
         assert!(t("!(method == 'POST') && !!(query.page == 7)"));
         assert!(t("((((query.page == 7))))"));
@@ -561,8 +572,23 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let alphabet: Vec<char> = "ab01 -_.()!=<>&|'\"\\héq\u{1F600}\t".chars().collect();
         let pieces = [
-            "header.", "query.", "path", "method", "sysparam.ClientIp", "==", "!=", "&&", "||", "(",
-            ")", "'x'", "\"y\"", "12", "!", "<=", ">",
+            "header.",
+            "query.",
+            "path",
+            "method",
+            "sysparam.ClientIp",
+            "==",
+            "!=",
+            "&&",
+            "||",
+            "(",
+            ")",
+            "'x'",
+            "\"y\"",
+            "12",
+            "!",
+            "<=",
+            ">",
         ];
         let c = cx();
         for _ in 0..20_000 {

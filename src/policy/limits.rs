@@ -241,7 +241,13 @@ impl QpsLimit {
 
     /// QPS of one API.
     pub fn api(state: &LimitState, service: &str, api: &str, qps: u32) -> Result<QpsLimit, String> {
-        Self::make(state, PolicyKind::ApiQps, "api", &format!("{service}/{api}"), qps)
+        Self::make(
+            state,
+            PolicyKind::ApiQps,
+            "api",
+            &format!("{service}/{api}"),
+            qps,
+        )
     }
 
     fn make(
@@ -473,7 +479,12 @@ impl<'a> Run<'a> {
     }
 
     /// Quotas come last: nothing after them can refuse, so they are never undone.
-    pub(crate) fn quota(&mut self, p: PolicyRef<'a>, cell: &QuotaCell, limit: u64) -> Result<(), Refused> {
+    pub(crate) fn quota(
+        &mut self,
+        p: PolicyRef<'a>,
+        cell: &QuotaCell,
+        limit: u64,
+    ) -> Result<(), Refused> {
         match cell.acquire(limit) {
             Ok(u) => {
                 self.admitted(p, u, None);
@@ -494,13 +505,12 @@ impl<'a> Run<'a> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::raw::{
-        RawParamTrafficControl, RawSpecApp, RawSpecIp, RawStrategy, RawStrategyParam, RawTrafficControl,
-        RawUsagePlan,
+        RawParamTrafficControl, RawSpecApp, RawSpecIp, RawStrategy, RawStrategyParam,
+        RawTrafficControl, RawUsagePlan,
     };
 
     /// 2026-01-01T00:00:00Z + ms
@@ -559,7 +569,9 @@ mod tests {
     }
 
     fn admitted(limits: &RouteLimits, req: &Req, now: Timestamp, n: usize) -> usize {
-        (0..n).filter(|_| limits.check(&req.lr(), now).is_ok()).count()
+        (0..n)
+            .filter(|_| limits.check(&req.lr(), now).is_ok())
+            .count()
     }
 
     #[test]
@@ -638,7 +650,15 @@ mod tests {
         assert_eq!(refused.message(), "usage plan quota exceeded");
         assert_eq!(plan.used("AKID1"), 3);
         // the refused request was not counted by the window either
-        assert_eq!(limits.traffic.as_ref().unwrap().counts(None, req.ip, at(45_000)).0, 3);
+        assert_eq!(
+            limits
+                .traffic
+                .as_ref()
+                .unwrap()
+                .counts(None, req.ip, at(45_000))
+                .0,
+            3
+        );
 
         // a route without a plan (same plugin settings → same counters: 3 used)
         let other = RouteLimits::new(
@@ -703,7 +723,12 @@ mod tests {
         req.ip = "10.0.0.3".parse().unwrap();
         assert_eq!(admitted(&limits, &req, at(0), 10), 2);
         assert_eq!(
-            limits.check(&req.lr(), at(0)).unwrap_err().policy().unwrap().kind,
+            limits
+                .check(&req.lr(), at(0))
+                .unwrap_err()
+                .policy()
+                .unwrap()
+                .kind,
             PolicyKind::TrafficApp
         );
         // special IPs: most specific entry wins, unauthenticated (no app dimension)
@@ -720,11 +745,22 @@ mod tests {
             ip_key: "10.0.0.1".into(),
             rate_limit: 100,
         }];
-        let limits = RouteLimits::new(None, None, Some(TrafficPolicy::compile(&t2, &st).unwrap()), None, vec![]);
+        let limits = RouteLimits::new(
+            None,
+            None,
+            Some(TrafficPolicy::compile(&t2, &st).unwrap()),
+            None,
+            vec![],
+        );
         let req = Req::new();
         assert_eq!(admitted(&limits, &req, at(0), 10), 4);
         assert_eq!(
-            limits.check(&req.lr(), at(0)).unwrap_err().policy().unwrap().kind,
+            limits
+                .check(&req.lr(), at(0))
+                .unwrap_err()
+                .policy()
+                .unwrap()
+                .kind,
             PolicyKind::TrafficApi
         );
     }
@@ -735,7 +771,13 @@ mod tests {
         let mut t = tc("v6", "minute", 1000);
         t.ip_rate_limit = Some(3);
         t.ipv6_prefix = Some(64);
-        let limits = RouteLimits::new(None, None, Some(TrafficPolicy::compile(&t, &st).unwrap()), None, vec![]);
+        let limits = RouteLimits::new(
+            None,
+            None,
+            Some(TrafficPolicy::compile(&t, &st).unwrap()),
+            None,
+            vec![],
+        );
         let mut req = Req::new();
         // rotating addresses inside one /64 share the counter
         for i in 1..=3u16 {
@@ -757,7 +799,14 @@ mod tests {
         assert_eq!(tp.ip_bucket(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
     }
 
-    fn strategy(name: &str, weight: u32, cond: &str, kind: &str, pname: &str, limit: u64) -> RawStrategy {
+    fn strategy(
+        name: &str,
+        weight: u32,
+        cond: &str,
+        kind: &str,
+        pname: &str,
+        limit: u64,
+    ) -> RawStrategy {
         RawStrategy {
             name: name.into(),
             strategy_weight: weight,
@@ -793,7 +842,10 @@ mod tests {
         assert!(limits.check(&req.lr(), at(0)).is_ok());
         let e = limits.check(&req.lr(), at(0)).unwrap_err();
         assert_eq!(e.policy().unwrap().name, "pflow.by-user");
-        assert_eq!(e.message(), "parameter rate limit exceeded (policy pflow.by-user)");
+        assert_eq!(
+            e.message(),
+            "parameter rate limit exceeded (policy pflow.by-user)"
+        );
         assert_eq!(pp.count("by-user", "alice", at(0)), 2);
         // another value has its own counter; the path strategy (3) now refuses
         req.headers.insert("x-user", "bob".parse().unwrap());
@@ -801,7 +853,11 @@ mod tests {
         let e = limits.check(&req.lr(), at(0)).unwrap_err();
         assert_eq!(e.policy().unwrap().name, "pflow.by-path");
         assert_eq!(pp.count("by-path", "/echo", at(0)), 3);
-        assert_eq!(pp.count("by-user", "bob", at(0)), 1, "refused request was undone");
+        assert_eq!(
+            pp.count("by-user", "bob", at(0)),
+            1,
+            "refused request was undone"
+        );
         // condition false → strategy skipped; missing parameter → not counted
         req.headers.insert("x-user", "admin".parse().unwrap());
         assert!(limits.check(&req.lr(), at(0)).is_ok());
@@ -828,7 +884,13 @@ mod tests {
             default_rate_limit: 2,
             strategies: vec![strategy("u", 1, "", "query", "u", 100)],
         };
-        let limits = RouteLimits::new(None, None, None, Some(ParamPolicy::compile(&raw, &st).unwrap()), vec![]);
+        let limits = RouteLimits::new(
+            None,
+            None,
+            None,
+            Some(ParamPolicy::compile(&raw, &st).unwrap()),
+            vec![],
+        );
         let req = Req::new();
         assert_eq!(admitted(&limits, &req, at(0), 5), 2);
         let e = limits.check(&req.lr(), at(0)).unwrap_err();

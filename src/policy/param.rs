@@ -75,14 +75,21 @@ fn settings(raw: &RawParamTrafficControl) -> String {
 impl ParamPolicy {
     /// Validates the plugin (errors start with the field, e.g.
     /// `strategies[1].condition: at byte 7: ...`) and obtains its counters.
-    pub fn compile(raw: &RawParamTrafficControl, state: &LimitState) -> Result<Arc<ParamPolicy>, Vec<String>> {
+    pub fn compile(
+        raw: &RawParamTrafficControl,
+        state: &LimitState,
+    ) -> Result<Arc<ParamPolicy>, Vec<String>> {
         let mut errs = Vec::new();
         if raw.default_window > 0 && raw.default_rate_limit == 0 {
-            errs.push("default_rate_limit: must be a positive integer when default_window is set".into());
+            errs.push(
+                "default_rate_limit: must be a positive integer when default_window is set".into(),
+            );
         }
         let n = raw.strategies.len();
         if n == 0 || n > MAX_STRATEGIES {
-            errs.push(format!("strategies: {n} given, 1 to {MAX_STRATEGIES} required"));
+            errs.push(format!(
+                "strategies: {n} given, 1 to {MAX_STRATEGIES} required"
+            ));
         }
         let (mut names, mut weights) = (HashSet::new(), HashSet::new());
         let mut parsed = Vec::new();
@@ -125,15 +132,23 @@ impl ParamPolicy {
                 [p] => match p.kind.to_ascii_lowercase().as_str() {
                     "path" => Some(ParamSource::Path),
                     "query" if !p.name.is_empty() => Some(ParamSource::Query(p.name.clone())),
-                    "header" if !p.name.is_empty() => match HeaderName::from_bytes(p.name.as_bytes()) {
-                        Ok(h) => Some(ParamSource::Header(h)),
-                        Err(_) => {
-                            errs.push(format!("{f}.parameters[0].name: {:?} is not a header name", p.name));
-                            None
+                    "header" if !p.name.is_empty() => {
+                        match HeaderName::from_bytes(p.name.as_bytes()) {
+                            Ok(h) => Some(ParamSource::Header(h)),
+                            Err(_) => {
+                                errs.push(format!(
+                                    "{f}.parameters[0].name: {:?} is not a header name",
+                                    p.name
+                                ));
+                                None
+                            }
                         }
-                    },
+                    }
                     "query" | "header" => {
-                        errs.push(format!("{f}.parameters[0].name: required for type {:?}", p.kind));
+                        errs.push(format!(
+                            "{f}.parameters[0].name: required for type {:?}",
+                            p.kind
+                        ));
                         None
                     }
                     other => {
@@ -144,7 +159,10 @@ impl ParamPolicy {
                     }
                 },
                 ps => {
-                    errs.push(format!("{f}.parameters: exactly one parameter required, {} given", ps.len()));
+                    errs.push(format!(
+                        "{f}.parameters: exactly one parameter required, {} given",
+                        ps.len()
+                    ));
                     None
                 }
             };
@@ -203,7 +221,11 @@ impl ParamPolicy {
         self.strategies
             .iter()
             .find(|s| &s.label[self.name.len() + 1..] == strategy)
-            .and_then(|s| s.table.get(&*counter_key(Cow::Borrowed(value))).map(|c| c.count(s.window, now)))
+            .and_then(|s| {
+                s.table
+                    .get(&*counter_key(Cow::Borrowed(value)))
+                    .map(|c| c.count(s.window, now))
+            })
             .unwrap_or(0)
     }
 
@@ -258,5 +280,107 @@ fn counter_key(v: Cow<'_, str>) -> Cow<'_, str> {
         v
     } else {
         Cow::Owned(format!("#{}", hex::encode(Sha256::digest(v.as_bytes()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawStrategy, RawStrategyParam};
+
+    fn strat(name: &str, weight: u32, kind: &str, pname: &str) -> RawStrategy {
+        RawStrategy {
+            name: name.into(),
+            strategy_weight: weight,
+            condition: String::new(),
+            parameters: vec![RawStrategyParam {
+                kind: kind.into(),
+                name: pname.into(),
+            }],
+            rate_limit: 1,
+            window: 1,
+        }
+    }
+
+    fn errors(
+        strategies: Vec<RawStrategy>,
+        default_window: u64,
+        default_rate_limit: u64,
+    ) -> Vec<String> {
+        let raw = RawParamTrafficControl {
+            name: "p".into(),
+            default_window,
+            default_rate_limit,
+            strategies,
+        };
+        match ParamPolicy::compile(&raw, &LimitState::in_memory()) {
+            Ok(_) => vec![],
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(errors(vec![strat("a", 0, "path", "")], 0, 0).is_empty());
+        assert_eq!(
+            errors(vec![], 0, 0),
+            vec!["strategies: 0 given, 1 to 10 required"]
+        );
+        let eleven = (0..11)
+            .map(|i| strat(&format!("s{i}"), i, "path", ""))
+            .collect();
+        assert_eq!(
+            errors(eleven, 0, 0),
+            vec!["strategies: 11 given, 1 to 10 required"]
+        );
+        assert_eq!(
+            errors(vec![strat("a", 0, "path", "")], 60, 0),
+            vec!["default_rate_limit: must be a positive integer when default_window is set"]
+        );
+        let mut bad = strat("a", 101, "cookie", "x");
+        bad.rate_limit = 0;
+        bad.window = 0;
+        bad.condition = "method == ".into();
+        let e = errors(
+            vec![
+                bad,
+                strat("a", 5, "query", ""),
+                strat("b", 5, "header", "bad header"),
+            ],
+            0,
+            0,
+        );
+        let expect = [
+            "strategies[0].strategy_weight: 101 is not between 0 and 100",
+            "strategies[0].rate_limit: must be a positive integer",
+            "strategies[0].window: must be a positive number of seconds",
+            "strategies[0].condition: at byte 10: expected an operand, found end of expression",
+            "strategies[0].parameters[0].type: \"cookie\" is not one of query, header, path",
+            "strategies[1].name: \"a\" used by two strategies",
+            "strategies[1].parameters[0].name: required for type \"query\"",
+            "strategies[2].strategy_weight: 5 used by two strategies",
+            "strategies[2].parameters[0].name: \"bad header\" is not a header name",
+        ];
+        for m in expect {
+            assert!(e.contains(&m.to_string()), "{m:?} not in {e:#?}");
+        }
+        let mut two = strat("c", 1, "path", "");
+        two.parameters.push(RawStrategyParam {
+            kind: "query".into(),
+            name: "q".into(),
+        });
+        assert_eq!(
+            errors(vec![two], 0, 0),
+            vec!["strategies[0].parameters: exactly one parameter required, 2 given"]
+        );
+    }
+
+    #[test]
+    fn long_values_are_hashed() {
+        let long = "x".repeat(1000);
+        let k = counter_key(Cow::Borrowed(&long));
+        assert_eq!(k.len(), 65);
+        assert!(k.starts_with('#'));
+        assert_eq!(counter_key(Cow::Borrowed("short")), "short");
     }
 }

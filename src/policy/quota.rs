@@ -72,7 +72,12 @@ impl PlanLimits {
             .map_or(0, |c| c.used())
     }
 
-    pub(crate) fn check_qps<'a>(&'a self, key: &str, run: &mut Run<'a>, now: Timestamp) -> Result<(), Refused> {
+    pub(crate) fn check_qps<'a>(
+        &'a self,
+        key: &str,
+        run: &mut Run<'a>,
+        now: Timestamp,
+    ) -> Result<(), Refused> {
         let Some((rate, table)) = &self.qps else {
             return Ok(());
         };
@@ -86,7 +91,12 @@ impl PlanLimits {
         run.gcra(p, CellRef::Shared(cell), rate, now)
     }
 
-    pub(crate) fn check_quota<'a>(&'a self, key: &str, run: &mut Run<'a>, now: Timestamp) -> Result<(), Refused> {
+    pub(crate) fn check_quota<'a>(
+        &'a self,
+        key: &str,
+        run: &mut Run<'a>,
+        now: Timestamp,
+    ) -> Result<(), Refused> {
         let Some((limit, table)) = &self.quota else {
             return Ok(());
         };

@@ -84,7 +84,10 @@ impl TrafficPolicy {
     /// Validates the plugin and obtains its counters from `state`. Error messages
     /// start with the field (`spec_ip_rate_limits[2].ip_key: ...`); the caller
     /// prefixes the plugin's location.
-    pub fn compile(raw: &RawTrafficControl, state: &LimitState) -> Result<Arc<TrafficPolicy>, Vec<String>> {
+    pub fn compile(
+        raw: &RawTrafficControl,
+        state: &LimitState,
+    ) -> Result<Arc<TrafficPolicy>, Vec<String>> {
         let mut errs = Vec::new();
         let unit = unit_secs(&raw.expire_type);
         if unit.is_none() {
@@ -146,7 +149,9 @@ impl TrafficPolicy {
                     errs.push(format!("{field}.ip_key: {key:?} listed twice"))
                 }
                 Ok(n) => spec_ips.push((n.trunc(), s.rate_limit)),
-                Err(_) => errs.push(format!("{field}.ip_key: {key:?} is not an IP address or CIDR")),
+                Err(_) => errs.push(format!(
+                    "{field}.ip_key: {key:?} is not an IP address or CIDR"
+                )),
             }
         }
         if !errs.is_empty() {
@@ -262,6 +267,141 @@ impl TrafficPolicy {
             kind: PolicyKind::TrafficApi,
             name: &self.labels[0],
         };
-        run.window(p, CellRef::Borrowed(self.api.cell()), w, self.api_limit, now)
+        run.window(
+            p,
+            CellRef::Borrowed(self.api.cell()),
+            w,
+            self.api_limit,
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawSpecApp, RawSpecIp};
+
+    fn raw() -> RawTrafficControl {
+        RawTrafficControl {
+            name: "flow".into(),
+            expire_type: "minute".into(),
+            expire: 1,
+            api_rate_limit: 10,
+            app_rate_limit: None,
+            ip_rate_limit: None,
+            spec_app_rate_limits: vec![],
+            spec_ip_rate_limits: vec![],
+            ipv6_prefix: None,
+        }
+    }
+
+    fn errors(r: &RawTrafficControl) -> Vec<String> {
+        match TrafficPolicy::compile(r, &LimitState::in_memory()) {
+            Ok(_) => vec![],
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn windows_of_each_unit() {
+        let st = LimitState::in_memory();
+        for (unit, secs) in [
+            ("second", 1),
+            ("minute", 60),
+            ("hour", 3600),
+            ("day", 86_400),
+        ] {
+            let mut r = raw();
+            r.expire_type = unit.into();
+            r.expire = 2;
+            assert_eq!(
+                TrafficPolicy::compile(&r, &st).unwrap().window_secs(),
+                2 * secs
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut r = raw();
+        r.expire_type = "week".into();
+        r.expire = 0;
+        r.api_rate_limit = 0;
+        r.app_rate_limit = Some(0);
+        r.ip_rate_limit = Some(0);
+        r.ipv6_prefix = Some(0);
+        let e = errors(&r);
+        for field in [
+            "expire_type: \"week\"",
+            "expire: must",
+            "api_rate_limit:",
+            "app_rate_limit:",
+            "ip_rate_limit:",
+            "ipv6_prefix:",
+        ] {
+            assert!(
+                e.iter().any(|m| m.starts_with(field)),
+                "{field} missing in {e:?}"
+            );
+        }
+
+        let mut r = raw();
+        r.spec_app_rate_limits = (0..31)
+            .map(|i| RawSpecApp {
+                app_id: format!("a{i}"),
+                rate_limit: 1,
+            })
+            .collect();
+        r.spec_ip_rate_limits = vec![
+            RawSpecIp {
+                ip_key: "10.0.0.0/8".into(),
+                rate_limit: 1,
+            },
+            RawSpecIp {
+                ip_key: "10.1.0.0/8".into(),
+                rate_limit: 2,
+            },
+            RawSpecIp {
+                ip_key: "10.0.0.300".into(),
+                rate_limit: 1,
+            },
+            RawSpecIp {
+                ip_key: "2001:db8::/32".into(),
+                rate_limit: 0,
+            },
+        ];
+        let e = errors(&r);
+        assert!(
+            e.contains(&"spec_app_rate_limits: 31 entries, at most 30".to_string()),
+            "{e:?}"
+        );
+        assert!(
+            e.contains(&"spec_ip_rate_limits[1].ip_key: \"10.1.0.0/8\" listed twice".to_string())
+        );
+        assert!(e.contains(
+            &"spec_ip_rate_limits[2].ip_key: \"10.0.0.300\" is not an IP address or CIDR"
+                .to_string()
+        ));
+        assert!(e.contains(
+            &"spec_ip_rate_limits[3].rate_limit: must be a positive integer".to_string()
+        ));
+
+        let mut r = raw();
+        r.spec_app_rate_limits = vec![
+            RawSpecApp {
+                app_id: "x".into(),
+                rate_limit: 1,
+            },
+            RawSpecApp {
+                app_id: "x".into(),
+                rate_limit: 1,
+            },
+        ];
+        assert_eq!(
+            errors(&r),
+            vec!["spec_app_rate_limits[1].app_id: \"x\" listed twice"]
+        );
+        assert!(errors(&raw()).is_empty());
     }
 }

@@ -40,8 +40,11 @@ impl Timestamp {
     pub const fn secs(self) -> u64 {
         self.0 / NANOS
     }
-    pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64))
+    pub fn plus(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
     }
     pub fn now() -> Timestamp {
         static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
@@ -161,7 +164,9 @@ impl Window {
         (now.secs() / self.secs) as u32
     }
     fn end_nanos(self, idx: u32) -> u64 {
-        (idx as u64 + 1).saturating_mul(self.secs).saturating_mul(NANOS)
+        (idx as u64 + 1)
+            .saturating_mul(self.secs)
+            .saturating_mul(NANOS)
     }
     /// Windows of a minute or longer are persisted.
     pub fn persistent(self) -> bool {
@@ -204,7 +209,10 @@ impl WindowCell {
                 });
             }
             let next = pack(idx, count.saturating_add(1));
-            match self.state.compare_exchange_weak(cur, next, Relaxed, Relaxed) {
+            match self
+                .state
+                .compare_exchange_weak(cur, next, Relaxed, Relaxed)
+            {
                 Ok(_) => {
                     let usage = Usage {
                         limit,
@@ -257,7 +265,7 @@ impl WindowCell {
 
     /// A cell from a stored row, `None` when that window is over.
     pub fn restore(w: Window, window_end: u64, count: u64, now: Timestamp) -> Option<WindowCell> {
-        if window_end <= now.secs() || window_end % w.secs != 0 {
+        if window_end <= now.secs() || !window_end.is_multiple_of(w.secs) {
             return None;
         }
         let idx = (window_end / w.secs - 1) as u32;

@@ -40,7 +40,10 @@ impl CounterStore for RedbStore {
         for item in t.range(prefix.as_slice()..end.as_slice()).map_err(err)? {
             let (k, v) = item.map_err(err)?;
             let (window_end, count) = v.value();
-            out.push((k.value()[prefix.len()..].to_vec(), Row { window_end, count }));
+            out.push((
+                k.value()[prefix.len()..].to_vec(),
+                Row { window_end, count },
+            ));
         }
         Ok(out)
     }

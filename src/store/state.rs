@@ -69,7 +69,10 @@ impl LimitState {
         if let Err(e) = store.sweep(Timestamp::now().secs()) {
             tracing::warn!(error = %e, "sweeping expired counters failed");
         }
-        Ok(Self::with_store(Some(Arc::new(store)), StateOptions::default()))
+        Ok(Self::with_store(
+            Some(Arc::new(store)),
+            StateOptions::default(),
+        ))
     }
 
     /// Counters in memory only (tests, benches).
@@ -189,7 +192,11 @@ impl LimitState {
             drop(rows);
             // keep the rows of dropped tables for the next attempt
             let mut o = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
-            o.extend(dirty.into_iter().filter(|d| Arc::strong_count(&d.cell) == 1));
+            o.extend(
+                dirty
+                    .into_iter()
+                    .filter(|d| Arc::strong_count(&d.cell) == 1),
+            );
             return Err(e.to_string());
         }
         for d in &dirty {
@@ -231,7 +238,8 @@ impl LimitState {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(opts.flush_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let (mut last_prune, mut last_sweep) = (tokio::time::Instant::now(), tokio::time::Instant::now());
+            let (mut last_prune, mut last_sweep) =
+                (tokio::time::Instant::now(), tokio::time::Instant::now());
             loop {
                 let stopped = stop.notified();
                 match weak.upgrade() {
@@ -326,12 +334,21 @@ mod tests {
         }
     }
 
-    fn route(st: &LimitState, quota: u64, minutes: u64, api: u64) -> (RouteLimits, Arc<PlanLimits>, Arc<TrafficPolicy>) {
+    fn route(
+        st: &LimitState,
+        quota: u64,
+        minutes: u64,
+        api: u64,
+    ) -> (RouteLimits, Arc<PlanLimits>, Arc<TrafficPolicy>) {
         let p = PlanLimits::compile(&plan(quota), st).unwrap();
         let t = TrafficPolicy::compile(&tc("minute", minutes, api), st).unwrap();
         let s = TrafficPolicy::compile(&tc("second", 1, api), st).unwrap();
         let _ = s;
-        (RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]), p, t)
+        (
+            RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]),
+            p,
+            t,
+        )
     }
 
     #[test]
@@ -416,7 +433,7 @@ mod tests {
         }
         assert!(st.stats().entries >= 1000);
         assert_eq!(st.prune(now), 0);
-        assert_eq!(st.prune(now.add(Duration::from_secs(1))), 1000);
+        assert_eq!(st.prune(now.plus(Duration::from_secs(1))), 1000);
     }
 
     #[tokio::test]
@@ -434,7 +451,11 @@ mod tests {
         let mut saved = 0;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            saved = store.load(quota_table).unwrap().first().map_or(0, |(_, r)| r.count);
+            saved = store
+                .load(quota_table)
+                .unwrap()
+                .first()
+                .map_or(0, |(_, r)| r.count);
             if saved == 2 {
                 break;
             }

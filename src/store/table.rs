@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 const SHARDS: usize = 64;
 
+type Shard<K, C> = RwLock<HashMap<K, Arc<C>>>;
+
 /// A counter cell kept in a table.
 pub trait Cell: Send + Sync + Default + 'static {
     /// Time geometry shared by all cells of a table.
@@ -57,7 +59,8 @@ impl Cell for WindowCell {
         w.persistent()
     }
     fn dirty(&self, w: Window) -> Option<(Row, u64)> {
-        WindowCell::dirty(self, w).map(|(window_end, count, mark)| (Row { window_end, count }, mark))
+        WindowCell::dirty(self, w)
+            .map(|(window_end, count, mark)| (Row { window_end, count }, mark))
     }
     fn mark_flushed(&self, mark: u64) {
         WindowCell::mark_flushed(self, mark)
@@ -76,7 +79,15 @@ impl Cell for QuotaCell {
         true
     }
     fn dirty(&self, _: ()) -> Option<(Row, u64)> {
-        QuotaCell::dirty(self).map(|count| (Row { window_end: 0, count }, count))
+        QuotaCell::dirty(self).map(|count| {
+            (
+                Row {
+                    window_end: 0,
+                    count,
+                },
+                count,
+            )
+        })
     }
     fn mark_flushed(&self, mark: u64) {
         QuotaCell::mark_flushed(self, mark)
@@ -141,6 +152,9 @@ pub trait Maintain: Send + Sync {
     fn prune(&self, now: Timestamp) -> usize;
     fn collect_dirty(&self, out: &mut Vec<Dirty>);
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Rows of tables dropped before the next flush (a removed policy, the last
@@ -153,7 +167,7 @@ pub struct Table<K: TableKey, C: Cell> {
     identity: Arc<str>,
     geometry: C::Geometry,
     hasher: RandomState,
-    shards: Box<[RwLock<HashMap<K, Arc<C>>>]>,
+    shards: Box<[Shard<K, C>]>,
     shard_cap: usize,
     overflow: AtomicU64,
 }
@@ -183,7 +197,7 @@ impl<K: TableKey, C: Cell> Table<K, C> {
         self.orphans = Some(o);
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, Arc<C>>> {
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, C> {
         let h = self.hasher.hash_one(key);
         &self.shards[(h >> 58) as usize % SHARDS]
     }
@@ -207,7 +221,7 @@ impl<K: TableKey, C: Cell> Table<K, C> {
             let g = self.geometry;
             map.retain(|_, c| !c.idle(g, now));
             if map.len() >= self.shard_cap {
-                if self.overflow.fetch_add(1, Relaxed) % 10_000 == 0 {
+                if self.overflow.fetch_add(1, Relaxed).is_multiple_of(10_000) {
                     tracing::warn!(table = %self.identity, "counter table full; new keys are not limited");
                 }
                 return None;
@@ -238,7 +252,8 @@ impl<K: TableKey, C: Cell> Table<K, C> {
 
     pub(crate) fn restore(&self, rows: Vec<(Vec<u8>, Row)>, now: Timestamp) {
         for (k, row) in rows {
-            let (Some(key), Some(cell)) = (K::decode(&k), C::restore(self.geometry, row, now)) else {
+            let (Some(key), Some(cell)) = (K::decode(&k), C::restore(self.geometry, row, now))
+            else {
                 continue;
             };
             self.shard(&key)
@@ -414,6 +429,12 @@ mod tests {
         t.collect_dirty(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key, b"alice");
-        assert_eq!(out[0].row, Row { window_end: 0, count: 1 });
+        assert_eq!(
+            out[0].row,
+            Row {
+                window_end: 0,
+                count: 1
+            }
+        );
     }
 }
