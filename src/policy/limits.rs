@@ -21,6 +21,20 @@
 //! refuses, the acquisitions already made are undone, so a refused request counts
 //! against nothing (and never burns quota). The headers name the *tightest* policy:
 //! the one with the fewest requests remaining (ties: the one resetting last).
+//!
+//! Decisions where the SPEC is silent:
+//! - Time is one explicit [`Timestamp`] (ns since the epoch) passed to `check`, so
+//!   every limiter is tested on a fake clock. GCRA is a 20-line CAS on one
+//!   `AtomicU64` (`store::cells`) rather than governor: governor bakes the clock
+//!   into the limiter and gives no "remaining"/"reset" without middleware generics;
+//!   the maths are the same (burst = one second's worth).
+//! - Windows are fixed and aligned to the epoch (UTC days); `Reset` is exact.
+//! - Headers follow draft-ietf-httpapi-ratelimit-headers (-08 and later):
+//!   `RateLimit-Policy: "name";q=LIMIT;w=WINDOW` and `RateLimit: "name";r=REM;t=RESET`;
+//!   a lifetime quota has no `w`, no `t`, no `X-RateLimit-Reset` and no
+//!   `Retry-After` (waiting does not help).
+//! - Policy names in headers: `service`, `api`, `plan.NAME`, `plan.NAME.quota`,
+//!   `PLUGIN.api|app|ip`, `PLUGIN.default`, `PLUGIN.STRATEGY`.
 
 use super::expr;
 pub use super::param::ParamPolicy;

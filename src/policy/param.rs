@@ -12,7 +12,7 @@
 
 use super::expr::Expr;
 use super::limits::{identity, CellRef, LimitRequest, PolicyKind, PolicyRef, Refused, Run};
-use crate::config::raw::RawParamTrafficControl;
+use crate::config::raw::{RawParamTrafficControl, RawStrategy};
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
 use crate::store::LimitState;
@@ -128,44 +128,7 @@ impl ParamPolicy {
                     }
                 }
             };
-            let source = match st.parameters.as_slice() {
-                [p] => match p.kind.to_ascii_lowercase().as_str() {
-                    "path" => Some(ParamSource::Path),
-                    "query" if !p.name.is_empty() => Some(ParamSource::Query(p.name.clone())),
-                    "header" if !p.name.is_empty() => {
-                        match HeaderName::from_bytes(p.name.as_bytes()) {
-                            Ok(h) => Some(ParamSource::Header(h)),
-                            Err(_) => {
-                                errs.push(format!(
-                                    "{f}.parameters[0].name: {:?} is not a header name",
-                                    p.name
-                                ));
-                                None
-                            }
-                        }
-                    }
-                    "query" | "header" => {
-                        errs.push(format!(
-                            "{f}.parameters[0].name: required for type {:?}",
-                            p.kind
-                        ));
-                        None
-                    }
-                    other => {
-                        errs.push(format!(
-                            "{f}.parameters[0].type: {other:?} is not one of query, header, path"
-                        ));
-                        None
-                    }
-                },
-                ps => {
-                    errs.push(format!(
-                        "{f}.parameters: exactly one parameter required, {} given",
-                        ps.len()
-                    ));
-                    None
-                }
-            };
+            let source = parse_source(&f, st, &mut errs);
             parsed.push((st, condition, source));
         }
         if !errs.is_empty() {
@@ -262,6 +225,44 @@ impl ParamPolicy {
     }
 }
 
+fn parse_source(f: &str, st: &RawStrategy, errs: &mut Vec<String>) -> Option<ParamSource> {
+    let [p] = st.parameters.as_slice() else {
+        errs.push(format!(
+            "{f}.parameters: exactly one parameter required, {} given",
+            st.parameters.len()
+        ));
+        return None;
+    };
+    let kind = p.kind.to_ascii_lowercase();
+    if (kind == "query" || kind == "header") && p.name.is_empty() {
+        errs.push(format!(
+            "{f}.parameters[0].name: required for type {:?}",
+            p.kind
+        ));
+        return None;
+    }
+    match kind.as_str() {
+        "path" => Some(ParamSource::Path),
+        "query" => Some(ParamSource::Query(p.name.clone())),
+        "header" => match HeaderName::from_bytes(p.name.as_bytes()) {
+            Ok(h) => Some(ParamSource::Header(h)),
+            Err(_) => {
+                errs.push(format!(
+                    "{f}.parameters[0].name: {:?} is not a header name",
+                    p.name
+                ));
+                None
+            }
+        },
+        other => {
+            errs.push(format!(
+                "{f}.parameters[0].type: {other:?} is not one of query, header, path"
+            ));
+            None
+        }
+    }
+}
+
 fn param_value<'r>(src: &ParamSource, req: &LimitRequest<'r>) -> Option<Cow<'r, str>> {
     match src {
         ParamSource::Path => Some(Cow::Borrowed(req.path)),
@@ -286,7 +287,7 @@ fn counter_key(v: Cow<'_, str>) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{RawStrategy, RawStrategyParam};
+    use crate::config::raw::RawStrategyParam;
 
     fn strat(name: &str, weight: u32, kind: &str, pname: &str) -> RawStrategy {
         RawStrategy {

@@ -55,6 +55,43 @@ fn positive(errs: &mut Vec<String>, field: &str, v: u64) {
     }
 }
 
+fn spec_apps(raw: &RawTrafficControl, errs: &mut Vec<String>) -> Vec<(Box<str>, u64)> {
+    let mut spec_apps: Vec<(Box<str>, u64)> = Vec::new();
+    for (i, s) in raw.spec_app_rate_limits.iter().enumerate() {
+        let field = format!("spec_app_rate_limits[{i}]");
+        positive(errs, &format!("{field}.rate_limit"), s.rate_limit);
+        if s.app_id.is_empty() {
+            errs.push(format!("{field}.app_id: must not be empty"));
+        } else if spec_apps.iter().any(|(a, _)| **a == *s.app_id) {
+            errs.push(format!("{field}.app_id: {:?} listed twice", s.app_id));
+        }
+        spec_apps.push((s.app_id.as_str().into(), s.rate_limit));
+    }
+    spec_apps
+}
+
+fn spec_ips(raw: &RawTrafficControl, errs: &mut Vec<String>) -> Vec<(IpNet, u64)> {
+    let mut spec_ips: Vec<(IpNet, u64)> = Vec::new();
+    for (i, s) in raw.spec_ip_rate_limits.iter().enumerate() {
+        let field = format!("spec_ip_rate_limits[{i}]");
+        positive(errs, &format!("{field}.rate_limit"), s.rate_limit);
+        let key = s.ip_key.trim();
+        let net = key
+            .parse::<IpNet>()
+            .or_else(|_| key.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) if spec_ips.iter().any(|(m, _)| *m == n.trunc()) => {
+                errs.push(format!("{field}.ip_key: {key:?} listed twice"))
+            }
+            Ok(n) => spec_ips.push((n.trunc(), s.rate_limit)),
+            Err(_) => errs.push(format!(
+                "{field}.ip_key: {key:?} is not an IP address or CIDR"
+            )),
+        }
+    }
+    spec_ips
+}
+
 /// Canonical settings string hashed into the counters' identity.
 fn settings(raw: &RawTrafficControl) -> String {
     let apps: Vec<_> = raw
@@ -125,35 +162,8 @@ impl TrafficPolicy {
                 raw.spec_ip_rate_limits.len()
             ));
         }
-        let mut spec_apps: Vec<(Box<str>, u64)> = Vec::new();
-        for (i, s) in raw.spec_app_rate_limits.iter().enumerate() {
-            let field = format!("spec_app_rate_limits[{i}]");
-            positive(&mut errs, &format!("{field}.rate_limit"), s.rate_limit);
-            if s.app_id.is_empty() {
-                errs.push(format!("{field}.app_id: must not be empty"));
-            } else if spec_apps.iter().any(|(a, _)| **a == *s.app_id) {
-                errs.push(format!("{field}.app_id: {:?} listed twice", s.app_id));
-            }
-            spec_apps.push((s.app_id.as_str().into(), s.rate_limit));
-        }
-        let mut spec_ips: Vec<(IpNet, u64)> = Vec::new();
-        for (i, s) in raw.spec_ip_rate_limits.iter().enumerate() {
-            let field = format!("spec_ip_rate_limits[{i}]");
-            positive(&mut errs, &format!("{field}.rate_limit"), s.rate_limit);
-            let key = s.ip_key.trim();
-            let net = key
-                .parse::<IpNet>()
-                .or_else(|_| key.parse::<IpAddr>().map(IpNet::from));
-            match net {
-                Ok(n) if spec_ips.iter().any(|(m, _)| *m == n.trunc()) => {
-                    errs.push(format!("{field}.ip_key: {key:?} listed twice"))
-                }
-                Ok(n) => spec_ips.push((n.trunc(), s.rate_limit)),
-                Err(_) => errs.push(format!(
-                    "{field}.ip_key: {key:?} is not an IP address or CIDR"
-                )),
-            }
-        }
+        let spec_apps = spec_apps(raw, &mut errs);
+        let mut spec_ips = spec_ips(raw, &mut errs);
         if !errs.is_empty() {
             return Err(errs);
         }
