@@ -2,6 +2,7 @@
 pub mod cors;
 pub mod expr;
 pub mod ip;
+pub mod limits;
 pub mod param;
 pub mod quota;
 pub mod traffic;
