@@ -8,6 +8,7 @@ use crate::auth::tc3::Tc3Settings;
 use crate::auth::Keys;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
+use crate::policy::limits::RouteLimits;
 use crate::reject::ErrorStyle;
 use crate::route::Router;
 use crate::tls::CertStore;
@@ -97,6 +98,7 @@ pub struct Api {
     /// key id -> usage plan name, for the plans bound to this API's service.
     /// `None` when the service binds no plan (any valid key passes).
     pub plans: Option<Arc<HashMap<String, Arc<str>>>>,
+    pub limits: RouteLimits,
     pub backend: Backend,
 }
 

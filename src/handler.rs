@@ -7,6 +7,7 @@ use crate::body::{empty, full, Body, BoxError};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::client_ip;
+use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
 use crate::state::State;
@@ -141,7 +142,7 @@ impl Ctx {
         let declared_len = check_framing(&parts.headers)?;
 
         // 1. Route.
-        let (api_idx, backend_path) = {
+        let (api_idx, backend_path, env_len) = {
             let host = parts.uri.host().or_else(|| {
                 parts
                     .headers
@@ -156,7 +157,7 @@ impl Ctx {
                 Backend::Http(b) => compose_backend_path(&b.path, &m),
                 Backend::Mock(_) => String::new(),
             };
-            (m.api, backend_path)
+            (m.api, backend_path, parts.uri.path().len() - m.path.len())
         };
         out.api = Some(api_idx);
         let api = &gw.apis[api_idx];
@@ -192,7 +193,31 @@ impl Ctx {
             .await?;
         out.key_id = identity.as_ref().map(|i| i.key_id.clone());
 
-        // 5. Forward.
+        // 5. Limits: usage plan QPS and quota, service, API, traffic plugins.
+        if !api.limits.is_empty() {
+            let req = LimitRequest {
+                key_id: identity.as_ref().map(|i| i.key_id.as_str()),
+                app: identity.as_ref().map(|i| i.app.as_str()),
+                plan: identity.as_ref().and_then(|i| i.plan.as_deref()),
+                client_ip: ip,
+                method: &parts.method,
+                path: parts.uri.path().get(env_len..).unwrap_or(""),
+                headers: &parts.headers,
+                query: parts.uri.query(),
+            };
+            match api.limits.check(&req, Timestamp::now()) {
+                Ok(report) => report.write_headers(&mut out.extra),
+                Err(report) => {
+                    report.write_headers(&mut out.extra);
+                    return Err(Reject::RateLimited {
+                        message: report.message(),
+                        quota: report.is_quota(),
+                    });
+                }
+            }
+        }
+
+        // 6. Forward.
         let mut resp = match &api.backend {
             Backend::Mock(m) => mock_response(m),
             Backend::Http(b) => {
@@ -213,9 +238,9 @@ impl Ctx {
             }
         };
 
-        // 6. Decorate.
-        if let Some(id) = &identity {
-            if let Some(plan) = &id.plan {
+        // 7. Decorate.
+        if let Some(plan) = identity.as_ref().and_then(|i| i.plan.as_deref()) {
+            if !out.extra.contains_key("x-usageplan-id") {
                 if let Ok(v) = HeaderValue::from_str(plan) {
                     resp.headers_mut().insert("x-usageplan-id", v);
                 }

@@ -85,7 +85,8 @@ fn check(path: &Path) -> ExitCode {
     let errors = match compile::read_file(path) {
         Err(errors) => errors,
         Ok((raw, hash)) => {
-            let state = State::new(&server::base_dir(path), 16);
+            let limits = keygate::policy::limits::LimitState::in_memory();
+            let state = State::new(&server::base_dir(path), 16, limits);
             match compile::compile(&raw, hash, &state) {
                 Ok(gw) => {
                     println!(

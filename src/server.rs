@@ -36,6 +36,8 @@ pub enum ServeError {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("state store: {0}")]
+    State(String),
 }
 
 /// A running keygate: its bound addresses and a handle to stop it.
@@ -49,6 +51,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     drain: Duration,
+    counters_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -64,6 +67,14 @@ impl Running {
         {
             tracing::warn!("drain timeout passed with requests still in flight");
         }
+        // Counters last, so that the drained requests are counted too.
+        let limits = self.state.limits.clone();
+        match tokio::task::spawn_blocking(move || limits.shutdown()).await {
+            Ok(Ok(n)) => tracing::info!(rows = n, "counters flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final counter flush failed"),
+            Err(e) => tracing::error!(error = %e, "final counter flush failed to run"),
+        }
+        let _ = self.counters_task.await;
     }
 
     /// Resolve when asked to stop from inside (not used by signals).
@@ -77,9 +88,13 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
     let path = path.to_path_buf();
     let (raw, hash) = compile::read_file(&path).map_err(ServeError::Config)?;
     let base = base_dir(&path);
-    let state = Arc::new(State::new(&base, raw.auth.replay_capacity));
+    let state_dir = base.join(&raw.server.state_dir);
+    let limits = crate::policy::limits::LimitState::open(&state_dir)
+        .map_err(|e| ServeError::State(format!("{}: {e}", state_dir.display())))?;
+    let state = Arc::new(State::new(&base, raw.auth.replay_capacity, limits.clone()));
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
     let live = Arc::new(ArcSwap::from_pointee(gw));
+    let counters_task = limits.spawn_background();
     let reloader = Arc::new(Reloader::new(path.clone(), live.clone(), state.clone()));
     let ctx = Arc::new(Ctx {
         live: live.clone(),
@@ -164,6 +179,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
         shutdown: tx,
         tasks,
         drain,
+        counters_task,
     })
 }
 

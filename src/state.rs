@@ -3,6 +3,7 @@
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
 use crate::auth::replay::ReplayCache;
+use crate::policy::limits::LimitState;
 use crate::upstream::{Upstream, UpstreamSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,17 +15,20 @@ pub struct State {
     pub base_dir: PathBuf,
     upstreams: Mutex<HashMap<String, Weak<Upstream>>>,
     pub replay: ReplayCache,
+    /// Limiter, window and quota counters, keyed by policy identity.
+    pub limits: Arc<LimitState>,
     pub draining: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
 }
 
 impl State {
-    pub fn new(base_dir: &Path, replay_capacity: usize) -> State {
+    pub fn new(base_dir: &Path, replay_capacity: usize, limits: Arc<LimitState>) -> State {
         State {
             base_dir: base_dir.to_path_buf(),
             upstreams: Mutex::new(HashMap::new()),
             replay: ReplayCache::new(replay_capacity),
+            limits,
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),

@@ -10,6 +10,7 @@ use crate::auth::{Key, Keys};
 use crate::gateway::*;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
+use crate::policy::limits::{ParamPolicy, PlanLimits, QpsLimit, RouteLimits, TrafficPolicy};
 use crate::reject::ErrorStyle;
 use crate::route::{ApiSpec, Router, ServiceSpec};
 use crate::state::State;
@@ -242,10 +243,17 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
 
     // Usage plans.
     let mut plans: HashMap<&str, &RawUsagePlan> = HashMap::new();
+    let mut plan_limits: HashMap<&str, Arc<PlanLimits>> = HashMap::new();
     for p in &raw.usage_plans {
         let at = format!("usage_plans ({})", p.name);
         if plans.insert(&p.name, p).is_some() {
             e.push(err(&at, "duplicate name"));
+        }
+        match PlanLimits::compile(p, &state.limits) {
+            Ok(l) => {
+                plan_limits.insert(&p.name, l);
+            }
+            Err(msgs) => e.extend(msgs.into_iter().map(|m| err(&at, m))),
         }
         if p.qps == Some(0) {
             e.push(err(&at, "qps must be positive (omit it for unlimited)"));
@@ -276,8 +284,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 IpPolicy::parse(&ip.mode, &ip.ips).map(|x| Plugin::Ip(Arc::new(x)))
             }
             RawPlugin::Cors(c) => CorsPolicy::from_raw(c).map(|x| Plugin::Cors(Arc::new(x))),
-            RawPlugin::TrafficControl(_) => Ok(Plugin::Traffic),
-            RawPlugin::ParamTrafficControl(_) => Ok(Plugin::ParamTraffic),
+            RawPlugin::TrafficControl(t) => TrafficPolicy::compile(t, &state.limits)
+                .map(Plugin::Traffic)
+                .map_err(|m| m.join("; ")),
+            RawPlugin::ParamTrafficControl(p) => ParamPolicy::compile(p, &state.limits)
+                .map(Plugin::ParamTraffic)
+                .map_err(|m| m.join("; ")),
         };
         match compiled {
             Ok(c) => {
@@ -349,6 +361,11 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 plugins: &plugins,
                 jwt: &jwt,
                 key_plans: key_plans.clone(),
+                plan_limits: svc
+                    .usage_plans
+                    .iter()
+                    .filter_map(|n| plan_limits.get(n.as_str()).cloned())
+                    .collect(),
             };
             match compile_api(&ctx, svc, api, &at) {
                 Ok(a) => {
@@ -416,8 +433,8 @@ fn unreachable_router() -> Router {
 enum Plugin {
     Ip(Arc<IpPolicy>),
     Cors(Arc<CorsPolicy>),
-    Traffic,
-    ParamTraffic,
+    Traffic(Arc<TrafficPolicy>),
+    ParamTraffic(Arc<ParamPolicy>),
 }
 
 struct ApiCtx<'a> {
@@ -426,6 +443,7 @@ struct ApiCtx<'a> {
     plugins: &'a HashMap<&'a str, Plugin>,
     jwt: &'a HashMap<String, Arc<JwtProvider>>,
     key_plans: Option<Arc<HashMap<String, Arc<str>>>>,
+    plan_limits: Vec<Arc<PlanLimits>>,
 }
 
 /// key id → plan name over the plans bound to `svc`; a key in two of them is an error.
@@ -525,6 +543,8 @@ fn compile_api(
     let mut ip = vec![];
     let mut cors = None;
     let mut traffic_kinds = vec![];
+    let mut traffic = None;
+    let mut param = None;
     let mut seen = HashSet::new();
     for name in svc.plugins.iter().chain(api.plugins.iter()) {
         if !seen.insert(name) {
@@ -546,7 +566,14 @@ fn compile_api(
                 }
                 cors = Some(c.clone());
             }
-            Some(Plugin::Traffic) | Some(Plugin::ParamTraffic) => traffic_kinds.push(name.clone()),
+            Some(Plugin::Traffic(t)) => {
+                traffic_kinds.push(name.clone());
+                traffic = Some(t.clone());
+            }
+            Some(Plugin::ParamTraffic(p)) => {
+                traffic_kinds.push(name.clone());
+                param = Some(p.clone());
+            }
         }
     }
     if traffic_kinds.len() > 1 {
@@ -566,6 +593,28 @@ fn compile_api(
     if max_body == 0 {
         e.push(err(at, "max_body_bytes must be positive"));
     }
+    let service_qps = svc
+        .qps
+        .map(|q| QpsLimit::service(&ctx.state.limits, &svc.name, q));
+    let api_qps = api
+        .qps
+        .map(|q| QpsLimit::api(&ctx.state.limits, &svc.name, &api.name, q));
+    let (service_qps, api_qps) = match (service_qps.transpose(), api_qps.transpose()) {
+        (Ok(s), Ok(a)) => (s, a),
+        (s, a) => {
+            for m in [s.err(), a.err()].into_iter().flatten() {
+                e.push(err(at, m));
+            }
+            (None, None)
+        }
+    };
+    let limits = RouteLimits::new(
+        service_qps,
+        api_qps,
+        traffic,
+        param,
+        ctx.plan_limits.clone(),
+    );
     let backend = compile_backend(ctx, api, at, &mut e);
     if !e.is_empty() {
         return Err(e);
@@ -587,6 +636,7 @@ fn compile_api(
         cors,
         ip,
         plans: ctx.key_plans.clone(),
+        limits,
         backend,
     })
 }
