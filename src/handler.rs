@@ -55,6 +55,8 @@ struct Outcome {
     key_id: Option<String>,
     client_ip: Option<IpAddr>,
     upstream_status: Option<u16>,
+    /// A CORS preflight answer: final, not decorated again.
+    preflight: bool,
     /// Headers added to the response whatever it is (rate-limit headers).
     extra: HeaderMap,
 }
@@ -171,6 +173,7 @@ impl Ctx {
         if let Some(cors) = &api.cors {
             if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
                 let (status, headers) = cors.preflight(&parts.headers);
+                out.preflight = true;
                 let mut r = Response::new(empty());
                 *r.status_mut() = status;
                 *r.headers_mut() = headers;

@@ -1,0 +1,401 @@
+//! Policies end to end: IP control, CORS, flow control and quotas, and counters
+//! that survive reloads and restarts.
+
+mod common;
+use common::*;
+use common::signers;
+use http::{Method, StatusCode};
+use std::time::{Duration, Instant};
+
+fn mock_api(name: &str, path: &str, extra: &str) -> String {
+    format!("[[services.apis]]\nname = \"{name}\"\npath = \"{path}\"\n{extra}\n[services.apis.backend]\ntype = \"mock\"\nbody = \"{name}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_control_white_and_black_lists_with_trusted_proxies() {
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+         [[plugins]]\nname = \"office\"\ntype = \"ip_control\"\nmode = \"white\"\nips = \"10.0.0.0/8;2001:db8::/32\"\n\
+         [[plugins]]\nname = \"blocked\"\ntype = \"ip_control\"\nmode = \"black\"\nips = \"\"\"\n203.0.113.7\n198.51.100.0/24\n\"\"\"\n\
+         [[services]]\nname = \"s\"\n{}{}",
+        mock_api("white", "/white", "plugins = [\"office\"]"),
+        mock_api("black", "/black", "plugins = [\"blocked\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let with_xff = |xff: &'static str| async move { (xff, ()) };
+    let _ = with_xff;
+    for (path, xff, want) in [
+        ("/white", "10.1.2.3", StatusCode::OK),
+        ("/white", "2001:db8::1", StatusCode::OK),
+        ("/white", "11.0.0.1", StatusCode::FORBIDDEN),
+        // The right-most untrusted hop counts; a spoofed left entry does not.
+        ("/white", "10.0.0.1, 8.8.8.8", StatusCode::FORBIDDEN),
+        ("/white", "8.8.8.8, 10.0.0.1", StatusCode::OK),
+        ("/black", "203.0.113.7", StatusCode::FORBIDDEN),
+        ("/black", "198.51.100.200", StatusCode::FORBIDDEN),
+        ("/black", "203.0.113.8", StatusCode::OK),
+    ] {
+        let r = send(Method::GET, &kg.url(path), &[("x-forwarded-for", xff)], "").await;
+        assert_eq!(r.status, want, "{path} from {xff}: {}", r.text());
+        if want == StatusCode::FORBIDDEN {
+            assert_eq!(r.json()["code"], "UnauthorizedOperation");
+        }
+    }
+    // Without a forwarded header the peer (127.0.0.1) is the client: not on the white list.
+    assert_eq!(get(&kg.url("/white")).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_peer_cannot_choose_its_address() {
+    let cfg = format!(
+        "[[plugins]]\nname = \"office\"\ntype = \"ip_control\"\nmode = \"white\"\nips = \"10.0.0.0/8\"\n[[services]]\nname = \"s\"\n{}",
+        mock_api("white", "/white", "plugins = [\"office\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let r = send(Method::GET, &kg.url("/white"), &[("x-forwarded-for", "10.1.2.3")], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "XFF from an untrusted peer is ignored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_preflight_actual_and_error_responses() {
+    let be = spawn_backend().await;
+    let cfg = format!(
+        r#"
+[[keys]]
+id = "AKIDc"
+secret = "c"
+[[plugins]]
+name = "web"
+type = "cors"
+allow_origin = ["https://app.example"]
+allow_methods = ["GET", "POST"]
+allow_headers = ["authorization", "content-type"]
+expose_headers = ["x-trace"]
+allow_credentials = true
+max_age = 600
+[[services]]
+name = "s"
+[[services.apis]]
+name = "open"
+path = "/open"
+plugins = ["web"]
+[services.apis.backend]
+type = "http"
+url = "http://{be}"
+[[services.apis]]
+name = "locked"
+path = "/locked"
+auth = "hmac"
+plugins = ["web"]
+[services.apis.backend]
+type = "http"
+url = "http://{be}"
+[[services.apis]]
+name = "star"
+path = "/star"
+enable_cors = true
+[services.apis.backend]
+type = "mock"
+body = "star"
+"#
+    );
+    let kg = Keygate::start(&cfg).await;
+    let origin = "https://app.example";
+
+    // Preflight on an authenticated API: answered by keygate, no credentials asked.
+    let r = send(
+        Method::OPTIONS,
+        &kg.url("/locked"),
+        &[("origin", origin), ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    assert!(r.body.is_empty(), "not forwarded to the echo back end");
+
+    // Refused origin and refused method: no CORS grant.
+    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", "https://evil.example"), ("access-control-request-method", "GET")], "").await;
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", origin), ("access-control-request-method", "DELETE")], "").await;
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", "null"), ("access-control-request-method", "GET")], "").await;
+    assert!(r.header("access-control-allow-origin").is_none(), "null origin never allowed unless listed");
+
+    // Actual requests: allowed origin echoed with credentials and Vary; others get nothing.
+    let r = send(Method::GET, &kg.url("/open"), &[("origin", origin)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    assert!(r.header("vary").unwrap_or("").to_ascii_lowercase().contains("origin"));
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-trace"));
+    let r = send(Method::GET, &kg.url("/open"), &[("origin", "https://evil.example")], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("access-control-allow-origin").is_none());
+
+    // A gateway 401 carries the API's CORS headers so the browser can read it.
+    let r = send(Method::GET, &kg.url("/locked"), &[("origin", origin)], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+
+    // The enable_cors flag alone: `*`, never credentials.
+    let r = send(Method::GET, &kg.url("/star"), &[("origin", "https://any.example")], "").await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("access-control-allow-credentials").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tightest_limit_wins_and_is_named_in_headers() {
+    // The documents' example: plugin 500, service 100, API 50 -> 50.
+    let cfg = format!(
+        "[[plugins]]\nname = \"flow\"\ntype = \"traffic_control\"\nexpire_type = \"second\"\nexpire = 1\napi_rate_limit = 500\n\
+         [[services]]\nname = \"s\"\nqps = 100\n{}",
+        mock_api("a", "/a", "qps = 50\nplugins = [\"flow\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let r = get(&kg.url("/a")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("50"));
+    assert!(r.header("ratelimit-policy").unwrap_or("").contains("q=50"), "{:?}", r.headers);
+    assert!(r.header("ratelimit").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn window_limit_refuses_with_429_and_retry_after() {
+    let cfg = format!(
+        "[[plugins]]\nname = \"flow\"\ntype = \"traffic_control\"\nexpire_type = \"minute\"\nexpire = 1\napi_rate_limit = 100\nip_rate_limit = 5\n\
+         [[services]]\nname = \"s\"\n{}",
+        mock_api("a", "/a", "plugins = [\"flow\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    for i in 0..5 {
+        let r = get(&kg.url("/a")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.header("x-ratelimit-remaining"), Some((4 - i).to_string().as_str()));
+    }
+    let r = get(&kg.url("/a")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["code"], "RequestLimitExceeded");
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert!((1..=60).contains(&retry));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn param_traffic_control_counts_each_value() {
+    let cfg = format!(
+        r#"
+[[plugins]]
+name = "per-user"
+type = "param_traffic_control"
+default_window = 0
+[[plugins.strategies]]
+name = "vip"
+strategy_weight = 90
+condition = "header.x-tier == 'vip'"
+parameters = [{{ type = "header", name = "x-user" }}]
+rate_limit = 3
+window = 60
+[[plugins.strategies]]
+name = "all"
+strategy_weight = 10
+parameters = [{{ type = "query", name = "user" }}]
+rate_limit = 2
+window = 60
+[[services]]
+name = "s"
+{}"#,
+        mock_api("a", "/a", "plugins = [\"per-user\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    for u in ["u1", "u2"] {
+        for _ in 0..2 {
+            assert_eq!(get(&kg.url(&format!("/a?user={u}"))).await.status, StatusCode::OK);
+        }
+        assert_eq!(get(&kg.url(&format!("/a?user={u}"))).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    for _ in 0..3 {
+        let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "vip"), ("x-user", "v1")], "").await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "vip"), ("x-user", "v1")], "").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "basic"), ("x-user", "v1")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "the vip condition does not hold");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_condition_is_a_config_error_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        "[[plugins]]\nname = \"p\"\ntype = \"param_traffic_control\"\n[[plugins.strategies]]\nname = \"s\"\nstrategy_weight = 1\ncondition = \"header.a == \"\nparameters = [{ type = \"header\", name = \"a\" }]\nrate_limit = 1\nwindow = 1\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("plugins (p)") && err.contains("byte"), "{err}");
+}
+
+fn quota_config(extra_api: &str) -> String {
+    format!(
+        r#"
+[[keys]]
+id = "AKIDq"
+secret = "q-secret"
+[[usage_plans]]
+name = "tiny"
+quota = 5
+keys = ["AKIDq"]
+[[services]]
+name = "s"
+usage_plans = ["tiny"]
+[[services.apis]]
+name = "q"
+path = "/q"
+auth = "hmac"
+[services.apis.backend]
+type = "mock"
+body = "ok"
+{extra_api}"#
+    )
+}
+
+async fn signed_get(addr: std::net::SocketAddr, path: &str) -> Reply {
+    // A signed nonce makes each request's signature unique (replay protection is on).
+    let host = addr.to_string();
+    let nonce = signers::nonce().to_string();
+    let extra = [("X-Nonce", nonce.as_str())];
+    let req = signers::Req { headers: &extra, ..signers::Req::get(&host, path) };
+    let h = signers::hmac_headers(&req, "AKIDq", "q-secret", std::time::SystemTime::now());
+    let mut hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    hs.push(("X-Nonce", &nonce));
+    send(Method::GET, &format!("http://{addr}{path}"), &hs, "").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_survives_reload_and_graceful_restart() {
+    let kg = Keygate::start(&quota_config("")).await;
+    for i in 0..2 {
+        let r = signed_get(kg.addr, &format!("/q?i={i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.header("x-usageplan-id"), Some("tiny"));
+    }
+    // An unrelated change: the counts stay.
+    kg.write_config(&quota_config(&mock_api("other", "/other", "")));
+    assert_eq!(kg.reload().await.0, StatusCode::OK);
+    let r = signed_get(kg.addr, "/q?i=2").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("2"));
+    // Graceful restart in the same directory.
+    let Keygate { dir, running, .. } = kg;
+    running.shutdown().await;
+    let kg = Keygate::start_in(dir, &quota_config(&mock_api("other", "/other", ""))).await;
+    for i in 3..5 {
+        assert_eq!(signed_get(kg.addr, &format!("/q?i={i}")).await.status, StatusCode::OK);
+    }
+    let r = signed_get(kg.addr, "/q?i=5").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["code"], "LimitExceeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_survives_kill_9_within_one_second_of_counts() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{}", quota_config("")),
+    )
+    .expect("write");
+    let spawn = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let addr: std::net::SocketAddr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("keygate: listening on http://").map(str::to_string))
+            .expect("listening line")
+            .parse()
+            .expect("addr");
+        std::thread::spawn(move || lines.for_each(drop));
+        (child, addr)
+    };
+    let (mut child, addr) = spawn();
+    for i in 0..3 {
+        assert_eq!(signed_get(addr, &format!("/q?i={i}")).await.status, StatusCode::OK);
+    }
+    // Counts older than one flush interval are on disk when the process dies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let (mut child, addr) = spawn();
+    let mut ok = 0;
+    for i in 3..10 {
+        if signed_get(addr, &format!("/q?i={i}")).await.status == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert_eq!(ok, 2, "3 of the quota of 5 were used before kill -9");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_holds_under_load() {
+    // 200 per second offered 2,000 per second for 5 seconds.
+    let cfg = format!(
+        "[[plugins]]\nname = \"flow\"\ntype = \"traffic_control\"\nexpire_type = \"second\"\nexpire = 1\napi_rate_limit = 200\n\
+         [[services]]\nname = \"s\"\n{}",
+        mock_api("a", "/a", "plugins = [\"flow\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let start = Instant::now();
+    let run = Duration::from_secs(5);
+    let mut tasks = vec![];
+    for w in 0..20u64 {
+        let url = kg.url("/a");
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut limited, mut sent) = (0u64, 0u64, 0u64);
+            // Each of 20 workers offers 100 requests per second.
+            while start.elapsed() < run {
+                let due = start + Duration::from_millis(sent * 10 + w / 2);
+                tokio::time::sleep_until(due.into()).await;
+                sent += 1;
+                match get(&url).await.status {
+                    StatusCode::OK => ok += 1,
+                    StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                    s => panic!("unexpected {s}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (o, l) = t.await.expect("worker");
+        ok += o;
+        limited += l;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let rate = ok as f64 / secs;
+    println!("accepted {ok} and limited {limited} in {secs:.2} s: {rate:.1}/s accepted, {:.0}/s offered", (ok + limited) as f64 / secs);
+    assert!(limited > 0, "the offered load exceeded the limit");
+    // Fixed one-second windows: at most 200 per window, the first and last windows partial.
+    assert!(ok <= 200 * (secs.ceil() as u64 + 1), "{ok}");
+    assert!(rate > 200.0 * 0.8, "{rate}");
+}
