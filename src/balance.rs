@@ -238,7 +238,11 @@ mod tests {
         let now = Instant::now();
         let b = Balancer::new(vec![("a", 3), ("b", 1)], 1, Duration::from_secs(10));
         assert_eq!(counts(&b, 400, now), vec![300, 100]);
-        let b = Balancer::new(vec![("a", 1), ("b", 1), ("c", 1)], 1, Duration::from_secs(10));
+        let b = Balancer::new(
+            vec![("a", 1), ("b", 1), ("c", 1)],
+            1,
+            Duration::from_secs(10),
+        );
         assert_eq!(counts(&b, 300, now), vec![100, 100, 100]);
         let b = Balancer::new(vec![("a", 0), ("b", 2)], 1, Duration::from_secs(10));
         assert_eq!(counts(&b, 300, now), vec![100, 200]);
@@ -247,7 +251,11 @@ mod tests {
     #[test]
     fn order_is_smooth() {
         let now = Instant::now();
-        let b = Balancer::new(vec![("a", 5), ("b", 1), ("c", 1)], 1, Duration::from_secs(1));
+        let b = Balancer::new(
+            vec![("a", 5), ("b", 1), ("c", 1)],
+            1,
+            Duration::from_secs(1),
+        );
         assert_eq!(order(&b, 14, now), "aabacaaaabacaa");
         let b = Balancer::new(vec![("a", 3), ("b", 1)], 1, Duration::from_secs(1));
         assert_eq!(order(&b, 8, now), "aabaaaba");
@@ -256,7 +264,11 @@ mod tests {
     #[test]
     fn huge_weights_are_scaled_not_unrolled() {
         let now = Instant::now();
-        let b = Balancer::new(vec![("a", 3_000_001), ("b", 1_000_000)], 1, Duration::from_secs(1));
+        let b = Balancer::new(
+            vec![("a", 3_000_001), ("b", 1_000_000)],
+            1,
+            Duration::from_secs(1),
+        );
         assert!(b.schedule.len() as u64 <= MAX_SCHEDULE + 2);
         let c = counts(&b, 40_000, now);
         assert!((29_000..=31_000).contains(&c[0]), "{c:?}");
@@ -307,7 +319,11 @@ mod tests {
     #[test]
     fn all_ejected_returns_the_one_recovering_first() {
         let t0 = Instant::now();
-        let b = Balancer::new(vec![("a", 1), ("b", 1), ("c", 1)], 1, Duration::from_secs(10));
+        let b = Balancer::new(
+            vec![("a", 1), ("b", 1), ("c", 1)],
+            1,
+            Duration::from_secs(10),
+        );
         b.report(1, false, t0);
         b.report(0, false, t0 + Duration::from_secs(1));
         b.report(2, false, t0 + Duration::from_secs(2));
@@ -322,7 +338,11 @@ mod tests {
     #[test]
     fn weighted_choice_among_remaining_targets() {
         let t0 = Instant::now();
-        let b = Balancer::new(vec![("a", 1), ("b", 3), ("c", 1)], 1, Duration::from_secs(10));
+        let b = Balancer::new(
+            vec![("a", 1), ("b", 3), ("c", 1)],
+            1,
+            Duration::from_secs(10),
+        );
         b.report(0, false, t0);
         let c = counts(&b, 500, t0);
         assert_eq!(c[0], 0);
@@ -346,7 +366,10 @@ mod tests {
             never.report(0, false, t0);
         }
         assert!(!never.is_ejected(0, t0));
-        assert_eq!(never.targets().collect::<Vec<_>>(), vec![(&"a", 1), (&"b", 1)]);
+        assert_eq!(
+            never.targets().collect::<Vec<_>>(),
+            vec![(&"a", 1), (&"b", 1)]
+        );
         // An instant taken before `new` still works.
         let b = Balancer::new(vec![("a", 1), ("b", 1)], 1, Duration::from_secs(5));
         b.report(0, false, t0);

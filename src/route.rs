@@ -424,11 +424,6 @@ fn split_env(path: &str) -> Option<(&str, &str)> {
     }
 }
 
-fn first_segment(path: &str) -> &str {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    rest.split('/').next().unwrap_or("")
-}
-
 // ---------------------------------------------------------------------------------
 // Rules
 
@@ -488,8 +483,14 @@ fn compile_service(s: &ServiceSpec, errors: &mut Vec<String>) -> CompiledService
     });
     let mut rules = Vec::new();
     for api in &s.apis {
-        let ctx = || format!("service {} / api {} / path {:?}", s.name, api.name, api.path);
-        let methods = parse_methods(&api.methods).map_err(|e| errors.push(format!("{}: {e}", ctx())));
+        let ctx = || {
+            format!(
+                "service {} / api {} / path {:?}",
+                s.name, api.name, api.path
+            )
+        };
+        let methods =
+            parse_methods(&api.methods).map_err(|e| errors.push(format!("{}: {e}", ctx())));
         let kind = parse_rule(&api.path).map_err(|e| errors.push(format!("{}: {e}", ctx())));
         if let (Ok(methods), Ok(kind)) = (methods, kind) {
             let (key, literal) = rule_key(&kind);
@@ -506,7 +507,11 @@ fn compile_service(s: &ServiceSpec, errors: &mut Vec<String>) -> CompiledService
     }
     CompiledService {
         name: s.name.clone(),
-        hosts: if hosts.is_empty() { vec![HostKey::Any] } else { hosts },
+        hosts: if hosts.is_empty() {
+            vec![HostKey::Any]
+        } else {
+            hosts
+        },
         env: env.map(str::to_owned),
         rules,
     }
@@ -547,7 +552,9 @@ fn parse_rule(path: &str) -> Result<RuleKind, String> {
 
 fn plain_path<'p>(p: &'p str, what: &str) -> Result<&'p str, String> {
     if !p.starts_with('/') {
-        return Err(format!("{what} must be followed by a path starting with '/'"));
+        return Err(format!(
+            "{what} must be followed by a path starting with '/'"
+        ));
     }
     if p.contains(['{', '}']) {
         return Err("{param} segments are only allowed in plain template paths".into());
@@ -557,7 +564,10 @@ fn plain_path<'p>(p: &'p str, what: &str) -> Result<&'p str, String> {
 }
 
 fn check_path_chars(p: &str) -> Result<(), String> {
-    match p.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#')) {
+    match p
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#'))
+    {
         Some(c) => Err(format!("character {c:?} is not allowed in a path")),
         None => Ok(()),
     }
@@ -582,7 +592,10 @@ fn parse_template(path: &str) -> Result<Vec<Seg>, String> {
                 "segment {seg:?}: a parameter name is a letter or '_' followed by letters, digits or '_'"
             ));
         }
-        if segs.iter().any(|s| matches!(s, Seg::Param(n) if &**n == name)) {
+        if segs
+            .iter()
+            .any(|s| matches!(s, Seg::Param(n) if &**n == name))
+        {
             return Err(format!("parameter {{{name}}} appears twice"));
         }
         segs.push(Seg::Param(name.into()));
@@ -600,7 +613,11 @@ fn rule_key(kind: &RuleKind) -> (String, String) {
             let src = re.as_str();
             // `^(?:` + pattern + `)`; case-insensitive regexes have no usable literal.
             let inner = &src[4..src.len() - 1];
-            let literal = if *ci { String::new() } else { regex_literal_prefix(inner) };
+            let literal = if *ci {
+                String::new()
+            } else {
+                regex_literal_prefix(inner)
+            };
             (format!("{}{src}", if *ci { "~*" } else { "~" }), literal)
         }
         RuleKind::Template(segs) => {
@@ -693,14 +710,13 @@ fn group_services(services: &[CompiledService]) -> Vec<(GroupKey, Vec<usize>)> {
 #[derive(Default)]
 struct Table {
     exact: FxMap<Box<str>, Vec<Entry>>,
-    pref: PrefixTree,
+    pref: PrefixTree<Entry>,
     /// Regex and template rules in declaration order.
     patterns: Vec<Pattern>,
-    /// Pattern indices by the first path segment their literal pins down.
-    buckets: FxMap<Box<str>, Vec<u32>>,
-    /// Pattern indices that may match any first segment.
-    generic: Vec<u32>,
-    prefix: PrefixTree,
+    /// Pattern indices keyed by the literal text every match of the pattern starts
+    /// with: only patterns whose literal is a prefix of the path are tried.
+    pattern_index: PrefixTree<u32>,
+    prefix: PrefixTree<Entry>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -746,15 +762,7 @@ impl Table {
             methods: r.methods,
             matcher,
         });
-        // A literal such as `/users/...` pins the first segment of every match.
-        let seg = r
-            .literal
-            .strip_prefix('/')
-            .and_then(|l| l.find('/').map(|i| &l[..i]));
-        match seg {
-            Some(seg) => self.buckets.entry(seg.into()).or_default().push(idx),
-            None => self.generic.push(idx),
-        }
+        self.pattern_index.insert(r.literal.as_bytes(), idx);
     }
 
     #[inline]
@@ -786,39 +794,54 @@ impl Table {
         hit(api, len)
     }
 
-    /// Tries the bucket of the path's first segment and the generic patterns, merged
-    /// in declaration order.
+    /// Tries, in declaration order, the patterns whose literal is a prefix of `path`.
     fn match_patterns<'a>(&'a self, path: &'a str, bit: u16) -> Option<RouteMatch<'a>> {
-        let bucket: &[u32] = if self.buckets.is_empty() {
-            &[]
-        } else {
-            self.buckets.get(first_segment(path)).map_or(&[], Vec::as_slice)
-        };
-        let generic = self.generic.as_slice();
-        let (mut i, mut j) = (0, 0);
+        const K: usize = 16;
+        let mut lists: [&[u32]; K] = [&[]; K];
+        let mut n = 0;
+        let mut overflow = false;
+        self.pattern_index.visit(path.as_bytes(), |l| {
+            if n < K {
+                lists[n] = l;
+                n += 1;
+            } else {
+                overflow = true;
+            }
+        });
+        if overflow {
+            // More than K nested literals along one path: rare, so allocate.
+            let mut all = Vec::new();
+            self.pattern_index
+                .visit(path.as_bytes(), |l| all.extend_from_slice(l));
+            all.sort_unstable();
+            return all.iter().find_map(|&i| self.try_pattern(i, path, bit));
+        }
+        let mut pos = [0usize; K];
         loop {
-            let idx = match (bucket.get(i), generic.get(j)) {
-                (Some(&a), Some(&b)) if a < b => {
-                    i += 1;
-                    a
-                }
-                (_, Some(&b)) => {
-                    j += 1;
-                    b
-                }
-                (Some(&a), None) => {
-                    i += 1;
-                    a
-                }
-                (None, None) => return None,
-            };
-            let p = &self.patterns[idx as usize];
-            if p.methods & bit != 0 {
-                if let Some(m) = p.try_match(path) {
-                    return Some(m);
+            // k-way merge of the (sorted) lists by declaration index.
+            let mut best: Option<(usize, u32)> = None;
+            for (k, list) in lists[..n].iter().enumerate() {
+                if let Some(&v) = list.get(pos[k]) {
+                    if best.is_none_or(|(_, b)| v < b) {
+                        best = Some((k, v));
+                    }
                 }
             }
+            let (k, idx) = best?;
+            pos[k] += 1;
+            if let Some(m) = self.try_pattern(idx, path, bit) {
+                return Some(m);
+            }
         }
+    }
+
+    #[inline]
+    fn try_pattern<'a>(&'a self, idx: u32, path: &'a str, bit: u16) -> Option<RouteMatch<'a>> {
+        let p = &self.patterns[idx as usize];
+        if p.methods & bit == 0 {
+            return None;
+        }
+        p.try_match(path)
     }
 }
 
@@ -875,21 +898,31 @@ fn template_matches(segs: &[Seg], path: &str) -> bool {
 // ---------------------------------------------------------------------------------
 // Longest-prefix matching: a byte radix tree
 
-#[derive(Default)]
-struct PrefixTree {
-    root: Node,
+struct PrefixTree<E> {
+    root: Node<E>,
 }
 
-#[derive(Default)]
-struct Node {
+struct Node<E> {
     label: Box<[u8]>,
-    entries: Vec<Entry>,
+    entries: Vec<E>,
     /// Sorted by the first byte of their label (labels are never empty).
-    children: Vec<Node>,
+    children: Vec<Node<E>>,
 }
 
-impl PrefixTree {
-    fn insert(&mut self, key: &[u8], entry: Entry) {
+impl<E> Default for PrefixTree<E> {
+    fn default() -> Self {
+        PrefixTree {
+            root: Node {
+                label: Box::default(),
+                entries: Vec::new(),
+                children: Vec::new(),
+            },
+        }
+    }
+}
+
+impl<E> PrefixTree<E> {
+    fn insert(&mut self, key: &[u8], entry: E) {
         let mut node = &mut self.root;
         let mut key = key;
         loop {
@@ -932,6 +965,32 @@ impl PrefixTree {
         }
     }
 
+    /// Calls `f` with the entries of every key that is a prefix of `path`, shortest
+    /// first.
+    #[inline]
+    fn visit<'t>(&'t self, path: &[u8], mut f: impl FnMut(&'t [E])) {
+        let mut node = &self.root;
+        let mut rest = path;
+        loop {
+            if !node.entries.is_empty() {
+                f(&node.entries);
+            }
+            let Some(&b) = rest.first() else {
+                return;
+            };
+            let Ok(i) = node.children.binary_search_by_key(&b, |c| c.label[0]) else {
+                return;
+            };
+            node = &node.children[i];
+            match rest.strip_prefix(&*node.label) {
+                Some(r) => rest = r,
+                None => return,
+            }
+        }
+    }
+}
+
+impl PrefixTree<Entry> {
     /// The deepest prefix of `path` with an entry allowing `bit`: (api, prefix length).
     #[inline]
     fn longest(&self, path: &str, bit: u16) -> Option<(usize, usize)> {
@@ -941,7 +1000,7 @@ impl PrefixTree {
         Self::walk(&self.root, path.as_bytes(), 0, bit)
     }
 
-    fn walk(node: &Node, path: &[u8], depth: usize, bit: u16) -> Option<(usize, usize)> {
+    fn walk(node: &Node<Entry>, path: &[u8], depth: usize, bit: u16) -> Option<(usize, usize)> {
         let rest = &path[depth..];
         if let Some(&b) = rest.first() {
             if let Ok(i) = node.children.binary_search_by_key(&b, |c| c.label[0]) {
@@ -965,7 +1024,12 @@ mod tests {
     use super::*;
 
     /// `(id, path, "GET,POST")`; an empty method string means ANY.
-    fn service(name: &str, hosts: &[&str], env: Option<&str>, apis: &[(usize, &str, &str)]) -> ServiceSpec {
+    fn service(
+        name: &str,
+        hosts: &[&str],
+        env: Option<&str>,
+        apis: &[(usize, &str, &str)],
+    ) -> ServiceSpec {
         ServiceSpec {
             name: name.into(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
@@ -1026,7 +1090,12 @@ mod tests {
 
     #[test]
     fn prefix_tree_splits_and_shares_nodes() {
-        let r = router(&[(1, "/abc", ""), (2, "/abd", ""), (3, "/ab", ""), (4, "/abcdef", "")]);
+        let r = router(&[
+            (1, "/abc", ""),
+            (2, "/abd", ""),
+            (3, "/ab", ""),
+            (4, "/abcdef", ""),
+        ]);
         assert_eq!(get(&r, "/abcde"), Some(1));
         assert_eq!(get(&r, "/abcdefg"), Some(4));
         assert_eq!(get(&r, "/abd/x"), Some(2));
@@ -1052,7 +1121,11 @@ mod tests {
 
     #[test]
     fn preferential_longest_wins_and_beats_longer_plain_prefix() {
-        let r = router(&[(1, "^~/static", ""), (2, "^~/static/img", ""), (3, "/static/img/big", "")]);
+        let r = router(&[
+            (1, "^~/static", ""),
+            (2, "^~/static/img", ""),
+            (3, "/static/img/big", ""),
+        ]);
         assert_eq!(get(&r, "/static/css/a.css"), Some(1));
         assert_eq!(get(&r, "/static/img/a.png"), Some(2));
         assert_eq!(get(&r, "/static/img/big/a.png"), Some(2));
@@ -1069,7 +1142,10 @@ mod tests {
 
     #[test]
     fn regex_is_anchored_at_start_only_and_captures_named_groups() {
-        let r = router(&[(1, "~/v(?P<ver>[0-9]+)/users", ""), (2, "~*^/CaseLess$", "")]);
+        let r = router(&[
+            (1, "~/v(?P<ver>[0-9]+)/users", ""),
+            (2, "~*^/CaseLess$", ""),
+        ]);
         let m = r.lookup(None, "/v12/users/7", &Method::GET).unwrap();
         assert_eq!(m.api, 1);
         assert_eq!(m.params, vec![("ver", "12")]);
@@ -1098,6 +1174,30 @@ mod tests {
     }
 
     #[test]
+    fn patterns_under_nested_literals_keep_declaration_order() {
+        let r = router(&[
+            (1, "/a/b/{x}", "POST"),
+            (2, "~^/a/", ""),
+            (3, "/a/b/{x}", "GET"),
+            (4, "~*^/A/B", ""),
+        ]);
+        assert_eq!(hit(&r, None, "/a/b/c", Method::POST), Some(1));
+        assert_eq!(hit(&r, None, "/a/b/c", Method::GET), Some(2));
+        assert_eq!(hit(&r, None, "/A/b/c", Method::GET), Some(4));
+        // More nested literals along one path than the merge keeps on the stack.
+        let paths: Vec<String> = (1..=20).map(|n| format!("~^{}$", "/n".repeat(n))).collect();
+        let mut apis: Vec<(usize, &str, &str)> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, p.as_str(), ""))
+            .collect();
+        apis.push((99, "~^/n", ""));
+        let r = router(&apis);
+        assert_eq!(get(&r, &"/n".repeat(18)), Some(17));
+        assert_eq!(get(&r, &"/n".repeat(25)), Some(99));
+    }
+
+    #[test]
     fn template_params_and_whole_path_semantics() {
         let r = router(&[(1, "/pet/{petid}/photo/{n}", ""), (2, "/pet/{petid}", "")]);
         let m = r.lookup(None, "/pet/42/photo/3", &Method::GET).unwrap();
@@ -1119,7 +1219,10 @@ mod tests {
     fn non_param_matches_do_not_allocate_params() {
         let r = router(&[(1, "=/a", ""), (2, "/b", ""), (3, "/c/{x}", "")]);
         for p in ["/a", "/bb"] {
-            assert_eq!(r.lookup(None, p, &Method::GET).unwrap().params.capacity(), 0);
+            assert_eq!(
+                r.lookup(None, p, &Method::GET).unwrap().params.capacity(),
+                0
+            );
         }
     }
 
@@ -1161,16 +1264,27 @@ mod tests {
             service("anyhost", &[], None, &[(1, "/", "")]),
             service("wild", &["*.example.com"], None, &[(2, "/", "")]),
             service("deepwild", &["*.api.example.com"], None, &[(3, "/", "")]),
-            service("exact", &["www.example.com", "other.test"], None, &[(4, "/only", "")]),
+            service(
+                "exact",
+                &["www.example.com", "other.test"],
+                None,
+                &[(4, "/only", "")],
+            ),
         ])
         .unwrap();
-        assert_eq!(hit(&r, Some("www.example.com"), "/only/x", Method::GET), Some(4));
+        assert_eq!(
+            hit(&r, Some("www.example.com"), "/only/x", Method::GET),
+            Some(4)
+        );
         // exact host, but no rule matches: next tier (wildcard) answers
         assert_eq!(hit(&r, Some("www.example.com"), "/x", Method::GET), Some(2));
         assert_eq!(hit(&r, Some("other.test"), "/x", Method::GET), Some(1));
         assert_eq!(hit(&r, Some("a.example.com"), "/x", Method::GET), Some(2));
         assert_eq!(hit(&r, Some("a.b.example.com"), "/x", Method::GET), Some(2));
-        assert_eq!(hit(&r, Some("v1.api.example.com"), "/x", Method::GET), Some(3));
+        assert_eq!(
+            hit(&r, Some("v1.api.example.com"), "/x", Method::GET),
+            Some(3)
+        );
         assert_eq!(hit(&r, Some("example.com"), "/x", Method::GET), Some(1));
         assert_eq!(hit(&r, Some("badexample.com"), "/x", Method::GET), Some(1));
         assert_eq!(hit(&r, None, "/only", Method::GET), Some(1));
@@ -1184,7 +1298,12 @@ mod tests {
             service("c", &["*.Wild.Test"], None, &[(3, "/", "")]),
         ])
         .unwrap();
-        for h in ["api.example.com", "API.EXAMPLE.COM:8443", "api.example.com.", " api.example.com "] {
+        for h in [
+            "api.example.com",
+            "API.EXAMPLE.COM:8443",
+            "api.example.com.",
+            " api.example.com ",
+        ] {
             assert_eq!(hit(&r, Some(h), "/", Method::GET), Some(1), "{h}");
         }
         for h in ["[::1]", "[::1]:443", "::1"] {
@@ -1198,9 +1317,20 @@ mod tests {
 
     #[test]
     fn environment_prefix_is_required_and_stripped() {
-        let r = Router::build(&[service("s", &[], Some("release"), &[(1, "/apia/", ""), (2, "=/", "")])]).unwrap();
-        let m = r.lookup(None, "/release/apia/20171012/index.html", &Method::GET).unwrap();
-        assert_eq!((m.api, m.path, m.matched_len), (1, "/apia/20171012/index.html", 6));
+        let r = Router::build(&[service(
+            "s",
+            &[],
+            Some("release"),
+            &[(1, "/apia/", ""), (2, "=/", "")],
+        )])
+        .unwrap();
+        let m = r
+            .lookup(None, "/release/apia/20171012/index.html", &Method::GET)
+            .unwrap();
+        assert_eq!(
+            (m.api, m.path, m.matched_len),
+            (1, "/apia/20171012/index.html", 6)
+        );
         assert_eq!(get(&r, "/apia/x"), None);
         assert_eq!(get(&r, "/releasex/apia/x"), None);
         assert_eq!(get(&r, "/prepub/apia/x"), None);
@@ -1259,7 +1389,10 @@ mod tests {
             ],
         )]);
         assert_eq!(errs.len(), 14, "{errs:#?}");
-        assert!(errs[0].starts_with("service svc / api api1 / path \"\": empty path"), "{errs:#?}");
+        assert!(
+            errs[0].starts_with("service svc / api api1 / path \"\": empty path"),
+            "{errs:#?}"
+        );
         assert!(errs[2].contains("api3") && errs[2].contains("bad regular expression"));
         assert!(errs[7].contains("unknown method \"FETCH\""));
         for (i, e) in errs.iter().enumerate() {
@@ -1284,7 +1417,12 @@ mod tests {
         assert!(errs[0].contains("api api2") && errs[0].contains("api api1"));
         assert!(errs[1].contains("api api4") && errs[1].contains("api api3"));
         // Disjoint methods, or different kinds, are fine.
-        router(&[(1, "/a", "GET"), (2, "/a", "POST"), (3, "=/a", "GET"), (4, "^~/a", "GET")]);
+        router(&[
+            (1, "/a", "GET"),
+            (2, "/a", "POST"),
+            (3, "=/a", "GET"),
+            (4, "^~/a", "GET"),
+        ]);
         // Same rule on different hosts is fine; on the same host it is not.
         Router::build(&[
             service("one", &["a.test"], None, &[(1, "/a", "")]),
@@ -1325,25 +1463,42 @@ mod tests {
     #[test]
     fn compose_spec_examples() {
         let r = Router::build(&[service("s", &[], Some("release"), &[(1, "/apia/", "")])]).unwrap();
-        let hit = r.lookup(None, "/release/apia/20171012/index.html", &Method::GET).unwrap();
+        let hit = r
+            .lookup(None, "/release/apia/20171012/index.html", &Method::GET)
+            .unwrap();
         assert_eq!(compose_backend_path("", &hit), "/apia/20171012/index.html");
-        assert_eq!(compose_backend_path("/endpoint/", &hit), "/endpoint/20171012/index.html");
-        assert_eq!(compose_backend_path("/endpoint", &hit), "/endpoint/20171012/index.html");
+        assert_eq!(
+            compose_backend_path("/endpoint/", &hit),
+            "/endpoint/20171012/index.html"
+        );
+        assert_eq!(
+            compose_backend_path("/endpoint", &hit),
+            "/endpoint/20171012/index.html"
+        );
 
         let r = router(&[(1, "/pet/{petid}", "")]);
         let hit = r.lookup(None, "/pet/42", &Method::GET).unwrap();
         assert_eq!(compose_backend_path("/path/{petid}", &hit), "/path/42");
-        assert_eq!(compose_backend_path("/path/{petid}/{other}", &hit), "/path/42/{other}");
+        assert_eq!(
+            compose_backend_path("/path/{petid}/{other}", &hit),
+            "/path/42/{other}"
+        );
         assert_eq!(compose_backend_path("", &hit), "/pet/42");
     }
 
     #[test]
     fn compose_joins_without_double_slash() {
         // plain prefix `/apia` hit by `/apia/x`
-        assert_eq!(compose_backend_path("/b/", &m("/apia/x", 5, vec![])), "/b/x");
+        assert_eq!(
+            compose_backend_path("/b/", &m("/apia/x", 5, vec![])),
+            "/b/x"
+        );
         assert_eq!(compose_backend_path("/b", &m("/apia/x", 5, vec![])), "/b/x");
         // raw-string prefix `/user` hit by `/usertest`
-        assert_eq!(compose_backend_path("/u", &m("/usertest", 5, vec![])), "/utest");
+        assert_eq!(
+            compose_backend_path("/u", &m("/usertest", 5, vec![])),
+            "/utest"
+        );
         // exact and whole matches: the back-end path as written
         assert_eq!(compose_backend_path("/b/", &m("/apia", 5, vec![])), "/b/");
         assert_eq!(compose_backend_path("/", &m("/a/b/c", 2, vec![])), "/b/c");
@@ -1351,7 +1506,10 @@ mod tests {
         // regex: named groups substitute, the tail after the match is kept
         let r = router(&[(1, "~^/v(?P<ver>[0-9]+)/users", "")]);
         let hit = r.lookup(None, "/v2/users/7", &Method::GET).unwrap();
-        assert_eq!(compose_backend_path("/api/{ver}/people", &hit), "/api/2/people/7");
+        assert_eq!(
+            compose_backend_path("/api/{ver}/people", &hit),
+            "/api/2/people/7"
+        );
     }
 
     #[test]
