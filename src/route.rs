@@ -733,7 +733,7 @@ struct Pattern {
 
 enum Matcher {
     Regex { re: Regex, named: bool },
-    Template(Box<[Seg]>),
+    Template { segs: Box<[Seg]>, params: usize },
 }
 
 impl Table {
@@ -751,7 +751,11 @@ impl Table {
                 let re = re.clone();
                 self.add_pattern(r, Matcher::Regex { re, named });
             }
-            RuleKind::Template(segs) => self.add_pattern(r, Matcher::Template(segs.clone().into())),
+            RuleKind::Template(segs) => {
+                let params = segs.iter().filter(|s| matches!(s, Seg::Param(_))).count();
+                let segs = segs.clone().into();
+                self.add_pattern(r, Matcher::Template { segs, params });
+            }
         }
     }
 
@@ -858,19 +862,17 @@ impl Pattern {
                     .collect();
                 (params, caps.get(0)?.end())
             }
-            Matcher::Template(segs) => {
+            Matcher::Template { segs, params } => {
                 if !template_matches(segs, path) {
                     return None;
                 }
-                let params = segs
-                    .iter()
-                    .zip(path.split('/'))
-                    .filter_map(|(s, v)| match s {
-                        Seg::Param(n) => Some((&**n, v)),
-                        Seg::Lit(_) => None,
-                    })
-                    .collect();
-                (params, path.len())
+                let mut out = Vec::with_capacity(*params);
+                for (s, v) in segs.iter().zip(Segments(Some(path))) {
+                    if let Seg::Param(n) = s {
+                        out.push((&**n, v));
+                    }
+                }
+                (out, path.len())
             }
         };
         Some(RouteMatch {
@@ -884,7 +886,7 @@ impl Pattern {
 
 #[inline]
 fn template_matches(segs: &[Seg], path: &str) -> bool {
-    let mut parts = path.split('/');
+    let mut parts = Segments(Some(path));
     for s in segs {
         match (s, parts.next()) {
             (Seg::Lit(l), Some(p)) if **l == *p => {}
@@ -893,6 +895,28 @@ fn template_matches(segs: &[Seg], path: &str) -> bool {
         }
     }
     parts.next().is_none()
+}
+
+/// `str::split('/')` with a plain byte loop (path segments are short).
+struct Segments<'a>(Option<&'a str>);
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        match rest.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                self.0 = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
