@@ -153,6 +153,7 @@ impl Router {
     ) -> Option<RouteMatch<'a>> {
         let bit = method_bit(method);
         let mut buf = [0u8; 256];
+        let host = host.filter(|_| !self.exact_hosts.is_empty() || !self.wild_hosts.is_empty());
         if let Some(h) = host.and_then(|h| normalize_host_into(h, &mut buf)) {
             if let Some(entry) = self.exact_hosts.get(h) {
                 if let Some(m) = entry.lookup(path, bit) {
