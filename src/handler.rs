@@ -93,16 +93,11 @@ impl Ctx {
         };
         // CORS headers on forwarded answers and on gateway errors alike, so that a
         // browser can read a 401/403/429 too. Preflight answers set their own.
-        if let (Some(i), Some(o)) = (out.api, &origin) {
+        if let (Some(i), Some(o), false) = (out.api, &origin, out.preflight) {
             if let Some(cors) = &gw.apis[i].cors {
-                if !resp
-                    .headers()
-                    .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-                {
-                    let mut h = HeaderMap::new();
-                    h.insert(header::ORIGIN, o.clone());
-                    cors.apply(&h, resp.headers_mut());
-                }
+                let mut h = HeaderMap::new();
+                h.insert(header::ORIGIN, o.clone());
+                cors.apply(&h, resp.headers_mut());
             }
         }
         let headers = resp.headers_mut();

@@ -2,8 +2,8 @@
 //! that survive reloads and restarts.
 
 mod common;
-use common::*;
 use common::signers;
+use common::*;
 use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,18 @@ async fn untrusted_peer_cannot_choose_its_address() {
         mock_api("white", "/white", "plugins = [\"office\"]"),
     );
     let kg = Keygate::start(&cfg).await;
-    let r = send(Method::GET, &kg.url("/white"), &[("x-forwarded-for", "10.1.2.3")], "").await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "XFF from an untrusted peer is ignored");
+    let r = send(
+        Method::GET,
+        &kg.url("/white"),
+        &[("x-forwarded-for", "10.1.2.3")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "XFF from an untrusted peer is ignored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +116,11 @@ body = "star"
     let r = send(
         Method::OPTIONS,
         &kg.url("/locked"),
-        &[("origin", origin), ("access-control-request-method", "POST"), ("access-control-request-headers", "authorization")],
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "authorization"),
+        ],
         "",
     )
     .await;
@@ -117,20 +131,57 @@ body = "star"
     assert!(r.body.is_empty(), "not forwarded to the echo back end");
 
     // Refused origin and refused method: no CORS grant.
-    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", "https://evil.example"), ("access-control-request-method", "GET")], "").await;
+    let r = send(
+        Method::OPTIONS,
+        &kg.url("/open"),
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "GET"),
+        ],
+        "",
+    )
+    .await;
     assert!(r.header("access-control-allow-origin").is_none());
-    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", origin), ("access-control-request-method", "DELETE")], "").await;
+    let r = send(
+        Method::OPTIONS,
+        &kg.url("/open"),
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "DELETE"),
+        ],
+        "",
+    )
+    .await;
     assert!(r.header("access-control-allow-origin").is_none());
-    let r = send(Method::OPTIONS, &kg.url("/open"), &[("origin", "null"), ("access-control-request-method", "GET")], "").await;
-    assert!(r.header("access-control-allow-origin").is_none(), "null origin never allowed unless listed");
+    let r = send(
+        Method::OPTIONS,
+        &kg.url("/open"),
+        &[("origin", "null"), ("access-control-request-method", "GET")],
+        "",
+    )
+    .await;
+    assert!(
+        r.header("access-control-allow-origin").is_none(),
+        "null origin never allowed unless listed"
+    );
 
     // Actual requests: allowed origin echoed with credentials and Vary; others get nothing.
     let r = send(Method::GET, &kg.url("/open"), &[("origin", origin)], "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("access-control-allow-origin"), Some(origin));
-    assert!(r.header("vary").unwrap_or("").to_ascii_lowercase().contains("origin"));
+    assert!(r
+        .header("vary")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .contains("origin"));
     assert_eq!(r.header("access-control-expose-headers"), Some("x-trace"));
-    let r = send(Method::GET, &kg.url("/open"), &[("origin", "https://evil.example")], "").await;
+    let r = send(
+        Method::GET,
+        &kg.url("/open"),
+        &[("origin", "https://evil.example")],
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.header("access-control-allow-origin").is_none());
 
@@ -140,7 +191,13 @@ body = "star"
     assert_eq!(r.header("access-control-allow-origin"), Some(origin));
 
     // The enable_cors flag alone: `*`, never credentials.
-    let r = send(Method::GET, &kg.url("/star"), &[("origin", "https://any.example")], "").await;
+    let r = send(
+        Method::GET,
+        &kg.url("/star"),
+        &[("origin", "https://any.example")],
+        "",
+    )
+    .await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("access-control-allow-credentials").is_none());
 }
@@ -157,7 +214,11 @@ async fn tightest_limit_wins_and_is_named_in_headers() {
     let r = get(&kg.url("/a")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-ratelimit-limit"), Some("50"));
-    assert!(r.header("ratelimit-policy").unwrap_or("").contains("q=50"), "{:?}", r.headers);
+    assert!(
+        r.header("ratelimit-policy").unwrap_or("").contains("q=50"),
+        "{:?}",
+        r.headers
+    );
     assert!(r.header("ratelimit").is_some());
 }
 
@@ -172,12 +233,18 @@ async fn window_limit_refuses_with_429_and_retry_after() {
     for i in 0..5 {
         let r = get(&kg.url("/a")).await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
-        assert_eq!(r.header("x-ratelimit-remaining"), Some((4 - i).to_string().as_str()));
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some((4 - i).to_string().as_str())
+        );
     }
     let r = get(&kg.url("/a")).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.json()["code"], "RequestLimitExceeded");
-    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
     assert!((1..=60).contains(&retry));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
 }
@@ -211,17 +278,41 @@ name = "s"
     let kg = Keygate::start(&cfg).await;
     for u in ["u1", "u2"] {
         for _ in 0..2 {
-            assert_eq!(get(&kg.url(&format!("/a?user={u}"))).await.status, StatusCode::OK);
+            assert_eq!(
+                get(&kg.url(&format!("/a?user={u}"))).await.status,
+                StatusCode::OK
+            );
         }
-        assert_eq!(get(&kg.url(&format!("/a?user={u}"))).await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            get(&kg.url(&format!("/a?user={u}"))).await.status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
     for _ in 0..3 {
-        let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "vip"), ("x-user", "v1")], "").await;
+        let r = send(
+            Method::GET,
+            &kg.url("/a"),
+            &[("x-tier", "vip"), ("x-user", "v1")],
+            "",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "vip"), ("x-user", "v1")], "").await;
+    let r = send(
+        Method::GET,
+        &kg.url("/a"),
+        &[("x-tier", "vip"), ("x-user", "v1")],
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let r = send(Method::GET, &kg.url("/a"), &[("x-tier", "basic"), ("x-user", "v1")], "").await;
+    let r = send(
+        Method::GET,
+        &kg.url("/a"),
+        &[("x-tier", "basic"), ("x-user", "v1")],
+        "",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "the vip condition does not hold");
 }
 
@@ -273,7 +364,10 @@ async fn signed_get(addr: std::net::SocketAddr, path: &str) -> Reply {
     let host = addr.to_string();
     let nonce = signers::nonce().to_string();
     let extra = [("X-Nonce", nonce.as_str())];
-    let req = signers::Req { headers: &extra, ..signers::Req::get(&host, path) };
+    let req = signers::Req {
+        headers: &extra,
+        ..signers::Req::get(&host, path)
+    };
     let h = signers::hmac_headers(&req, "AKIDq", "q-secret", std::time::SystemTime::now());
     let mut hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     hs.push(("X-Nonce", &nonce));
@@ -299,7 +393,10 @@ async fn quota_survives_reload_and_graceful_restart() {
     running.shutdown().await;
     let kg = Keygate::start_in(dir, &quota_config(&mock_api("other", "/other", ""))).await;
     for i in 3..5 {
-        assert_eq!(signed_get(kg.addr, &format!("/q?i={i}")).await.status, StatusCode::OK);
+        assert_eq!(
+            signed_get(kg.addr, &format!("/q?i={i}")).await.status,
+            StatusCode::OK
+        );
     }
     let r = signed_get(kg.addr, "/q?i=5").await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
@@ -313,7 +410,10 @@ async fn quota_survives_kill_9_within_one_second_of_counts() {
     let path = dir.path().join("keygate.toml");
     std::fs::write(
         &path,
-        format!("[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{}", quota_config("")),
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{}",
+            quota_config("")
+        ),
     )
     .expect("write");
     let spawn = || {
@@ -328,7 +428,10 @@ async fn quota_survives_kill_9_within_one_second_of_counts() {
         let addr: std::net::SocketAddr = lines
             .by_ref()
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("keygate: listening on http://").map(str::to_string))
+            .find_map(|l| {
+                l.strip_prefix("keygate: listening on http://")
+                    .map(str::to_string)
+            })
             .expect("listening line")
             .parse()
             .expect("addr");
@@ -337,7 +440,10 @@ async fn quota_survives_kill_9_within_one_second_of_counts() {
     };
     let (mut child, addr) = spawn();
     for i in 0..3 {
-        assert_eq!(signed_get(addr, &format!("/q?i={i}")).await.status, StatusCode::OK);
+        assert_eq!(
+            signed_get(addr, &format!("/q?i={i}")).await.status,
+            StatusCode::OK
+        );
     }
     // Counts older than one flush interval are on disk when the process dies.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -393,7 +499,10 @@ async fn limit_holds_under_load() {
     }
     let secs = start.elapsed().as_secs_f64();
     let rate = ok as f64 / secs;
-    println!("accepted {ok} and limited {limited} in {secs:.2} s: {rate:.1}/s accepted, {:.0}/s offered", (ok + limited) as f64 / secs);
+    println!(
+        "accepted {ok} and limited {limited} in {secs:.2} s: {rate:.1}/s accepted, {:.0}/s offered",
+        (ok + limited) as f64 / secs
+    );
     assert!(limited > 0, "the offered load exceeded the limit");
     // Fixed one-second windows: at most 200 per window, the first and last windows partial.
     assert!(ok <= 200 * (secs.ceil() as u64 + 1), "{ok}");

@@ -717,6 +717,8 @@ fn compile_backend(
             }
             if !b.path.is_empty() && !b.path.starts_with('/') {
                 e.push(err(&at, "path must start with /"));
+            } else if let Err(m) = crate::route::check_backend_path(&api.path, &b.path) {
+                e.push(err(&at, m));
             }
             let method = match &b.method {
                 None => None,
