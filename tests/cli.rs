@@ -3,8 +3,12 @@
 use std::process::Command;
 
 fn keygate(args: &[&str]) -> (bool, String, String) {
+    // The examples read their secrets from the environment.
     let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(args)
+        .env("KEYGATE_APP_SECRET", "app-secret")
+        .env("KEYGATE_PARTNER_SECRET", "partner-secret")
+        .env("KEYGATE_MOBILE_SECRET", "mobile-secret")
         .output()
         .expect("run keygate");
     (
