@@ -178,7 +178,7 @@ fill() { # fill TEMPLATE OUT PORT ADMIN
         -e "s|@LOG_LEVEL@|$LOG_LEVEL|g" -e "s|@ACCESS_LOG@|$ACCESS|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" -e "s|@USER_LINE@|$USER_LINE|g" \
         "$1" >"$2"
-    if grep -q '@[A-Z_]*@' "$2"; then die "unfilled placeholder in $2"; fi
+    if grep -v '^[[:space:]]*#' "$2" | grep -q '@[A-Z_]*@'; then die "unfilled placeholder in $2"; fi
 }
 fill "$LOADDIR/backend.toml" "$TMP/backend.toml" 0 0
 fill "$LOADDIR/plain.toml" "$TMP/plain.toml" "$PLAIN_PORT" "$PLAIN_ADMIN"
@@ -196,9 +196,15 @@ wait_port() { # wait_port PORT PID NAME
     done
     die "$3 did not listen on port $1"
 }
-start() { # start NAME CPUS CMD...; sets LAST_PID
+start() { # start NAME CPUS CMD...; sets LAST_PID to the command's own pid
+    # A simple command put in the background is exec'd by bash's fork, and
+    # taskset execs its target: $! is then the server itself, not a subshell.
     local name=$1 cpus=$2; shift 2
-    pin "$cpus" "$@" >"$TMP/$name.log" 2>&1 &
+    if [ -n "$cpus" ]; then
+        taskset -c "$cpus" "$@" >"$TMP/$name.log" 2>&1 &
+    else
+        "$@" >"$TMP/$name.log" 2>&1 &
+    fi
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -245,14 +251,12 @@ sign() {
 
 # ---------------------------------------------------------------- measuring
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # utime+stime of the PIDs and their children, in clock ticks
-    local total=0 p kids
+cpu_ticks() { # utime+stime (all threads) of the PIDs and all their descendants, in clock ticks
+    local total=0 p t
     for p in "$@"; do
-        kids=$(pgrep -P "$p" 2>/dev/null || true)
-        for q in $p $kids; do
-            [ -r "/proc/$q/stat" ] || continue
-            total=$((total + $(sed 's/^.*) //' "/proc/$q/stat" | awk '{print $12 + $13}')))
-        done
+        [ -r "/proc/$p/stat" ] || continue
+        t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+        total=$((total + t + $(cpu_ticks $(pgrep -P "$p" 2>/dev/null || true))))
     done
     echo "$total"
 }
