@@ -1,0 +1,798 @@
+//! Prometheus metrics (SPEC §6): one [`Metrics`] per process, kept in `State`,
+//! recorded once per request by the handler and encoded by the admin listener's
+//! `/metrics`.
+//!
+//! Families (all names start with `keygate_`; counters get `_total` appended
+//! by the encoder):
+//!
+//! | family | type | labels |
+//! | --- | --- | --- |
+//! | `keygate_requests_total` | counter | `route`, `class` (`1xx`…`5xx`, `other`) |
+//! | `keygate_valid_calls_total` | counter | `route` |
+//! | `keygate_frontend_errors_total` | counter | `route`, `reason` (`auth` `ip` `limit` `route` `request` `other`) |
+//! | `keygate_backend_errors_total` | counter | `route`, `class` (`4xx`, `5xx`) |
+//! | `keygate_backend_404_total` | counter | `route` |
+//! | `keygate_backend_502_total` | counter | `route` |
+//! | `keygate_request_duration_seconds` | histogram | `route` |
+//! | `keygate_open_connections` | gauge | – |
+//! | `keygate_connections_total` | counter | – |
+//! | `keygate_bytes_in_total` / `keygate_bytes_out_total` | counter | `route` |
+//! | `keygate_reloads_total` | counter | `result` (`ok`, `failed`) |
+//! | `keygate_config_info` | gauge (=1) | `hash` |
+//! | `keygate_config_loaded_timestamp_seconds` | gauge | – |
+//! | `keygate_build_info` | gauge (=1) | `version` |
+//!
+//! The `route` label is the API's `service/api` label from the config (a finite
+//! set), or `-` for a request no API matched. Label sets are created lazily, on
+//! first use, so the output shows no series that never happened.
+//!
+//! The hot path allocates nothing once a route has been seen: a route's handles
+//! ([`RouteMetrics`]) are resolved once and cached (by name, behind a read
+//! lock), and each handle is a plain atomic. The latency histogram is a
+//! lock-free one of this module (the crate's own takes a mutex per sample).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+/// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which
+/// Prometheus scrapes natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Route label of requests that matched no API.
+pub const NO_ROUTE: &str = "-";
+
+/// Upper bounds of the response-time histogram, in seconds (100 µs … 30 s).
+pub const LATENCY_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Most distinct route labels kept; past it, new names are counted under `(overflow)`.
+/// Routes come from the config, so this only guards against a caller bug.
+const MAX_ROUTES: usize = 4096;
+const OVERFLOW_ROUTE: &str = "(overflow)";
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+/// Front-end refusal reasons (`Reject::reason`); `backend` is counted as a back-end error instead.
+const REASONS: [&str; 6] = ["auth", "ip", "limit", "route", "request", "other"];
+
+/// One request as the handler saw it, for [`Metrics::record`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Status sent to the client.
+    pub status: u16,
+    /// `Some(Reject::reason())` when the gateway refused or failed the request:
+    /// `"auth" | "ip" | "limit" | "route" | "request" | "backend"`.
+    pub reject: Option<&'static str>,
+    /// Status the back end answered, when the request reached one.
+    pub upstream_status: Option<u16>,
+    /// From the request's arrival to the response head.
+    pub latency: Duration,
+    /// Request body bytes received from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    route: Arc<str>,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    route: Arc<str>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Every labelled family, shared by the registry and the route handles.
+#[derive(Default)]
+struct Families {
+    requests: Family<ClassLabels, Counter>,
+    valid: Family<RouteLabels, Counter>,
+    frontend: Family<ReasonLabels, Counter>,
+    backend_errors: Family<ClassLabels, Counter>,
+    backend_404: Family<RouteLabels, Counter>,
+    backend_502: Family<RouteLabels, Counter>,
+    latency: Family<RouteLabels, LatencyHistogram>,
+    bytes_in: Family<RouteLabels, Counter>,
+    bytes_out: Family<RouteLabels, Counter>,
+}
+
+/// The process-wide metrics.
+pub struct Metrics {
+    registry: Registry,
+    families: Arc<Families>,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
+    open_connections: Gauge,
+    connections: Counter,
+    reloads: Family<ResultLabels, Counter>,
+    config: ConfigInfo,
+    config_loaded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let families = Arc::new(Families::default());
+        let open_connections = Gauge::default();
+        let connections = Counter::default();
+        let reloads = Family::<ResultLabels, Counter>::default();
+        let config = ConfigInfo::default();
+        let config_loaded = Gauge::default();
+        let mut r = Registry::with_prefix("keygate");
+        let f = &families;
+        r.register(
+            "requests",
+            "Requests answered, by route and status class",
+            f.requests.clone(),
+        );
+        r.register(
+            "valid_calls",
+            "Requests forwarded or mocked without a gateway refusal",
+            f.valid.clone(),
+        );
+        r.register(
+            "frontend_errors",
+            "Requests refused by the gateway, by reason",
+            f.frontend.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Back-end answers with status >= 400, or back-end failures (502/504)",
+            f.backend_errors.clone(),
+        );
+        r.register(
+            "backend_404",
+            "Back-end answers with status 404",
+            f.backend_404.clone(),
+        );
+        r.register(
+            "backend_502",
+            "Bad gateway: back end unreachable or answering 502",
+            f.backend_502.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from the request's arrival to the response head",
+            Unit::Seconds,
+            f.latency.clone(),
+        );
+        r.register(
+            "bytes_in",
+            "Request body bytes received from clients",
+            f.bytes_in.clone(),
+        );
+        r.register(
+            "bytes_out",
+            "Response body bytes sent to clients",
+            f.bytes_out.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
+        r.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        r.register(
+            "config_info",
+            "Hash of the configuration in force (value is always 1)",
+            config.clone(),
+        );
+        r.register_with_unit(
+            "config_loaded_timestamp",
+            "Unix time the configuration in force was loaded",
+            Unit::Seconds,
+            config_loaded.clone(),
+        );
+        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        r.register("build_info", "keygate version (value is always 1)", build);
+        Metrics {
+            registry: r,
+            families,
+            routes: RwLock::new(HashMap::new()),
+            open_connections,
+            connections,
+            reloads,
+            config,
+            config_loaded,
+        }
+    }
+
+    /// The handles of one route, resolved once. A caller may keep the `Arc`
+    /// (e.g. next to the compiled API) and call [`RouteMetrics::record`] to skip
+    /// even the name lookup.
+    pub fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        if let Some(r) = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+        {
+            return r.clone();
+        }
+        let mut map = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = map.get(route) {
+            return r.clone();
+        }
+        let name = if map.len() >= MAX_ROUTES {
+            OVERFLOW_ROUTE
+        } else {
+            route
+        };
+        let r = map
+            .entry(name.into())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(name, self.families.clone())))
+            .clone();
+        r
+    }
+
+    /// Record one answered request. `route` is the API's label or [`NO_ROUTE`].
+    pub fn record(&self, route: &str, s: Sample) {
+        let map = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = map.get(route) {
+            r.record(s);
+            return;
+        }
+        drop(map);
+        self.route(route).record(s);
+    }
+
+    /// A client connection was accepted.
+    pub fn conn_opened(&self) {
+        self.open_connections.inc();
+        self.connections.inc();
+    }
+
+    /// A client connection ended.
+    pub fn conn_closed(&self) {
+        self.open_connections.dec();
+    }
+
+    /// [`conn_opened`](Self::conn_opened) now and [`conn_closed`](Self::conn_closed)
+    /// when the guard drops (whatever way the connection task ends).
+    pub fn conn_guard(self: &Arc<Self>) -> ConnGuard {
+        self.conn_opened();
+        ConnGuard(self.clone())
+    }
+
+    /// A reload was attempted (file change, SIGHUP or admin call).
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The configuration now in force (call at start and after each successful reload).
+    pub fn set_config_version(&self, hash: &str, loaded_at_unix: u64) {
+        self.config.set(hash);
+        self.config_loaded
+            .set(i64::try_from(loaded_at_unix).unwrap_or(i64::MAX));
+    }
+
+    /// Every family in the OpenMetrics text format (serve with [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps a connection counted as open; see [`Metrics::conn_guard`].
+pub struct ConnGuard(Arc<Metrics>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.conn_closed();
+    }
+}
+
+/// Pre-resolved handles of one route. Counters of label sets that may never
+/// occur (a status class, a refusal reason) are created on first use.
+pub struct RouteMetrics {
+    route: Arc<str>,
+    families: Arc<Families>,
+    requests: [OnceLock<Counter>; CLASSES.len()],
+    valid: OnceLock<Counter>,
+    frontend: [OnceLock<Counter>; REASONS.len()],
+    backend_errors: [OnceLock<Counter>; 2],
+    backend_404: OnceLock<Counter>,
+    backend_502: OnceLock<Counter>,
+    latency: LatencyHistogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+impl RouteMetrics {
+    fn new(route: &str, families: Arc<Families>) -> RouteMetrics {
+        let route: Arc<str> = Arc::from(route);
+        let l = RouteLabels {
+            route: route.clone(),
+        };
+        let latency = families.latency.get_or_create(&l).clone();
+        let bytes_in = families.bytes_in.get_or_create(&l).clone();
+        let bytes_out = families.bytes_out.get_or_create(&l).clone();
+        RouteMetrics {
+            route,
+            families,
+            requests: Default::default(),
+            valid: OnceLock::new(),
+            frontend: Default::default(),
+            backend_errors: Default::default(),
+            backend_404: OnceLock::new(),
+            backend_502: OnceLock::new(),
+            latency,
+            bytes_in,
+            bytes_out,
+        }
+    }
+
+    fn route_labels(&self) -> RouteLabels {
+        RouteLabels {
+            route: self.route.clone(),
+        }
+    }
+
+    /// Record one answered request of this route.
+    pub fn record(&self, s: Sample) {
+        let f = &*self.families;
+        let class = class_index(s.status);
+        self.requests[class]
+            .get_or_init(|| {
+                f.requests
+                    .get_or_create(&ClassLabels {
+                        route: self.route.clone(),
+                        class: CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+        match s.reject {
+            None => {
+                self.valid
+                    .get_or_init(|| f.valid.get_or_create(&self.route_labels()).clone())
+                    .inc();
+            }
+            Some("backend") => {}
+            Some(reason) => {
+                let i = REASONS
+                    .iter()
+                    .position(|r| *r == reason)
+                    .unwrap_or(REASONS.len() - 1);
+                self.frontend[i]
+                    .get_or_init(|| {
+                        f.frontend
+                            .get_or_create(&ReasonLabels {
+                                route: self.route.clone(),
+                                reason: REASONS[i],
+                            })
+                            .clone()
+                    })
+                    .inc();
+            }
+        }
+        // The back end's own answer, or the gateway's 502/504 when it failed.
+        let backend = match (s.upstream_status, s.reject) {
+            (Some(u), _) => Some(u),
+            (None, Some("backend")) => Some(s.status),
+            _ => None,
+        };
+        if let Some(b) = backend.filter(|b| *b >= 400) {
+            let i = usize::from(b >= 500);
+            self.backend_errors[i]
+                .get_or_init(|| {
+                    f.backend_errors
+                        .get_or_create(&ClassLabels {
+                            route: self.route.clone(),
+                            class: if i == 0 { "4xx" } else { "5xx" },
+                        })
+                        .clone()
+                })
+                .inc();
+            if b == 404 {
+                self.backend_404
+                    .get_or_init(|| f.backend_404.get_or_create(&self.route_labels()).clone())
+                    .inc();
+            } else if b == 502 {
+                self.backend_502
+                    .get_or_init(|| f.backend_502.get_or_create(&self.route_labels()).clone())
+                    .inc();
+            }
+        }
+        self.latency.observe(s.latency);
+        if s.bytes_in > 0 {
+            self.bytes_in.inc_by(s.bytes_in);
+        }
+        if s.bytes_out > 0 {
+            self.bytes_out.inc_by(s.bytes_out);
+        }
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => CLASSES.len() - 1,
+    }
+}
+
+/// A fixed-bucket histogram of durations made of atomics only (no lock per sample).
+#[derive(Clone, Default)]
+pub struct LatencyHistogram(Arc<HistogramInner>);
+
+struct HistogramInner {
+    /// `LATENCY_BUCKETS` in nanoseconds.
+    bounds_ns: [u64; LATENCY_BUCKETS.len()],
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for HistogramInner {
+    fn default() -> Self {
+        HistogramInner {
+            bounds_ns: LATENCY_BUCKETS.map(|s| (s * 1e9).round() as u64),
+            counts: Default::default(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = self.0.bounds_ns.partition_point(|b| *b < ns);
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// `(sum in seconds, count, per-bucket counts with +Inf last)`.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        let mut count = 0;
+        for (i, c) in self.0.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            count += n;
+            let le = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((le, n));
+        }
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.snapshot();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Info-style gauge: one series `{hash="…"} 1`, replaced as a whole on change
+/// (so a scrape never sees two versions, nor none).
+#[derive(Clone, Default)]
+struct ConfigInfo(Arc<Mutex<Option<String>>>);
+
+impl ConfigInfo {
+    fn set(&self, hash: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash.to_string());
+    }
+}
+
+impl std::fmt::Debug for ConfigInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigInfo")
+    }
+}
+
+impl TypedMetric for ConfigInfo {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for ConfigInfo {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let hash = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hash) = hash {
+            encoder
+                .encode_family(&[("hash", hash.as_str())])?
+                .encode_gauge(&1i64)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencyHistogram")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(status: u16, ms: u64) -> Sample {
+        Sample {
+            status,
+            reject: None,
+            upstream_status: Some(status),
+            latency: Duration::from_millis(ms),
+            bytes_in: 10,
+            bytes_out: 100,
+        }
+    }
+
+    fn has(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{text}"
+        );
+    }
+
+    #[test]
+    fn records_and_encodes() {
+        let m = Arc::new(Metrics::new());
+        m.record("demo/echo", ok(200, 3));
+        m.record("demo/echo", ok(200, 40));
+        m.record("demo/echo", ok(404, 1));
+        m.record("demo/echo", ok(502, 1));
+        m.record(
+            "demo/echo",
+            Sample {
+                status: 502,
+                reject: Some("backend"),
+                latency: Duration::from_micros(50),
+                ..Sample::default()
+            },
+        );
+        m.record(
+            "demo/private",
+            Sample {
+                status: 401,
+                reject: Some("auth"),
+                latency: Duration::from_micros(50),
+                bytes_out: 80,
+                ..Sample::default()
+            },
+        );
+        m.record(
+            NO_ROUTE,
+            Sample {
+                status: 404,
+                reject: Some("route"),
+                latency: Duration::from_micros(20),
+                ..Sample::default()
+            },
+        );
+        m.record(
+            "demo/echo",
+            Sample {
+                status: 429,
+                reject: Some("limit"),
+                latency: Duration::from_secs(60),
+                ..Sample::default()
+            },
+        );
+        {
+            let _a = m.conn_guard();
+            let _b = m.conn_guard();
+        }
+        m.conn_opened();
+        m.reload(true);
+        m.reload(true);
+        m.reload(false);
+        m.set_config_version("abc123", 1_700_000_000);
+        m.set_config_version("def456", 1_700_000_100);
+        let t = m.encode();
+
+        has(
+            &t,
+            "keygate_requests_total{route=\"demo/echo\",class=\"2xx\"} 2",
+        );
+        has(
+            &t,
+            "keygate_requests_total{route=\"demo/echo\",class=\"4xx\"} 2",
+        );
+        has(
+            &t,
+            "keygate_requests_total{route=\"demo/echo\",class=\"5xx\"} 2",
+        );
+        has(&t, "keygate_requests_total{route=\"-\",class=\"4xx\"} 1");
+        has(&t, "keygate_valid_calls_total{route=\"demo/echo\"} 4");
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"demo/private\",reason=\"auth\"} 1",
+        );
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"-\",reason=\"route\"} 1",
+        );
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"demo/echo\",reason=\"limit\"} 1",
+        );
+        assert!(!t.contains("reason=\"backend\""), "{t}");
+        has(
+            &t,
+            "keygate_backend_errors_total{route=\"demo/echo\",class=\"4xx\"} 1",
+        );
+        has(
+            &t,
+            "keygate_backend_errors_total{route=\"demo/echo\",class=\"5xx\"} 2",
+        );
+        has(&t, "keygate_backend_404_total{route=\"demo/echo\"} 1");
+        has(&t, "keygate_backend_502_total{route=\"demo/echo\"} 2");
+        // Refusals by the gateway are not back-end errors.
+        assert!(
+            !t.contains("keygate_backend_errors_total{route=\"demo/private\""),
+            "{t}"
+        );
+        has(&t, "# TYPE keygate_request_duration_seconds histogram");
+        has(
+            &t,
+            "keygate_request_duration_seconds_count{route=\"demo/echo\"} 6",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"0.0001\",route=\"demo/echo\"} 1",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"0.001\",route=\"demo/echo\"} 3",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"0.005\",route=\"demo/echo\"} 4",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"0.05\",route=\"demo/echo\"} 5",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"30.0\",route=\"demo/echo\"} 5",
+        );
+        has(
+            &t,
+            "keygate_request_duration_seconds_bucket{le=\"+Inf\",route=\"demo/echo\"} 6",
+        );
+        has(&t, "keygate_bytes_in_total{route=\"demo/echo\"} 40");
+        has(&t, "keygate_bytes_out_total{route=\"demo/echo\"} 400");
+        has(&t, "keygate_bytes_out_total{route=\"demo/private\"} 80");
+        has(&t, "keygate_open_connections 1");
+        has(&t, "keygate_connections_total 3");
+        has(&t, "keygate_reloads_total{result=\"ok\"} 2");
+        has(&t, "keygate_reloads_total{result=\"failed\"} 1");
+        has(&t, "keygate_config_info{hash=\"def456\"} 1");
+        assert!(!t.contains("abc123"), "{t}");
+        has(&t, "keygate_config_loaded_timestamp_seconds 1700000100");
+        has(
+            &t,
+            &format!(
+                "keygate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+        assert!(t.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn no_series_before_use() {
+        let m = Metrics::new();
+        let t = m.encode();
+        assert!(!t.contains("route="), "{t}");
+        // Families with no series yet print no descriptor; plain metrics do.
+        assert!(!t.contains("keygate_requests"), "{t}");
+        assert!(t.contains("keygate_open_connections 0"), "{t}");
+    }
+
+    #[test]
+    fn class_of_odd_statuses() {
+        assert_eq!(CLASSES[class_index(100)], "1xx");
+        assert_eq!(CLASSES[class_index(599)], "5xx");
+        assert_eq!(CLASSES[class_index(600)], "other");
+        assert_eq!(CLASSES[class_index(99)], "other");
+    }
+
+    #[test]
+    fn route_handles_are_shared() {
+        let m = Metrics::new();
+        let a = m.route("s/a");
+        let b = m.route("s/a");
+        assert!(Arc::ptr_eq(&a, &b));
+        a.record(ok(200, 1));
+        m.record("s/a", ok(200, 1));
+        assert!(m
+            .encode()
+            .contains("keygate_requests_total{route=\"s/a\",class=\"2xx\"} 2"));
+    }
+
+    /// Cost of the hot path; run with `cargo test --release --lib metrics -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn record_cost() {
+        let m = Arc::new(Metrics::new());
+        for i in 0..50 {
+            m.route(&format!("svc/api{i}"));
+        }
+        let n = 2_000_000u32;
+        let per = |f: &dyn Fn()| {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed() / n
+        };
+        let by_name = per(&|| m.record("svc/api7", ok(200, 2)));
+        let h = m.route("svc/api7");
+        let by_handle = per(&|| h.record(ok(200, 2)));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let t = std::time::Instant::now();
+                    for _ in 0..n {
+                        m.record("svc/api7", ok(200, 2));
+                    }
+                    t.elapsed() / n
+                })
+            })
+            .collect();
+        let contended: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        println!("record by name: {by_name:?}, by handle: {by_handle:?}, 2 threads by name: {contended:?}");
+    }
+}
