@@ -79,6 +79,14 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
                 serde_json::json!({"ok": false, "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
             ),
         },
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(full(state.metrics.encode()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            r
+        }
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

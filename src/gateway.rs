@@ -6,6 +6,7 @@ use crate::auth::jwt::JwtProvider;
 use crate::auth::tc1::Tc1Settings;
 use crate::auth::tc3::Tc3Settings;
 use crate::auth::Keys;
+use crate::metrics::RouteMetrics;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
 use crate::policy::limits::RouteLimits;
@@ -89,6 +90,8 @@ pub struct Api {
     pub name: Arc<str>,
     /// `service/api`, for logs and metrics.
     pub label: Arc<str>,
+    /// This API's metric handles, resolved once (they outlive reloads by label).
+    pub metrics: Arc<RouteMetrics>,
     pub auth: AuthMode,
     pub style: ErrorStyle,
     pub debug_signatures: bool,

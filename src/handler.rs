@@ -5,6 +5,7 @@
 use crate::auth::{self, AuthError, RequestParts};
 use crate::body::{empty, full, Body, BoxError};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
+use crate::metrics::{RouteMetrics, Sample, NO_ROUTE};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::client_ip;
 use crate::policy::limits::{LimitRequest, Timestamp};
@@ -79,9 +80,11 @@ impl Ctx {
         let path = req.uri().path().to_owned();
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut out = Outcome::default();
+        let mut refused = None;
         let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => r,
             Err(reject) => {
+                refused = Some(reject.reason());
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
@@ -107,6 +110,24 @@ impl Ctx {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert(REQUEST_ID, v);
         }
+        let latency = start.elapsed();
+        let route_metrics = match out.api {
+            Some(i) => gw.apis[i].metrics.clone(),
+            None => self.state.metrics.route(NO_ROUTE),
+        };
+        route_metrics.record(Sample {
+            status: resp.status().as_u16(),
+            reject: refused,
+            upstream_status: out.upstream_status,
+            latency,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        let bytes_out = resp.body().size_hint().exact();
+        match bytes_out {
+            Some(n) => route_metrics.add_bytes_out(n),
+            None => resp = resp.map(|b| CountedBody::wrap(b, route_metrics)),
+        }
         if gw.log.access {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
             tracing::info!(
@@ -120,8 +141,8 @@ impl Ctx {
                 key_id = out.key_id.as_deref().unwrap_or("-"),
                 status = resp.status().as_u16(),
                 upstream_status = out.upstream_status.unwrap_or(0),
-                bytes_out = resp.body().size_hint().exact().unwrap_or(0),
-                latency_us = start.elapsed().as_micros() as u64,
+                bytes_out = bytes_out.unwrap_or(0),
+                latency_us = latency.as_micros() as u64,
             );
         }
         resp
@@ -271,13 +292,17 @@ impl Ctx {
                 if declared_len.is_some_and(|l| l > limit as u64) {
                     return Err(AuthError::BodyTooLarge.into());
                 }
-                (Some(read_limited(body, limit).await?), None)
+                let bytes = read_limited(body, limit).await?;
+                api.metrics.add_bytes_in(bytes.len() as u64);
+                (Some(bytes), None)
             }
             None => (None, Some(body)),
         };
         let forward_body = |buffered: Option<Bytes>| match (buffered, stream) {
             (Some(bytes), _) => full(bytes),
-            (None, Some(s)) => LimitedBody::new(s, api.max_body).boxed_unsync(),
+            (None, Some(s)) => LimitedBody::new(s, api.max_body)
+                .counted(api.metrics.clone())
+                .boxed_unsync(),
             (None, None) => empty(),
         };
         let rp = RequestParts {
@@ -568,6 +593,7 @@ pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    bytes_in: Option<Arc<RouteMetrics>>,
 }
 
 impl LimitedBody {
@@ -576,7 +602,14 @@ impl LimitedBody {
             inner,
             remaining: limit,
             limit,
+            bytes_in: None,
         }
+    }
+
+    /// Count the bytes that pass into the route's `bytes_in` metric.
+    pub fn counted(mut self, route: Arc<RouteMetrics>) -> Self {
+        self.bytes_in = Some(route);
+        self
     }
 }
 
@@ -596,6 +629,9 @@ impl http_body::Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded(self.limit)))));
                     }
                     self.remaining -= n;
+                    if let Some(m) = &self.bytes_in {
+                        m.add_bytes_in(n);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -603,6 +639,45 @@ impl http_body::Body for LimitedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body of unknown length whose bytes are added to the route's
+/// `bytes_out` metric as they are sent.
+struct CountedBody {
+    inner: Body,
+    route: Arc<RouteMetrics>,
+}
+
+impl CountedBody {
+    fn wrap(inner: Body, route: Arc<RouteMetrics>) -> Body {
+        CountedBody { inner, route }.boxed_unsync()
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                self.route.add_bytes_out(d.len() as u64);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -375,6 +375,16 @@ impl RouteMetrics {
         }
     }
 
+    /// Request body bytes received, counted as they stream.
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.inc_by(n);
+    }
+
+    /// Response body bytes sent, counted as they stream.
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.inc_by(n);
+    }
+
     /// Record one answered request of this route.
     pub fn record(&self, s: Sample) {
         let f = &*self.families;

@@ -93,6 +93,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
         .map_err(|e| ServeError::State(format!("{}: {e}", state_dir.display())))?;
     let state = Arc::new(State::new(&base, raw.auth.replay_capacity, limits.clone()));
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
+    state.note_version(&gw.version);
     let live = Arc::new(ArcSwap::from_pointee(gw));
     let counters_task = limits.spawn_background();
     let reloader = Arc::new(Reloader::new(path.clone(), live.clone(), state.clone()));
@@ -285,6 +286,7 @@ async fn serve_conn<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = ctx.state.metrics.conn_guard();
     let info = ConnInfo { peer, tls };
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();

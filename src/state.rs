@@ -3,6 +3,8 @@
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
 use crate::auth::replay::ReplayCache;
+use crate::gateway::ConfigVersion;
+use crate::metrics::Metrics;
 use crate::policy::limits::LimitState;
 use crate::upstream::{Upstream, UpstreamSpec};
 use std::collections::HashMap;
@@ -20,6 +22,8 @@ pub struct State {
     pub draining: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Prometheus metrics of the process (admin `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -32,6 +36,7 @@ impl State {
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -46,6 +51,30 @@ impl State {
         map.retain(|_, w| w.strong_count() > 0);
         map.insert(id, Arc::downgrade(&u));
         Ok(u)
+    }
+
+    /// Count a reload attempt and, when it took, publish the new version.
+    pub fn note_reload(&self, taken: Option<&ConfigVersion>) {
+        match taken {
+            Some(v) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.note_version(v);
+            }
+            None => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.metrics.reload(taken.is_some());
+    }
+
+    /// The configuration now in force, for `/metrics`.
+    pub fn note_version(&self, v: &ConfigVersion) {
+        let unix = v
+            .loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.metrics.set_config_version(&v.hash, unix);
     }
 
     pub fn is_draining(&self) -> bool {

@@ -626,6 +626,7 @@ fn compile_api(
     Ok(Api {
         service: Arc::from(svc.name.as_str()),
         name: Arc::from(api.name.as_str()),
+        metrics: ctx.state.metrics.route(&label),
         label,
         auth,
         style,

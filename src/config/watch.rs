@@ -7,7 +7,6 @@ use crate::state::State;
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -86,7 +85,7 @@ impl Reloader {
                 }
                 let version = gw.version.clone();
                 self.live.store(Arc::new(gw));
-                self.state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.state.note_reload(Some(&version));
                 tracing::info!(source, hash = %version.hash, "configuration reloaded");
                 for c in &changes {
                     tracing::info!(source, "config change: {c}");
@@ -98,7 +97,7 @@ impl Reloader {
                 })
             }
             Err(errors) => {
-                self.state.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.state.note_reload(None);
                 tracing::error!(
                     source,
                     problems = errors.len(),
