@@ -1,45 +1,60 @@
 #!/usr/bin/env bash
 # Load test on loopback: the demo echo back end alone, nginx as a plain proxy,
 # keygate as a plain proxy, and keygate with the full policy stack (hmac auth,
-# IP allow-list, rate limits, CORS), side by side.
+# IP allow-list, rate limits, CORS), side by side, for each worker count.
 #
-#   benches/load.sh [--workers 1|2] [--duration SECS] [--runs N] [--connections C]
-#                   [--threads T] [--rate RPS] [--access-log] [--no-build]
+#   benches/load.sh [--workers LIST] [--runtime multi|per-core] [--duration SECS]
+#                   [--runs N] [--connections C] [--threads T] [--rate RPS]
+#                   [--rate-frac F] [--idle-conns N] [--access-log] [--no-build]
 #                   [--port-base P] [--backend-workers N] [--keep]
 #
-#   --workers N        keygate [server] workers and nginx worker_processes (default 1)
-#   --duration SECS    length of each wrk run (default 5)
-#   --runs N           repeat the whole set N times, interleaved; medians are printed (default 1)
-#   --connections C    wrk connections (default 32);  --threads T  wrk threads (default 1)
-#   --rate RPS         also measure p50/p99 at a fixed offered rate (needs `oha`; see below)
+#   --workers LIST     comma-separated worker counts: keygate [server] workers and
+#                      nginx worker_processes (default "1,2")
+#   --runtime R        keygate [server] runtime (default per-core)
+#   --duration SECS    length of each wrk run and of each fixed-rate run (default 4)
+#   --runs N           repeat every measurement N times, interleaving the
+#                      scenarios; medians are printed (default 3)
+#   --connections C    connections of wrk and of the fixed-rate generator (default 32)
+#   --threads T        wrk threads (default 1)
+#   --rate RPS         fixed offered rate for the latency table (default: see --rate-frac)
+#   --rate-frac F      offered rate = F x the lowest proxy capacity measured by wrk
+#                      for this worker count (default 0.5), the same rate for all
+#   --idle-conns N     RSS of keygate (full policy) and nginx holding N idle
+#                      keep-alive connections (default 1000; 0 = skip)
 #   --access-log       turn the access log on in both keygate (to a file) and nginx
-#   --no-build         do not run `cargo build --release` (binary: $KEYGATE_BIN or
-#                      $CARGO_TARGET_DIR/release/keygate)
+#   --no-build         do not run `cargo build --release` (binaries: $KEYGATE_BIN or
+#                      $CARGO_TARGET_DIR/release/keygate, and examples/ next to it)
 #   --port-base P      ports P..P+9 on 127.0.0.1 (default 19000)
 #   --backend-workers  runtime threads of the back end process (default 2)
-#   --keep             keep the temp dir (configs, logs, raw wrk outputs)
+#   --keep             keep the temp dir (configs, logs, raw outputs)
 #
-# CPU pinning: with 4 or more cores the proxy, the back end and wrk get cores of
-# their own (taskset); override with PROXY_CPUS / BACKEND_CPUS / WRK_CPUS (taskset
-# lists, e.g. "2,3"). With fewer cores nothing is pinned and the three compete:
-# then compare the CPU-per-request column, which does not depend on contention.
+# Measures, per worker count: closed-loop throughput (wrk -c C), then latency at
+# a fixed offered rate (examples/fixed_rate.rs: open loop, latency counted from
+# each request's due time when it had to wait for a connection), and for both
+# the CPU time of each proxy process (all threads and child processes, utime +
+# stime from /proc/PID/stat) divided by the requests it served. Ratios are
+# keygate / nginx; "policy overhead" is full-policy minus plain CPU per request.
 #
-# Fixed-rate mode: wrk measures closed-loop throughput; latency at a fixed offered
-# rate needs an open-loop generator. wrk2 is not packaged by Debian; `oha` (crates.io,
-# `cargo install oha`, several minutes to compile) has `-q RPS --latency-correction`.
-# When --rate is given and oha is on PATH, a second table is printed; otherwise the
-# mode is skipped with a note.
+# CPU pinning: with 4 or more cores the proxy, the back end and the load
+# generator get cores of their own (taskset); override with PROXY_CPUS /
+# BACKEND_CPUS / WRK_CPUS (taskset lists, e.g. "2,3"). With fewer cores nothing
+# is pinned and the three compete: then compare the CPU-per-request column,
+# which depends least on contention.
 #
+# nginx and wrk are installed with apt-get when missing (root or sudo).
 # Every process this script starts is stopped on exit (trap).
 
 set -euo pipefail
 
-WORKERS=1
-DURATION=5
-RUNS=1
+WORKERS_LIST=1,2
+RUNTIME=per-core
+DURATION=4
+RUNS=3
 CONNS=32
 THREADS=1
 RATE=""
+RATE_FRAC=0.5
+IDLE_CONNS=1000
 ACCESS=false
 BUILD=1
 PORT_BASE=19000
@@ -50,12 +65,15 @@ usage() { sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --workers) WORKERS="$2"; shift 2 ;;
+        --workers) WORKERS_LIST="$2"; shift 2 ;;
+        --runtime) RUNTIME="$2"; shift 2 ;;
         --duration) DURATION="${2%s}"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
         --connections) CONNS="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --rate) RATE="$2"; shift 2 ;;
+        --rate-frac) RATE_FRAC="$2"; shift 2 ;;
+        --idle-conns) IDLE_CONNS="$2"; shift 2 ;;
         --access-log) ACCESS=true; shift ;;
         --no-build) BUILD=0; shift ;;
         --port-base) PORT_BASE="$2"; shift 2 ;;
@@ -65,9 +83,14 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option: $1" >&2; usage 2 ;;
     esac
 done
-for v in WORKERS DURATION RUNS CONNS THREADS PORT_BASE BACKEND_WORKERS; do
+for v in DURATION RUNS CONNS THREADS PORT_BASE BACKEND_WORKERS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || { echo "--${v,,} must be a positive integer" >&2; exit 2; }
 done
+[[ "$IDLE_CONNS" =~ ^[0-9]+$ ]] || { echo "--idle-conns must be a number" >&2; exit 2; }
+[[ "$WORKERS_LIST" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "--workers wants a list like 1,2" >&2; exit 2; }
+[ -z "$RATE" ] || [[ "$RATE" =~ ^[0-9]+$ ]] || { echo "--rate must be a number" >&2; exit 2; }
+case "$RUNTIME" in multi|per-core) ;; *) echo "--runtime is multi or per-core" >&2; exit 2 ;; esac
+IFS=, read -r -a WORKER_COUNTS <<<"$WORKERS_LIST"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADDIR="$ROOT/benches/load"
@@ -90,17 +113,19 @@ die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keygate-load.XXXXXX")
 PIDS=()
 POLICY_RC_CREATED=0
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
+stop_pids() { # stop_pids PID...: TERM, wait up to 5 s, then KILL
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pids "${PIDS[@]}"
     if [ "$POLICY_RC_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     if [ "$KEEP" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
@@ -132,32 +157,44 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v wrk >/dev/null || die "wrk is not installed"
 [ -x "$NGINX" ] || die "nginx is not installed"
-OHA=$(command -v oha || true)
 
 if [ -n "${KEYGATE_BIN:-}" ]; then
     BIN=$KEYGATE_BIN
+    EXAMPLES=$(dirname "$BIN")/examples
 else
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/keygate"
+    EXAMPLES="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
     if [ "$BUILD" = 1 ]; then
-        log "cargo build --release"
-        (cd "$ROOT" && cargo build --release --bin keygate)
+        log "cargo build --release (keygate, examples fixed_rate and idle_conns)"
+        (cd "$ROOT" && cargo build --release --bin keygate --example fixed_rate --example idle_conns)
     fi
 fi
 [ -x "$BIN" ] || die "no keygate binary at $BIN (build it, or set KEYGATE_BIN)"
+FIXED_RATE="$EXAMPLES/fixed_rate"
+IDLE="$EXAMPLES/idle_conns"
+[ -x "$FIXED_RATE" ] || die "no load generator at $FIXED_RATE (cargo build --release --example fixed_rate)"
+[ "$IDLE_CONNS" = 0 ] || [ -x "$IDLE" ] || die "no $IDLE (cargo build --release --example idle_conns)"
+if [ "$IDLE_CONNS" -gt 0 ] && [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS * 2 + 200)) ]; then
+    ulimit -n $((IDLE_CONNS * 2 + 200)) 2>/dev/null || log "ulimit -n is $(ulimit -n): idle-connection test may fall short"
+fi
 
 # ---------------------------------------------------------------- CPU placement
 NCPU=$(nproc)
-if [ "$NCPU" -ge 4 ]; then
-    last=$((NCPU - 1))
-    : "${PROXY_CPUS:=0-$((WORKERS - 1))}"
-    : "${BACKEND_CPUS:=$WORKERS-$((WORKERS + 0))}"
-    if [ $((WORKERS + 1)) -le "$last" ]; then : "${WRK_CPUS:=$((WORKERS + 1))-$last}"; else : "${WRK_CPUS:=$last}"; fi
-fi
+placement() { # placement WORKERS: set PROXY_CPUS / BACKEND_CPUS / WRK_CPUS on big machines
+    local w=$1 last=$((NCPU - 1))
+    PROXY_CPUS=${USER_PROXY_CPUS:-}; BACKEND_CPUS=${USER_BACKEND_CPUS:-}; WRK_CPUS=${USER_WRK_CPUS:-}
+    if [ "$NCPU" -ge $((w + 2)) ]; then
+        : "${PROXY_CPUS:=0-$((w - 1))}"
+        : "${BACKEND_CPUS:=$w}"
+        if [ $((w + 1)) -le "$last" ]; then : "${WRK_CPUS:=$((w + 1))-$last}"; else : "${WRK_CPUS:=$last}"; fi
+    fi
+    PLACEMENT="proxy=${PROXY_CPUS:-any} backend=${BACKEND_CPUS:-any} load=${WRK_CPUS:-any} (${NCPU} CPUs)"
+}
+USER_PROXY_CPUS=${PROXY_CPUS:-}; USER_BACKEND_CPUS=${BACKEND_CPUS:-}; USER_WRK_CPUS=${WRK_CPUS:-}
 pin() { # pin CPUS CMD...: run CMD on the given CPUs when CPUS is set
     local cpus=$1; shift
     if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
-PLACEMENT="proxy=${PROXY_CPUS:-any} backend=${BACKEND_CPUS:-any} wrk=${WRK_CPUS:-any} (${NCPU} CPUs)"
 
 # ---------------------------------------------------------------- configs
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -171,8 +208,8 @@ if [ "$ACCESS" = true ]; then LOG_LEVEL=info; NGINX_ACCESS_LOG="access.log"; fi
 USER_LINE=""
 if [ "$(id -u)" = 0 ]; then USER_LINE="user $(id -un) $(id -gn);"; fi
 
-fill() { # fill TEMPLATE OUT PORT ADMIN
-    sed -e "s|@PORT@|$3|g" -e "s|@ADMIN@|$4|g" -e "s|@WORKERS@|$WORKERS|g" \
+fill() { # fill TEMPLATE OUT PORT ADMIN WORKERS
+    sed -e "s|@PORT@|$3|g" -e "s|@ADMIN@|$4|g" -e "s|@WORKERS@|$5|g" -e "s|@RUNTIME@|$RUNTIME|g" \
         -e "s|@BACKEND@|$BACKEND_PORT|g" -e "s|@BACKEND_ADMIN@|$BACKEND_ADMIN|g" \
         -e "s|@UNUSED@|$BACKEND_UNUSED|g" -e "s|@BACKEND_WORKERS@|$BACKEND_WORKERS|g" \
         -e "s|@LOG_LEVEL@|$LOG_LEVEL|g" -e "s|@ACCESS_LOG@|$ACCESS|g" \
@@ -180,11 +217,6 @@ fill() { # fill TEMPLATE OUT PORT ADMIN
         "$1" >"$2"
     if grep -v '^[[:space:]]*#' "$2" | grep -q '@[A-Z_]*@'; then die "unfilled placeholder in $2"; fi
 }
-fill "$LOADDIR/backend.toml" "$TMP/backend.toml" 0 0
-fill "$LOADDIR/plain.toml" "$TMP/plain.toml" "$PLAIN_PORT" "$PLAIN_ADMIN"
-fill "$LOADDIR/policy.toml" "$TMP/policy.toml" "$POLICY_PORT" "$POLICY_ADMIN"
-mkdir -p "$TMP/nginx/tmp"
-fill "$LOADDIR/nginx.conf" "$TMP/nginx/nginx.conf" "$NGINX_PORT" 0
 export KEYGATE_BENCH_SECRET=$BENCH_SECRET
 
 # ---------------------------------------------------------------- processes
@@ -201,67 +233,76 @@ start() { # start NAME CPUS CMD...; sets LAST_PID to the command's own pid
     # taskset execs its target: $! is then the server itself, not a subshell.
     local name=$1 cpus=$2; shift 2
     if [ -n "$cpus" ]; then
-        taskset -c "$cpus" "$@" >"$TMP/$name.log" 2>&1 &
+        taskset -c "$cpus" "$@" >>"$TMP/$name.log" 2>&1 &
     else
-        "$@" >"$TMP/$name.log" 2>&1 &
+        "$@" >>"$TMP/$name.log" 2>&1 &
     fi
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
 
-for c in plain policy; do
-    if ! "$BIN" check -c "$TMP/$c.toml" >"$TMP/check-$c.log" 2>&1; then
-        log "keygate check $c.toml failed:"; cat "$TMP/check-$c.log" >&2
-    fi
-done
-
-log "starting the back end, nginx and keygate ($PLACEMENT)"
-start backend "${BACKEND_CPUS:-}" "$BIN" run -c "$TMP/backend.toml" --demo-backend "127.0.0.1:$BACKEND_PORT"
-BACKEND_PID=$LAST_PID; wait_port "$BACKEND_PORT" "$BACKEND_PID" backend
-start nginx "${PROXY_CPUS:-}" "$NGINX" -p "$TMP/nginx" -c nginx.conf
-NGINX_PID=$LAST_PID; wait_port "$NGINX_PORT" "$NGINX_PID" nginx
-start keygate-plain "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/plain.toml"
-PLAIN_PID=$LAST_PID
-start keygate-policy "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/policy.toml"
-POLICY_PID=$LAST_PID
-wait_port "$PLAIN_PORT" "$PLAIN_PID" keygate-plain
-POLICY_UP=1
-for _ in $(seq 50); do port_busy "$POLICY_PORT" && break; kill -0 "$POLICY_PID" 2>/dev/null || break; sleep 0.1; done
-port_busy "$POLICY_PORT" || { POLICY_UP=0; log "keygate (policy) did not start:"; tail -n 20 "$TMP/keygate-policy.log" >&2; }
+NGINX_PID=""; PLAIN_PID=""; POLICY_PID=""; BACKEND_PID=""
+start_proxies() { # start_proxies WORKERS
+    local w=$1
+    fill "$LOADDIR/plain.toml" "$TMP/plain.toml" "$PLAIN_PORT" "$PLAIN_ADMIN" "$w"
+    fill "$LOADDIR/policy.toml" "$TMP/policy.toml" "$POLICY_PORT" "$POLICY_ADMIN" "$w"
+    mkdir -p "$TMP/nginx/tmp"
+    fill "$LOADDIR/nginx.conf" "$TMP/nginx/nginx.conf" "$NGINX_PORT" 0 "$w"
+    for c in plain policy; do
+        "$BIN" check -c "$TMP/$c.toml" >"$TMP/check-$c.log" 2>&1 || { cat "$TMP/check-$c.log" >&2; die "keygate check $c.toml failed"; }
+    done
+    start nginx "${PROXY_CPUS:-}" "$NGINX" -p "$TMP/nginx" -c nginx.conf
+    NGINX_PID=$LAST_PID
+    start keygate-plain "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/plain.toml"
+    PLAIN_PID=$LAST_PID
+    start keygate-policy "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/policy.toml"
+    POLICY_PID=$LAST_PID
+    wait_port "$NGINX_PORT" "$NGINX_PID" nginx
+    wait_port "$PLAIN_PORT" "$PLAIN_PID" keygate-plain
+    wait_port "$POLICY_PORT" "$POLICY_PID" keygate-policy
+}
+stop_proxies() {
+    stop_pids "$NGINX_PID" "$PLAIN_PID" "$POLICY_PID"
+    local keep=() p
+    for p in "${PIDS[@]}"; do
+        [ "$p" = "$NGINX_PID" ] || [ "$p" = "$PLAIN_PID" ] || [ "$p" = "$POLICY_PID" ] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+    # Let the sockets of the previous set go (TIME_WAIT does not block SO_REUSEADDR).
+    sleep 0.5
+}
 
 # ---------------------------------------------------------------- signing
-# The hmac headers (SPEC §3.1) are computed once per policy run with `keygate
-# sign`; when that subcommand is unavailable, the same signature is computed
-# here from the spec (hmac-sha1 over "date: <Date>").
+# The hmac headers (SPEC §3.1) are computed with `keygate sign` before each
+# policy run (the Date must stay within max_skew; replay is off in policy.toml).
 SIGN_HEADERS=()
 sign() {
     SIGN_HEADERS=()
     local out
-    if out=$("$BIN" sign --id "$BENCH_KEY_ID" --secret "$BENCH_SECRET" 2>/dev/null) && [ -n "$out" ]; then
-        while IFS= read -r line; do [ -n "$line" ] && SIGN_HEADERS+=("$line"); done <<<"$out"
-        SIGN_SOURCE="keygate sign"
-    else
-        local date sig
-        date=$(LC_ALL=C TZ=GMT date '+%a, %d %b %Y %H:%M:%S GMT')
-        sig=$(printf 'date: %s' "$date" | openssl dgst -sha1 -hmac "$BENCH_SECRET" -binary | base64)
-        SIGN_HEADERS=("Date: $date" "Authorization: hmac id=\"$BENCH_KEY_ID\", algorithm=\"hmac-sha1\", headers=\"date\", signature=\"$sig\"")
-        SIGN_SOURCE="openssl (keygate sign unavailable)"
-    fi
+    out=$("$BIN" sign --id "$BENCH_KEY_ID" --secret "$BENCH_SECRET") || die "keygate sign failed"
+    while IFS= read -r line; do [ -n "$line" ] && SIGN_HEADERS+=("$line"); done <<<"$out"
 }
 
 # ---------------------------------------------------------------- measuring
-CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # utime+stime (all threads) of the PIDs and all their descendants, in clock ticks
     local total=0 p t
     for p in "$@"; do
-        [ -r "/proc/$p/stat" ] || continue
+        [ -n "$p" ] && [ -r "/proc/$p/stat" ] || continue
         t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
         total=$((total + t + $(cpu_ticks $(pgrep -P "$p" 2>/dev/null || true))))
     done
     echo "$total"
 }
+rss_kib() { # VmRSS of the PIDs and all their descendants, KiB
+    local total=0 p r
+    for p in "$@"; do
+        [ -n "$p" ] && [ -r "/proc/$p/status" ] || continue
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")
+        total=$((total + ${r:-0} + $(rss_kib $(pgrep -P "$p" 2>/dev/null || true))))
+    done
+    echo "$total"
+}
 
-# scenario name -> URL, proxy pid (none for direct), extra headers
 url_of() {
     case "$1" in
         direct) echo "http://127.0.0.1:$BACKEND_PORT/bench" ;;
@@ -278,9 +319,12 @@ pid_of() {
         kg-policy) echo "$POLICY_PID" ;;
     esac
 }
-headers_of() { # prints one header per line
+header_args() { # header_args SCENARIO: fills HARGS with -H pairs
+    HARGS=()
     if [ "$1" = kg-policy ]; then
-        printf '%s\n' "${SIGN_HEADERS[@]}" "Origin: $ORIGIN"
+        sign
+        local h
+        for h in "${SIGN_HEADERS[@]}" "Origin: $ORIGIN"; do HARGS+=(-H "$h"); done
     fi
 }
 to_us() { # wrk latency "512.00us" / "2.31ms" / "1.02s" -> microseconds
@@ -291,151 +335,165 @@ to_us() { # wrk latency "512.00us" / "2.31ms" / "1.02s" -> microseconds
         else printf "nan" }'
 }
 
-# Check one request before loading a target: a wrong answer makes the figures meaningless.
-probe() { # probe SCENARIO -> 0 when it answers 200
-    local args=() h code
-    while IFS= read -r h; do [ -n "$h" ] && args+=(-H "$h"); done < <(headers_of "$1")
-    code=$(curl -s -o "$TMP/probe-$1.body" -w '%{http_code}' "${args[@]}" "$(url_of "$1")" || echo 000)
-    if [ "$code" != 200 ]; then
-        PROBE_ERR="HTTP $code: $(head -c 200 "$TMP/probe-$1.body" 2>/dev/null | tr '\n' ' ')"
-        return 1
-    fi
+probe() { # probe SCENARIO: dies unless it answers 200
+    local code
+    header_args "$1"
+    code=$(curl -s -o "$TMP/probe-$1.body" -w '%{http_code}' "${HARGS[@]}" "$(url_of "$1")" || echo 000)
+    [ "$code" = 200 ] || die "$1 answers HTTP $code: $(head -c 200 "$TMP/probe-$1.body" 2>/dev/null | tr '\n' ' ')"
 }
 
-RESULTS="$TMP/results.tsv"   # run scenario rps p50_us p99_us requests proxy_ticks backend_ticks non2xx
+# results.tsv: workers mode run scenario rps p50_us p99_us requests proxy_ticks bad
+RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-declare -A PENDING=()
 SCENARIOS=(direct nginx kg-plain kg-policy)
+PROXIES=(nginx kg-plain kg-policy)
 
-run_wrk() { # run_wrk RUN SCENARIO
-    local run=$1 s=$2 pid args=() h out
+run_wrk() { # run_wrk WORKERS RUN SCENARIO
+    local w=$1 run=$2 s=$3 pid out p0 p1
     pid=$(pid_of "$s")
-    while IFS= read -r h; do [ -n "$h" ] && args+=(-H "$h"); done < <(headers_of "$s")
-    out="$TMP/wrk-$s-$run.txt"
-    local p0 b0 p1 b1
-    p0=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
-    b0=$(cpu_ticks "$BACKEND_PID")
+    header_args "$s"
+    out="$TMP/wrk-$w-$s-$run.txt"
+    p0=$(cpu_ticks "$pid")
     pin "${WRK_CPUS:-}" timeout $((DURATION + 30)) \
-        wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${args[@]}" "$(url_of "$s")" >"$out" 2>&1 || true
-    p1=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
-    b1=$(cpu_ticks "$BACKEND_PID")
-    local rps p50 p99 reqs non2xx
+        wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${HARGS[@]}" "$(url_of "$s")" >"$out" 2>&1 || true
+    p1=$(cpu_ticks "$pid")
+    local rps p50 p99 reqs bad
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    [ -n "$rps" ] || { cat "$out" >&2; die "wrk failed for $s"; }
     p50=$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")
     p99=$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")
     reqs=$(awk '/requests in/ {print $1; exit}' "$out")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
-    [ -n "$rps" ] || { log "wrk failed for $s:"; cat "$out" >&2; return 0; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$s" "$rps" "$p50" "$p99" "${reqs:-0}" \
-        $((p1 - p0)) $((b1 - b0)) "${non2xx:-0}" >>"$RESULTS"
+    bad=$(awk '/Non-2xx or 3xx responses:/ {n = $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4} END {print n + 0}' "$out")
+    printf '%s\twrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$rps" "$p50" "$p99" "${reqs:-0}" \
+        $((p1 - p0)) "$bad" >>"$RESULTS"
 }
 
-log "wrk -t$THREADS -c$CONNS -d${DURATION}s, $RUNS run(s), workers=$WORKERS"
-for run in $(seq "$RUNS"); do
-    for s in "${SCENARIOS[@]}"; do
-        [ -n "${PENDING[$s]:-}" ] && continue
-        if [ "$s" = kg-policy ]; then
-            if [ "$POLICY_UP" = 0 ]; then PENDING[$s]="did not start (see keygate check)"; continue; fi
-            sign
-        fi
-        if ! probe "$s"; then
-            PENDING[$s]=$PROBE_ERR
-            log "$s: skipped, $PROBE_ERR"
-            continue
-        fi
-        log "run $run/$RUNS: $s"
-        run_wrk "$run" "$s"
-    done
-done
+run_rate() { # run_rate WORKERS RUN SCENARIO RATE
+    local w=$1 run=$2 s=$3 rate=$4 pid out p0 p1
+    pid=$(pid_of "$s")
+    header_args "$s"
+    out="$TMP/rate-$w-$s-$run.txt"
+    p0=$(cpu_ticks "$pid")
+    pin "${WRK_CPUS:-}" timeout $((DURATION + 30)) "$FIXED_RATE" --url "$(url_of "$s")" --rate "$rate" \
+        --duration "$DURATION" --connections "$CONNS" "${HARGS[@]}" >"$out" 2>&1 || true
+    p1=$(cpu_ticks "$pid")
+    local kv; kv=$(tail -n 1 "$out")
+    [[ "$kv" == sent=* ]] || { cat "$out" >&2; die "fixed_rate failed for $s"; }
+    get() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$kv"; }
+    printf '%s\trate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$(get rps)" "$(get p50_us)" "$(get p99_us)" \
+        "$(get ok)" $((p1 - p0)) $(($(get non2xx) + $(get errors))) >>"$RESULTS"
+}
 
-# ---------------------------------------------------------------- fixed rate (oha)
-RATE_RESULTS="$TMP/rate.tsv"
-: >"$RATE_RESULTS"
-RATE_NOTE=""
-if [ -n "$RATE" ]; then
-    if [ -z "$OHA" ]; then
-        RATE_NOTE="fixed-rate mode skipped: oha is not installed (cargo install oha)"
-    else
+median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+TCK=$(getconf CLK_TCK)
+col() { # col WORKERS MODE SCENARIO EXPR -> median over runs of an awk expression on the row
+    awk -F'\t' -v w="$1" -v m="$2" -v s="$3" -v tck="$TCK" '$1 == w && $2 == m && $4 == s { print '"$4"' }' "$RESULTS" | median
+}
+CPU_EXPR='($8 > 0 ? $9 * 1000000 / tck / $8 : 0)'
+
+IDLE_RESULTS="$TMP/idle.tsv"
+: >"$IDLE_RESULTS"
+
+# ---------------------------------------------------------------- the runs
+placement 1
+fill "$LOADDIR/backend.toml" "$TMP/backend.toml" 0 0 "$BACKEND_WORKERS"
+start backend "${BACKEND_CPUS:-}" "$BIN" run -c "$TMP/backend.toml" --demo-backend "127.0.0.1:$BACKEND_PORT"
+BACKEND_PID=$LAST_PID
+wait_port "$BACKEND_PORT" "$BACKEND_PID" backend
+
+declare -A RATE_OF
+for w in "${WORKER_COUNTS[@]}"; do
+    placement "$w"
+    log "workers=$w runtime=$RUNTIME: starting nginx and keygate ($PLACEMENT)"
+    start_proxies "$w"
+    for s in "${SCENARIOS[@]}"; do probe "$s"; done
+    for run in $(seq "$RUNS"); do
         for s in "${SCENARIOS[@]}"; do
-            [ -n "${PENDING[$s]:-}" ] && continue
-            [ "$s" = kg-policy ] && sign
-            args=()
-            while IFS= read -r h; do [ -n "$h" ] && args+=(-H "$h"); done < <(headers_of "$s")
-            log "oha at $RATE req/s: $s"
-            pin "${WRK_CPUS:-}" timeout $((DURATION + 30)) "$OHA" --no-tui -z "${DURATION}s" -c "$CONNS" \
-                -q "$RATE" --latency-correction --output-format json "${args[@]}" "$(url_of "$s")" \
-                >"$TMP/oha-$s.json" 2>"$TMP/oha-$s.err" || true
-            python3 - "$s" "$TMP/oha-$s.json" >>"$RATE_RESULTS" <<'PY' || true
-import json, sys
-s, path = sys.argv[1], sys.argv[2]
-d = json.load(open(path))
-lp = d.get("latencyPercentiles", {})
-ok = d.get("summary", {}).get("successRate", 0)
-print(f"{s}\t{d['summary']['requestsPerSec']:.0f}\t{lp.get('p50', 0) * 1e6:.1f}\t{lp.get('p99', 0) * 1e6:.1f}\t{ok:.4f}")
-PY
+            log "workers=$w run $run/$RUNS: wrk $s"
+            run_wrk "$w" "$run" "$s"
+        done
+    done
+    if [ -n "$RATE" ]; then
+        rate=$RATE
+    else
+        cap=$(for s in "${PROXIES[@]}"; do col "$w" wrk "$s" '$5'; done | sort -g | head -n 1)
+        rate=$(awk -v c="$cap" -v f="$RATE_FRAC" 'BEGIN { printf "%d", c * f }')
+    fi
+    RATE_OF[$w]=$rate
+    for run in $(seq "$RUNS"); do
+        for s in "${PROXIES[@]}"; do
+            log "workers=$w run $run/$RUNS: $rate req/s fixed rate, $s"
+            run_rate "$w" "$run" "$s" "$rate"
+        done
+    done
+    if [ "$IDLE_CONNS" -gt 0 ]; then
+        for s in nginx kg-policy; do
+            header_args "$s"
+            pid=$(pid_of "$s")
+            port=$( [ "$s" = nginx ] && echo "$NGINX_PORT" || echo "$POLICY_PORT")
+            path=$(url_of "$s" | sed 's|^http://[^/]*||')
+            log "workers=$w: RSS of $s with $IDLE_CONNS idle keep-alive connections"
+            r0=$(rss_kib "$pid")
+            "$IDLE" --addr "127.0.0.1:$port" --path "$path" --pid "$pid" --connections "$IDLE_CONNS" \
+                "${HARGS[@]}" --hold 4 >"$TMP/idle-$w-$s.txt" 2>&1 &
+            idle_pid=$!
+            for _ in $(seq 300); do [ -s "$TMP/idle-$w-$s.txt" ] && break; sleep 0.1; done
+            r1=$(rss_kib "$pid")   # the whole process tree (nginx: master + workers)
+            wait "$idle_pid" || true
+            ok=$(sed -n 's/.*answered_200=\([0-9]*\).*/\1/p' "$TMP/idle-$w-$s.txt")
+            printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$s" "$r0" "$r1" "${ok:-0}" >>"$IDLE_RESULTS"
         done
     fi
-fi
+    stop_proxies
+done
 
 # ---------------------------------------------------------------- report
-median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-col() { # col SCENARIO EXPR -> median over runs of an awk expression on the row
-    awk -F'\t' -v s="$1" '$2 == s { print '"$2"' }' "$RESULTS" | median
-}
-declare -A RPS P50 P99 PCPU BCPU
 label() {
     case "$1" in
         direct) echo "direct (back end)" ;;
-        nginx) echo "nginx proxy" ;;
+        nginx) echo "nginx proxy_pass" ;;
         kg-plain) echo "keygate plain" ;;
         kg-policy) echo "keygate full policy" ;;
     esac
 }
-tck=$CLK_TCK
-echo
-echo "keygate load test: wrk -t$THREADS -c$CONNS -d${DURATION}s, workers=$WORKERS, runs=$RUNS (medians), $PLACEMENT"
-echo "keygate $("$BIN" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')"
-printf '%-22s %10s %9s %9s %15s %17s\n' scenario "req/s" "p50 ms" "p99 ms" "proxy CPU µs/req" "backend CPU µs/req"
-for s in "${SCENARIOS[@]}"; do
-    if ! awk -F'\t' -v s="$s" '$2 == s {f = 1} END {exit !f}' "$RESULTS"; then
-        printf '%-22s %s\n' "$(label "$s")" "pending: ${PENDING[$s]:-no result}"
-        continue
-    fi
-    RPS[$s]=$(col "$s" '$3')
-    P50[$s]=$(col "$s" '$4 / 1000')
-    P99[$s]=$(col "$s" '$5 / 1000')
-    PCPU[$s]=$(col "$s" "(\$6 > 0 ? \$7 * 1000000 / $tck / \$6 : 0)")
-    BCPU[$s]=$(col "$s" "(\$6 > 0 ? \$8 * 1000000 / $tck / \$6 : 0)")
-    bad=$(awk -F'\t' -v s="$s" '$2 == s {n += $9} END {print n + 0}' "$RESULTS")
-    proxy_cpu=$([ "$s" = direct ] && echo "-" || printf '%.1f' "${PCPU[$s]}")
-    printf '%-22s %10.0f %9.3f %9.3f %15s %17.1f%s\n' "$(label "$s")" "${RPS[$s]}" "${P50[$s]}" "${P99[$s]}" \
-        "$proxy_cpu" "${BCPU[$s]}" "$([ "$bad" -gt 0 ] && echo "  ($bad non-2xx!)")"
-done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+ms() { awk -v v="$1" 'BEGIN { printf "%.3f", v / 1000 }'; }
 echo
-printf '%-34s %8s %8s %8s %10s\n' ratio "req/s" "p50" "p99" "proxy CPU"
-for s in kg-plain kg-policy; do
-    [ -n "${RPS[$s]:-}" ] || continue
-    if [ -n "${RPS[nginx]:-}" ]; then
-        printf '%-34s %8s %8s %8s %10s\n' "$(label "$s") / nginx" "$(ratio "${RPS[$s]}" "${RPS[nginx]}")" \
-            "$(ratio "${P50[$s]}" "${P50[nginx]}")" "$(ratio "${P99[$s]}" "${P99[nginx]}")" "$(ratio "${PCPU[$s]}" "${PCPU[nginx]}")"
-    fi
-    if [ -n "${RPS[direct]:-}" ]; then
-        printf '%-34s %8s %8s %8s %10s\n' "$(label "$s") / direct" "$(ratio "${RPS[$s]}" "${RPS[direct]}")" \
-            "$(ratio "${P50[$s]}" "${P50[direct]}")" "$(ratio "${P99[$s]}" "${P99[direct]}")" "-"
+echo "keygate load test: runtime=$RUNTIME, $RUNS run(s) per figure (medians), ${DURATION}s each, $CONNS connections; $NCPU CPUs"
+echo "keygate $("$BIN" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), load generator for fixed rate: examples/fixed_rate.rs"
+for w in "${WORKER_COUNTS[@]}"; do
+    echo
+    echo "== workers=$w (keygate [server] workers, nginx worker_processes); fixed rate ${RATE_OF[$w]} req/s"
+    printf '%-22s %9s %8s %8s %9s | %9s %8s %8s %9s\n' "" "wrk:" "" "" "" "fixed rate:" "" "" ""
+    printf '%-22s %9s %8s %8s %9s | %9s %8s %8s %9s\n' scenario "req/s" "p50 ms" "p99 ms" "CPU µs/req" "req/s" "p50 ms" "p99 ms" "CPU µs/req"
+    declare -A RPS=() WP50=() WP99=() WCPU=() QP50=() QP99=() QCPU=() QRPS=()
+    for s in "${SCENARIOS[@]}"; do
+        RPS[$s]=$(col "$w" wrk "$s" '$5'); WP50[$s]=$(col "$w" wrk "$s" '$6'); WP99[$s]=$(col "$w" wrk "$s" '$7')
+        WCPU[$s]=$(col "$w" wrk "$s" "$CPU_EXPR")
+        QRPS[$s]=$(col "$w" rate "$s" '$5'); QP50[$s]=$(col "$w" rate "$s" '$6'); QP99[$s]=$(col "$w" rate "$s" '$7')
+        QCPU[$s]=$(col "$w" rate "$s" "$CPU_EXPR")
+        bad=$(awk -F'\t' -v w="$w" -v s="$s" '$1 == w && $4 == s {n += $10} END {print n + 0}' "$RESULTS")
+        if [ "$s" = direct ]; then
+            printf '%-22s %9.0f %8s %8s %9s | %9s %8s %8s %9s%s\n' "$(label "$s")" "${RPS[$s]}" "$(ms "${WP50[$s]}")" \
+                "$(ms "${WP99[$s]}")" - - - - - "$([ "$bad" -gt 0 ] && echo "  ($bad errors/non-2xx!)")"
+        else
+            printf '%-22s %9.0f %8s %8s %9.1f | %9.0f %8s %8s %9.1f%s\n' "$(label "$s")" "${RPS[$s]}" "$(ms "${WP50[$s]}")" \
+                "$(ms "${WP99[$s]}")" "${WCPU[$s]}" "${QRPS[$s]}" "$(ms "${QP50[$s]}")" "$(ms "${QP99[$s]}")" "${QCPU[$s]}" \
+                "$([ "$bad" -gt 0 ] && echo "  ($bad errors/non-2xx!)")"
+        fi
+    done
+    printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "ratio keygate / nginx" "req/s" "p50" "p99" "CPU/req" "p50" "p99" "CPU/req"
+    for s in kg-plain kg-policy; do
+        printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "$(label "$s")" "$(ratio "${RPS[$s]}" "${RPS[nginx]}")" \
+            "$(ratio "${WP50[$s]}" "${WP50[nginx]}")" "$(ratio "${WP99[$s]}" "${WP99[nginx]}")" "$(ratio "${WCPU[$s]}" "${WCPU[nginx]}")" \
+            "$(ratio "${QP50[$s]}" "${QP50[nginx]}")" "$(ratio "${QP99[$s]}" "${QP99[nginx]}")" "$(ratio "${QCPU[$s]}" "${QCPU[nginx]}")"
+    done
+    printf 'policy overhead (full - plain CPU/req): %s µs (wrk), %s µs (fixed rate)\n' \
+        "$(awk -v a="${WCPU[kg-policy]}" -v b="${WCPU[kg-plain]}" 'BEGIN { printf "%.1f", a - b }')" \
+        "$(awk -v a="${QCPU[kg-policy]}" -v b="${QCPU[kg-plain]}" 'BEGIN { printf "%.1f", a - b }')"
+    if [ -s "$IDLE_RESULTS" ]; then
+        awk -F'\t' -v w="$w" -v n="$IDLE_CONNS" '$1 == w {
+            printf "RSS with %d idle keep-alive connections: %-20s %6.1f MiB (%.1f MiB before; %d answered 200)\n",
+                n, $2, $4 / 1024, $3 / 1024, $5 }' "$IDLE_RESULTS"
     fi
 done
-if [ -n "${SIGN_SOURCE:-}" ]; then echo "hmac headers from: $SIGN_SOURCE"; fi
-if [ -n "$RATE" ]; then
-    echo
-    if [ -s "$RATE_RESULTS" ]; then
-        echo "fixed offered rate: $RATE req/s (oha, latency-corrected)"
-        printf '%-22s %10s %9s %9s %9s\n' scenario "req/s" "p50 ms" "p99 ms" "success"
-        while IFS=$'\t' read -r s r p50 p99 ok; do
-            printf '%-22s %10s %9.3f %9.3f %9s\n' "$(label "$s")" "$r" "$(awk -v v="$p50" 'BEGIN{print v/1000}')" \
-                "$(awk -v v="$p99" 'BEGIN{print v/1000}')" "$ok"
-        done <"$RATE_RESULTS"
-    else
-        echo "${RATE_NOTE:-fixed-rate mode produced no result (see $TMP/oha-*.err)}"
-    fi
-fi

@@ -75,9 +75,19 @@ impl Ctx {
         let start = Instant::now();
         let gw = self.live.load_full();
         let request_id = request_id(req.headers());
-        let method = req.method().clone();
-        let host = host_of(&req).map(str::to_owned);
-        let path = req.uri().path().to_owned();
+        // Copies for the access log only: without it they cost an allocation each.
+        let access = gw.log.access;
+        let method = access.then(|| req.method().clone());
+        let host = if access {
+            host_of(&req).map(str::to_owned)
+        } else {
+            None
+        };
+        let path = if access {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut out = Outcome::default();
         let mut refused = None;
@@ -128,7 +138,7 @@ impl Ctx {
             Some(n) => route_metrics.add_bytes_out(n),
             None => resp = resp.map(|b| CountedBody::wrap(b, route_metrics)),
         }
-        if gw.log.access {
+        if let Some(method) = method {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
             tracing::info!(
                 target: "keygate::access",
@@ -495,11 +505,13 @@ fn prepare_forward(
     }
     let peer = conn.peer.ip();
     let peer_trusted = gw.trusted.contains(peer);
+    let client_value = HeaderValue::from_str(&client.to_string()).ok();
     let xff = match (peer_trusted, h.get(&XFF).and_then(|v| v.to_str().ok())) {
-        (true, Some(prev)) => format!("{prev}, {peer}"),
-        _ => peer.to_string(),
+        (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        _ if peer == client => client_value.clone(),
+        _ => HeaderValue::from_str(&peer.to_string()).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(XFF, v);
     }
     if !(peer_trusted && h.contains_key(&XFP)) {
@@ -513,7 +525,7 @@ fn prepare_forward(
             h.insert(XFH, host);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+    if let Some(v) = client_value {
         h.insert(X_REAL_IP, v);
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -584,7 +596,14 @@ fn request_id(h: &HeaderMap) -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    // `format!("{prefix:016x}{n:016x}")` without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        *b = HEX[((word >> (4 * (15 - i % 16))) & 0xf) as usize];
+    }
+    buf.iter().map(|&b| b as char).collect()
 }
 
 /// A streamed request body that fails once it passes the API's limit, so an

@@ -3,7 +3,7 @@
 
 use crate::body::Body;
 use crate::config::compile::{self, ConfigError};
-use crate::config::raw::RawServer;
+use crate::config::raw::{RawServer, RuntimeKind};
 use crate::config::watch::Reloader;
 use crate::gateway::Gateway;
 use crate::handler::{ConnInfo, Ctx};
@@ -52,6 +52,11 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     drain: Duration,
     counters_task: JoinHandle<()>,
+    /// Per-core worker threads: each runs until its sender is dropped.
+    workers: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Running {
@@ -75,6 +80,10 @@ impl Running {
             Err(e) => tracing::error!(error = %e, "final counter flush failed to run"),
         }
         let _ = self.counters_task.await;
+        for (stop, thread) in self.workers {
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Resolve when asked to stop from inside (not used by signals).
@@ -91,6 +100,22 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
     let state_dir = base.join(&raw.server.state_dir);
     let limits = crate::policy::limits::LimitState::open(&state_dir)
         .map_err(|e| ServeError::State(format!("{}: {e}", state_dir.display())))?;
+    let per_core = raw.server.runtime == RuntimeKind::PerCore;
+    let mut workers = vec![];
+    let mut handles = vec![];
+    if per_core {
+        let n = match raw.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        crate::upstream::set_pools_per_upstream(n);
+        for i in 0..n {
+            let (handle, worker) = spawn_worker(i)
+                .map_err(|e| ServeError::State(format!("cannot start worker thread: {e}")))?;
+            handles.push(handle);
+            workers.push(worker);
+        }
+    }
     let state = Arc::new(State::new(&base, raw.auth.replay_capacity, limits.clone()));
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
     state.note_version(&gw.version);
@@ -108,19 +133,14 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
 
     let mut http = vec![];
     for addr in compile::listen_addrs(&raw.server).map_err(ServeError::Config)? {
-        let l = bind(addr)?;
-        let local = l
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let (local, listeners) = bind_all(addr, &handles)?;
         http.push(local);
-        tasks.push(tokio::spawn(accept_loop(
-            l,
-            None,
-            ctx.clone(),
-            builder.clone(),
-            rx.clone(),
-            drain,
-        )));
+        for (l, h) in listeners {
+            tasks.push(spawn_on(
+                h.as_ref(),
+                accept_loop(l, None, ctx.clone(), builder.clone(), rx.clone(), drain),
+            ));
+        }
     }
     let mut https = vec![];
     if let Some(tls) = &raw.server.tls {
@@ -130,19 +150,21 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
             let addr: SocketAddr = a
                 .parse()
                 .map_err(|_| ServeError::Tls(format!("bad listen address {a:?}")))?;
-            let l = bind(addr)?;
-            let local = l
-                .local_addr()
-                .map_err(|source| ServeError::Bind { addr, source })?;
+            let (local, listeners) = bind_all(addr, &handles)?;
             https.push(local);
-            tasks.push(tokio::spawn(accept_loop(
-                l,
-                Some(acceptor.clone()),
-                ctx.clone(),
-                builder.clone(),
-                rx.clone(),
-                drain,
-            )));
+            for (l, h) in listeners {
+                tasks.push(spawn_on(
+                    h.as_ref(),
+                    accept_loop(
+                        l,
+                        Some(acceptor.clone()),
+                        ctx.clone(),
+                        builder.clone(),
+                        rx.clone(),
+                        drain,
+                    ),
+                ));
+            }
         }
     }
     let admin = match &raw.server.admin {
@@ -153,7 +175,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
                     message: format!("{a:?} is not an address:port"),
                 }])
             })?;
-            let l = bind(addr)?;
+            let l = bind(addr, false)?;
             let local = l
                 .local_addr()
                 .map_err(|source| ServeError::Bind { addr, source })?;
@@ -181,7 +203,71 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
         tasks,
         drain,
         counters_task,
+        workers,
     })
+}
+
+type Worker = (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+);
+
+/// A thread with its own single-threaded runtime, serving until the returned
+/// sender is dropped.
+fn spawn_worker(i: usize) -> std::io::Result<(tokio::runtime::Handle, Worker)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("keygate-w{i}"))
+        .spawn(move || {
+            crate::upstream::set_current_worker(i);
+            rt.block_on(async move {
+                let _ = stopped.await;
+            });
+        })?;
+    Ok((handle, (stop, thread)))
+}
+
+fn spawn_on<F>(h: Option<&tokio::runtime::Handle>, f: F) -> JoinHandle<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match h {
+        Some(h) => h.spawn(f),
+        None => tokio::spawn(f),
+    }
+}
+
+type Bound = (TcpListener, Option<tokio::runtime::Handle>);
+
+/// One listener on the current runtime, or (per-core) one SO_REUSEPORT
+/// listener per worker, each registered with that worker's runtime. A port 0
+/// is resolved by the first bind so that all workers share it.
+fn bind_all(
+    addr: SocketAddr,
+    handles: &[tokio::runtime::Handle],
+) -> Result<(SocketAddr, Vec<Bound>), ServeError> {
+    if handles.is_empty() {
+        let l = bind(addr, false)?;
+        let local = l
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        return Ok((local, vec![(l, None)]));
+    }
+    let mut out = vec![];
+    let mut at = addr;
+    for h in handles {
+        let _in = h.enter();
+        let l = bind(at, true)?;
+        at = l
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        out.push((l, Some(h.clone())));
+    }
+    Ok((at, out))
 }
 
 /// Relative paths in the config (certs, secret files, state_dir) are resolved
@@ -209,11 +295,14 @@ fn conn_builder(s: &RawServer) -> auto::Builder<TokioExecutor> {
     b
 }
 
-fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, ServeError> {
     let make = || -> std::io::Result<TcpListener> {
         let domain = socket2::Domain::for_address(addr);
         let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
         s.set_reuse_address(true)?;
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
         }
@@ -290,7 +379,12 @@ async fn serve_conn<S>(
     let info = ConnInfo { peer, tls };
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<hyper::Response<Body>, Infallible>(ctx.handle(req, info).await) }
+        // Boxed per request: hyper keeps room for one service future in every
+        // connection, and the pipeline's future is several KiB that each idle
+        // keep-alive connection would otherwise hold.
+        Box::pin(
+            async move { Ok::<hyper::Response<Body>, Infallible>(ctx.handle(req, info).await) },
+        )
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -12,8 +12,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Everything that identifies an upstream's pool; equal specs share one pool
@@ -41,9 +43,42 @@ pub struct Target {
     pub base_path: String,
 }
 
+type Pool = Client<HttpsConnector<HttpConnector>, Body>;
+
 pub struct Upstream {
     balancer: Balancer<Target>,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    connector: HttpsConnector<HttpConnector>,
+    /// One connection pool per worker (`[server] runtime = "per-core"`), made on
+    /// first use: hyper-util's pool sits behind one lock, and a connection
+    /// driven by another thread's runtime costs a cross-thread wake-up per
+    /// request. With the shared runtime there is one.
+    pools: Box<[OnceLock<Pool>]>,
+}
+
+static POOLS_PER_UPSTREAM: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many per-worker pools each upstream made from now on holds.
+pub fn set_pools_per_upstream(n: usize) {
+    POOLS_PER_UPSTREAM.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Mark the calling thread as worker `i`: its requests use pool `i`.
+pub fn set_current_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+fn new_pool(connector: HttpsConnector<HttpConnector>) -> Pool {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
 }
 
 impl Upstream {
@@ -66,17 +101,17 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .set_host(false)
-            .build(https);
+        let n = POOLS_PER_UPSTREAM.load(Ordering::Relaxed);
         Ok(Upstream {
             balancer: Balancer::new(targets, spec.max_fails, spec.fail_timeout),
-            client,
+            connector: https,
+            pools: (0..n).map(|_| OnceLock::new()).collect(),
         })
+    }
+
+    fn pool(&self) -> &Pool {
+        let i = WORKER.with(Cell::get) % self.pools.len();
+        self.pools[i].get_or_init(|| new_pool(self.connector.clone()))
     }
 
     /// Send `req`, whose URI holds only the path and query, to the next target.
@@ -111,7 +146,7 @@ impl Upstream {
         if !preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, target.host.clone());
         }
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.pool().request(req)).await {
             Err(_) => {
                 self.balancer.report(idx, false, Instant::now());
                 Err(Reject::UpstreamTimeout)

@@ -342,6 +342,18 @@ fn is_digest_header(name: &str) -> bool {
 /// True when the request's hmac credential signs a body digest, i.e. the body
 /// must be buffered and passed to [`verify`].
 pub fn needs_body(headers: &HeaderMap) -> bool {
+    // Fast path: every digest header name contains "digest" or "md5"; most
+    // credentials sign neither, and need not be parsed twice.
+    let mentions = |v: &http::HeaderValue| {
+        v.as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"dig") || w.eq_ignore_ascii_case(b"md5"))
+    };
+    if !headers.get_all(AUTHORIZATION).iter().any(mentions)
+        && !headers.get_all(PROXY_AUTHORIZATION).iter().any(mentions)
+    {
+        return false;
+    }
     let Ok(value) = find_credential(headers) else {
         return false;
     };

@@ -243,6 +243,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
 
     // Usage plans.
     let mut plans: HashMap<&str, &RawUsagePlan> = HashMap::new();
+    let raw_key_ids: std::collections::HashSet<&str> =
+        raw.keys.iter().map(|k| k.id.as_str()).collect();
     let mut plan_limits: HashMap<&str, Arc<PlanLimits>> = HashMap::new();
     for p in &raw.usage_plans {
         let at = format!("usage_plans ({})", p.name);
@@ -262,7 +264,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             e.push(err(&at, "quota must be positive (omit it for unlimited)"));
         }
         for k in &p.keys {
-            if !raw.keys.iter().any(|rk| &rk.id == k) {
+            if !raw_key_ids.contains(k.as_str()) {
                 e.push(err(&at, format!("key {k:?} is not defined in [[keys]]")));
             }
         }

@@ -52,10 +52,24 @@ pub struct RawServer {
     /// Worker threads of the runtime; 0 = one per core.
     #[serde(default)]
     pub workers: usize,
+    /// `multi`: one work-stealing runtime of `workers` threads. `per-core`:
+    /// `workers` threads, each with its own single-threaded runtime, its own
+    /// SO_REUSEPORT listening sockets and its own upstream connection pools.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     /// Watch the config file and reload on change.
     #[serde(default = "default_true")]
     pub watch: bool,
     pub tls: Option<RawTls>,
+}
+
+/// How the proxy's threads are organised (`[server] runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    #[default]
+    Multi,
+    PerCore,
 }
 
 impl Default for RawServer {
@@ -71,6 +85,7 @@ impl Default for RawServer {
             shutdown_timeout: default_drain_timeout(),
             state_dir: default_state_dir(),
             workers: 0,
+            runtime: RuntimeKind::Multi,
             watch: true,
             tls: None,
         }

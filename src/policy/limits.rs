@@ -181,14 +181,22 @@ impl LimitReport<'_> {
     /// Adds `X-UsagePlan-ID`, `X-RateLimit-Limit/Remaining/Reset`, `RateLimit-Policy`,
     /// `RateLimit` and, on refusal, `Retry-After` (absent for a spent lifetime quota).
     pub fn write_headers(&self, h: &mut HeaderMap) {
+        // Constant names: a `&str` key is parsed and validated on every insert.
+        use http::HeaderName as N;
+        const PLAN: N = N::from_static("x-usageplan-id");
+        const LIMIT: N = N::from_static("x-ratelimit-limit");
+        const REMAINING: N = N::from_static("x-ratelimit-remaining");
+        const RESET: N = N::from_static("x-ratelimit-reset");
+        const POLICY: N = N::from_static("ratelimit-policy");
+        const STATE: N = N::from_static("ratelimit");
         if let Some(plan) = self.plan.and_then(|p| HeaderValue::from_str(p).ok()) {
-            h.insert("x-usageplan-id", plan);
+            h.insert(PLAN, plan);
         }
         let Some((p, u)) = self.tightest else { return };
-        h.insert("x-ratelimit-limit", HeaderValue::from(u.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(u.remaining));
+        h.insert(LIMIT, HeaderValue::from(u.limit));
+        h.insert(REMAINING, HeaderValue::from(u.remaining));
         if let Some(r) = u.reset {
-            h.insert("x-ratelimit-reset", HeaderValue::from(r));
+            h.insert(RESET, HeaderValue::from(r));
         }
         let name = sf_string(p.name);
         let mut policy = format!("{name};q={}", u.limit);
@@ -200,10 +208,10 @@ impl LimitReport<'_> {
             let _ = write!(state, ";t={r}");
         }
         if let Ok(v) = HeaderValue::from_str(&policy) {
-            h.insert("ratelimit-policy", v);
+            h.insert(POLICY, v);
         }
         if let Ok(v) = HeaderValue::from_str(&state) {
-            h.insert("ratelimit", v);
+            h.insert(STATE, v);
         }
         if self.refused {
             if let Some(r) = u.retry_after {
