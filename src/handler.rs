@@ -224,7 +224,11 @@ impl Ctx {
                 headers: &parts.headers,
                 query: parts.uri.query(),
             };
-            match api.limits.check(&req, Timestamp::now()) {
+            let decision = match &self.state.cluster {
+                None => api.limits.check(&req, Timestamp::now()),
+                Some(c) => c.check_limits(&api.limits, &req, Timestamp::now()).await?,
+            };
+            match decision {
                 Ok(report) => report.write_headers(&mut out.extra),
                 Err(report) => {
                     report.write_headers(&mut out.extra);
@@ -354,12 +358,14 @@ impl Ctx {
         };
         if gw.auth.replay {
             if let Some((token, ttl)) = &verified.replay {
-                self.state.replay.check_and_insert(
-                    &verified.key.id,
-                    token,
-                    *ttl,
-                    Instant::now(),
-                )?;
+                let (key, replay) = (&verified.key, &self.state.replay);
+                match &self.state.cluster {
+                    None => replay.check_and_insert(&key.id, token, *ttl, Instant::now())?,
+                    Some(c) => {
+                        c.check_replay(replay, &key.id, &key.secret, token, *ttl)
+                            .await?
+                    }
+                }
             }
         }
         let plan = plan_of(api, &verified.key.id)?;

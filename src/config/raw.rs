@@ -137,6 +137,12 @@ pub struct RawCluster {
     /// Make per-second QPS limits cluster-wide too (default: local per instance).
     #[serde(default)]
     pub shared_qps: bool,
+    /// Prefix of every Redis key (several deployments may share one Redis).
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+fn default_redis_prefix() -> String {
+    "keygate".into()
 }
 fn default_on_error() -> String {
     "local".into()

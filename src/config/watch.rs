@@ -78,6 +78,12 @@ impl Reloader {
             }),
             Ok((Some(gw), raw)) => {
                 let changes = gw.inventory.diff(&self.live.load().inventory);
+                if crate::cluster::fingerprint(raw.cluster.as_ref()) != self.state.cluster_settings
+                {
+                    tracing::warn!(
+                        "[cluster] changed in the file; it takes effect on restart only"
+                    );
+                }
                 if bound_of(&raw) != *bound {
                     tracing::warn!(
                         "listener addresses changed in the file; they take effect on restart only"
