@@ -288,9 +288,10 @@ async fn quota_is_shared_and_kept_across_a_restart_of_every_instance() {
     }
     // New instances in new directories: nothing local survives, Redis does.
     let kgs = start_n(3, &cfg).await;
-    for i in 0..3 {
-        let r = signed_get(kgs[i].addr, "/q").await;
+    for (kg, left) in kgs.iter().zip(["2", "1", "0"]) {
+        let r = signed_get(kg.addr, "/q").await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-remaining"), Some(left));
     }
     for kg in &kgs {
         let r = signed_get(kg.addr, "/q").await;

@@ -39,6 +39,9 @@
 use super::expr;
 pub use super::param::ParamPolicy;
 pub use super::quota::PlanLimits;
+pub(crate) use super::shared::CounterId;
+use super::shared::{LocalCell, SharedOps};
+pub use super::shared::{Shared, SharedOp, SharedOutcome};
 pub use super::traffic::TrafficPolicy;
 use crate::store::cells::{GcraCell, GcraRate, QuotaCell, Window, WindowCell};
 use crate::store::table::Single;
@@ -432,197 +435,6 @@ impl RouteLimits {
 #[derive(Debug)]
 pub(crate) struct Refused;
 
-/// Where a counter lives in a shared store: its table's identity and the entry
-/// inside it. Only turned into a string in cluster mode.
-#[derive(Clone, Copy)]
-pub(crate) struct CounterId<'k> {
-    table: &'k str,
-    entry: Entry<'k>,
-}
-
-#[derive(Clone, Copy)]
-enum Entry<'k> {
-    Whole,
-    Str(&'k str),
-    Ip(IpAddr),
-}
-
-impl<'k> CounterId<'k> {
-    pub(crate) fn whole(table: &'k str) -> CounterId<'k> {
-        CounterId {
-            table,
-            entry: Entry::Whole,
-        }
-    }
-    pub(crate) fn keyed(table: &'k str, key: &'k str) -> CounterId<'k> {
-        CounterId {
-            table,
-            entry: Entry::Str(key),
-        }
-    }
-    pub(crate) fn ip(table: &'k str, ip: IpAddr) -> CounterId<'k> {
-        CounterId {
-            table,
-            entry: Entry::Ip(ip),
-        }
-    }
-    /// `TABLE` or `TABLE:ENTRY`; tables are `kind:name:settings-hash/part`.
-    fn to_key(self) -> String {
-        match self.entry {
-            Entry::Whole => self.table.to_string(),
-            Entry::Str(k) => format!("{}:{k}", self.table),
-            Entry::Ip(ip) => format!("{}:{ip}", self.table),
-        }
-    }
-}
-
-/// One counter of a cluster-mode check, waiting for the shared decision.
-pub struct SharedOp<'a> {
-    policy: PolicyRef<'a>,
-    /// Counter key without the cluster prefix (and, for windows, without the
-    /// window end that the store appends).
-    pub key: String,
-    pub limit: u64,
-    /// Window length in seconds; `0` for a lifetime quota.
-    pub window: u64,
-    local: LocalCell<'a>,
-}
-
-enum LocalCell<'a> {
-    Gcra(CellRef<'a, GcraCell>, &'a GcraRate),
-    Window(CellRef<'a, WindowCell>, Window),
-    Quota(CellRef<'a, QuotaCell>),
-}
-
-struct SharedOps<'a> {
-    ops: Vec<SharedOp<'a>>,
-    /// Per-second QPS is shared too (`[cluster] shared_qps`).
-    qps: bool,
-}
-
-/// What the shared store decided for a [`Shared`] check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SharedOutcome {
-    /// Every counter was incremented; `counts[i]` is op `i`'s count after it.
-    /// `now_ms` is the store's clock (windows are aligned on it).
-    Counted { now_ms: u64, counts: Vec<u64> },
-    /// Op `index` is at its limit (`count`); nothing was incremented.
-    Refused {
-        now_ms: u64,
-        index: usize,
-        count: u64,
-    },
-    /// The store is unavailable: decide with this instance's own counters.
-    Local,
-    /// The store is unavailable: admit without counting.
-    Uncounted,
-}
-
-/// A cluster-mode check between its local half ([`RouteLimits::prepare`]) and
-/// the shared decision ([`Shared::finish`]).
-pub struct Shared<'a> {
-    plan: Option<&'a str>,
-    run: Run<'a>,
-    now: Timestamp,
-}
-
-impl<'a> Shared<'a> {
-    /// The counters to decide on, in check order (empty: nothing to share).
-    pub fn ops(&self) -> &[SharedOp<'a>] {
-        self.run.shared.as_ref().map_or(&[], |s| &s.ops)
-    }
-
-    /// Undoes the local acquisitions (the request is refused for another reason).
-    pub fn abort(mut self) {
-        self.run.rollback();
-    }
-
-    /// Completes the check with the shared store's answer.
-    pub fn finish(mut self, outcome: SharedOutcome) -> Result<LimitReport<'a>, LimitReport<'a>> {
-        let ops = self.run.shared.take().map(|s| s.ops).unwrap_or_default();
-        let result = match outcome {
-            SharedOutcome::Counted { now_ms, counts } => {
-                let at = Timestamp::from_millis(now_ms);
-                for (op, count) in ops.into_iter().zip(counts) {
-                    let u = shared_usage(&op, now_ms, count, false);
-                    op.local.observe(at, count);
-                    self.run.admitted(op.policy, u, None);
-                }
-                Ok(())
-            }
-            SharedOutcome::Refused {
-                now_ms,
-                index,
-                count,
-            } => match ops.into_iter().nth(index) {
-                Some(op) => {
-                    let u = shared_usage(&op, now_ms, count, true);
-                    op.local.observe(Timestamp::from_millis(now_ms), count);
-                    self.run.refuse(op.policy, u)
-                }
-                None => Ok(()),
-            },
-            SharedOutcome::Local => ops
-                .into_iter()
-                .try_for_each(|op| self.run.local(op, self.now)),
-            SharedOutcome::Uncounted => Ok(()),
-        };
-        let report = |run: &Run<'a>, refused| LimitReport {
-            plan: self.plan,
-            tightest: if refused { run.refused } else { run.best },
-            refused,
-        };
-        match result {
-            Ok(()) => Ok(report(&self.run, false)),
-            Err(Refused) => {
-                let r = report(&self.run, true);
-                self.run.rollback();
-                Err(r)
-            }
-        }
-    }
-}
-
-impl LocalCell<'_> {
-    fn observe(&self, at: Timestamp, count: u64) {
-        match self {
-            LocalCell::Window(c, w) => c.observe(*w, at, count),
-            LocalCell::Quota(c) => c.observe(count),
-            // GCRA state is not a count; nothing to mirror.
-            LocalCell::Gcra(..) => {}
-        }
-    }
-}
-
-/// The rate-limit usage of a shared counter at `count` (after the increment
-/// when admitted, the current count when refused).
-fn shared_usage(op: &SharedOp<'_>, now_ms: u64, count: u64, refused: bool) -> Usage {
-    let remaining = if refused {
-        0
-    } else {
-        op.limit.saturating_sub(count)
-    };
-    if op.window == 0 {
-        return Usage {
-            limit: op.limit,
-            remaining,
-            reset: None,
-            window: None,
-            retry_after: None,
-        };
-    }
-    let w_ms = op.window.saturating_mul(1000);
-    let end_ms = (now_ms / w_ms + 1).saturating_mul(w_ms);
-    let reset = (end_ms - now_ms).div_ceil(1000);
-    Usage {
-        limit: op.limit,
-        remaining,
-        reset: Some(reset),
-        window: Some(op.window),
-        retry_after: refused.then_some(reset.max(1)),
-    }
-}
-
 pub(crate) enum CellRef<'a, C> {
     Borrowed(&'a C),
     Shared(Arc<C>),
@@ -638,7 +450,7 @@ impl<C> std::ops::Deref for CellRef<'_, C> {
     }
 }
 
-enum Held<'a> {
+pub(super) enum Held<'a> {
     Gcra(CellRef<'a, GcraCell>, &'a GcraRate),
     Window(CellRef<'a, WindowCell>, u32),
 }
@@ -649,10 +461,10 @@ const MAX_HELD: usize = 24;
 pub(crate) struct Run<'a> {
     held: [Option<Held<'a>>; MAX_HELD],
     n: usize,
-    best: Option<(PolicyRef<'a>, Usage)>,
-    refused: Option<(PolicyRef<'a>, Usage)>,
+    pub(super) best: Option<(PolicyRef<'a>, Usage)>,
+    pub(super) refused: Option<(PolicyRef<'a>, Usage)>,
     /// Cluster mode: shared counters are collected here instead of counted.
-    shared: Option<SharedOps<'a>>,
+    pub(super) shared: Option<SharedOps<'a>>,
 }
 
 fn tighter(a: &Usage, b: &Usage) -> bool {
@@ -672,7 +484,7 @@ impl<'a> Run<'a> {
     }
 
     /// Counts a collected op with this instance's cells (fall-back).
-    fn local(&mut self, op: SharedOp<'a>, now: Timestamp) -> Result<(), Refused> {
+    pub(super) fn local(&mut self, op: SharedOp<'a>, now: Timestamp) -> Result<(), Refused> {
         match op.local {
             LocalCell::Gcra(c, rate) => self.gcra_local(op.policy, c, rate, now),
             LocalCell::Window(c, w) => self.window_local(op.policy, c, w, op.limit, now),
@@ -680,7 +492,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn admitted(&mut self, p: PolicyRef<'a>, u: Usage, held: Option<Held<'a>>) {
+    pub(super) fn admitted(&mut self, p: PolicyRef<'a>, u: Usage, held: Option<Held<'a>>) {
         if self.best.as_ref().is_none_or(|(_, b)| tighter(&u, b)) {
             self.best = Some((p, u));
         }
@@ -692,7 +504,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn refuse(&mut self, p: PolicyRef<'a>, u: Usage) -> Result<(), Refused> {
+    pub(super) fn refuse(&mut self, p: PolicyRef<'a>, u: Usage) -> Result<(), Refused> {
         self.refused = Some((p, u));
         Err(Refused)
     }
@@ -812,7 +624,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn rollback(&mut self) {
+    pub(super) fn rollback(&mut self) {
         for h in self.held[..self.n].iter_mut().filter_map(Option::take) {
             match h {
                 Held::Gcra(c, rate) => c.undo(rate),
