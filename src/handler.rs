@@ -88,7 +88,10 @@ impl Ctx {
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
-                if reject.status().is_server_error() {
+                // A Redis outage under on_error = deny is logged once by the breaker.
+                if reject.status().is_server_error()
+                    && !matches!(reject, Reject::ClusterUnavailable)
+                {
                     tracing::warn!(request_id = %request_id, error = %reject, "request failed");
                 }
                 reject.to_response(style, &request_id, debug)

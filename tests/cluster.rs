@@ -270,6 +270,32 @@ async fn three_instances_share_a_window_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn qps_is_local_unless_shared_qps() {
+    let redis = Redis::start();
+    let api = |qps: u32| {
+        format!(
+            "[[services]]\nname = \"s\"\n[[services.apis]]\nname = \"a\"\npath = \"/a\"\nqps = {qps}\n\
+             [services.apis.backend]\ntype = \"mock\"\nbody = \"ok\"\n"
+        )
+    };
+    // Local GCRA: each of 3 instances admits its own burst of 5.
+    let kgs = start_n(3, &format!("{}{}", cluster(&redis, "local"), api(5))).await;
+    let addrs: Vec<_> = kgs.iter().map(|k| k.addr).collect();
+    let ok = |r: &[(StatusCode, Duration)]| r.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let local = ok(&load(&addrs, "/a", 30, 30).await);
+    assert!(local >= 15, "per-instance QPS: {local} admitted");
+    // shared_qps: one 1-second window for the cluster (a burst may straddle two).
+    let cfg = format!("{}shared_qps = true\n{}", cluster(&redis, "local"), api(5));
+    let kgs = start_n(3, &cfg).await;
+    let addrs: Vec<_> = kgs.iter().map(|k| k.addr).collect();
+    let shared = ok(&load(&addrs, "/a", 30, 30).await);
+    assert!(
+        (5..=10).contains(&shared),
+        "cluster-wide QPS: {shared} admitted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn quota_is_shared_and_kept_across_a_restart_of_every_instance() {
     let redis = Redis::start();
     let cfg = config(&cluster(&redis, "local"), 1000);
