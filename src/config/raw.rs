@@ -277,6 +277,10 @@ pub struct RawLog {
     pub level: String,
     #[serde(default = "default_true")]
     pub access: bool,
+    /// Write access lines to this file (relative to the config file) instead of
+    /// stderr. Opened in append mode at start; rotate with copytruncate.
+    #[serde(default)]
+    pub access_file: Option<String>,
 }
 impl Default for RawLog {
     fn default() -> Self {
@@ -284,6 +288,7 @@ impl Default for RawLog {
             format: default_log_format(),
             level: default_log_level(),
             access: true,
+            access_file: None,
         }
     }
 }
