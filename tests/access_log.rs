@@ -5,7 +5,6 @@ mod common;
 use common::signers::{self, Req};
 use common::*;
 use http::{Method, StatusCode};
-use std::io::BufRead;
 use std::time::SystemTime;
 
 const SECRET: &str = "access-log-secret-do-not-print";
@@ -43,24 +42,8 @@ path = "/"
         ),
     )
     .expect("write");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn keygate");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("keygate: listening on http://")
-                .map(str::to_string)
-        })
-        .expect("listening line");
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut child, addr) = spawn_binary(&path);
+    let addr = addr.to_string();
 
     let req = Req::get(&addr, "/signed/orders");
     let signed = signers::hmac_headers(&req, "AKIDlog", SECRET, SystemTime::now());

@@ -237,7 +237,6 @@ async fn websocket_echo_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_an_in_flight_request() {
-    use std::io::BufRead;
     let be = spawn_backend().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keygate.toml");
@@ -250,25 +249,7 @@ async fn sigterm_drains_an_in_flight_request() {
         ),
     )
     .expect("write");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn keygate");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("keygate: listening on http://")
-                .map(str::to_string)
-        })
-        .expect("listening line");
-    // Keep reading so keygate's later lines never meet a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut child, addr) = spawn_binary(&path);
     let url = format!("http://{addr}/slow/1500");
     let inflight = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -405,7 +405,6 @@ async fn quota_survives_reload_and_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_survives_kill_9_within_one_second_of_counts() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keygate.toml");
     std::fs::write(
@@ -416,28 +415,7 @@ async fn quota_survives_kill_9_within_one_second_of_counts() {
         ),
     )
     .expect("write");
-    let spawn = || {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr: std::net::SocketAddr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("keygate: listening on http://")
-                    .map(str::to_string)
-            })
-            .expect("listening line")
-            .parse()
-            .expect("addr");
-        std::thread::spawn(move || lines.for_each(drop));
-        (child, addr)
-    };
+    let spawn = || spawn_binary(&path);
     let (mut child, addr) = spawn();
     for i in 0..3 {
         assert_eq!(
