@@ -299,7 +299,9 @@ impl Ctx {
                 if declared_len.is_some_and(|l| l > limit as u64) {
                     return Err(AuthError::BodyTooLarge.into());
                 }
-                let bytes = read_limited(body, limit).await?;
+                let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, limit))
+                    .await
+                    .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??;
                 api.metrics.add_bytes_in(bytes.len() as u64);
                 (Some(bytes), None)
             }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod handler;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod reject;

@@ -268,6 +268,11 @@ impl Metrics {
             "Limit or replay decisions made by the on_error fall-back instead of Redis",
             cluster_fallbacks.clone(),
         );
+        r.register(
+            "log_dropped_lines",
+            "Log lines dropped because the log sink fell too far behind",
+            FnCounter(crate::logging::dropped_lines),
+        );
         Metrics {
             registry: r,
             families,
@@ -869,5 +874,29 @@ mod tests {
             .collect();
         let contended: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         println!("record by name: {by_name:?}, by handle: {by_handle:?}, 2 threads by name: {contended:?}");
+    }
+}
+
+/// A counter read from a function at scrape time (state owned elsewhere).
+#[derive(Clone, Copy)]
+struct FnCounter(fn() -> u64);
+
+impl std::fmt::Debug for FnCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnCounter")
+    }
+}
+
+impl TypedMetric for FnCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for FnCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&(self.0)(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }

@@ -16,6 +16,8 @@ pub enum Reject {
     IpDenied(String),
     #[error("{message}")]
     RateLimited { message: String, quota: bool },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(u64),
     #[error("{0}")]
@@ -50,6 +52,7 @@ impl Reject {
             Reject::IpDenied(_) => 403,
             Reject::RateLimited { .. } => 429,
             Reject::BodyTooLarge(_) => 413,
+            Reject::BodyTimeout(_) => 408,
             Reject::BadRequest(_) => 400,
             Reject::UpstreamTimeout => 504,
             Reject::UpstreamUnavailable(_) => 502,
@@ -69,6 +72,7 @@ impl Reject {
                 "RequestLimitExceeded"
             }
             Reject::BodyTooLarge(_) => "InvalidParameter",
+            Reject::BodyTimeout(_) => "RequestTimeout",
             Reject::BadRequest(_) => "InvalidParameter",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "InternalError"
@@ -84,7 +88,7 @@ impl Reject {
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
             Reject::RateLimited { .. } | Reject::ClusterUnavailable => "limit",
-            Reject::BodyTooLarge(_) | Reject::BadRequest(_) => "request",
+            Reject::BodyTooLarge(_) | Reject::BodyTimeout(_) | Reject::BadRequest(_) => "request",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"
             }

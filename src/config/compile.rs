@@ -429,6 +429,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         log: LogSettings {
             access: raw.log.access,
         },
+        body_read_timeout: raw.server.body_read_timeout,
         inventory,
     })
 }
