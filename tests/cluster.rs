@@ -441,6 +441,31 @@ async fn frozen_redis_with_deny_refuses_quickly_then_recovers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn no_redis_at_start_does_not_block_and_falls_back() {
+    let dead = dead_port().await;
+    let cfg = config(
+        &format!("[cluster]\nredis = \"redis://{dead}\"\non_error = \"local\"\n"),
+        3,
+    );
+    let t = Instant::now();
+    let kg = Keygate::start(&cfg).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "startup waited on Redis"
+    );
+    let replies = load(&[kg.addr], "/limited", 5, 1).await;
+    let codes: Vec<_> = replies.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(codes, [200, 200, 200, 429, 429], "local counting");
+    assert!(replies.iter().all(|(_, d)| *d < Duration::from_secs(2)));
+    let m = metrics(&kg).await;
+    assert!(m.contains("keygate_cluster_mode{mode=\"local\"} 1"), "{m}");
+    assert!(
+        m.contains("keygate_cluster_redis_errors_total{kind="),
+        "{m}"
+    );
+}
+
 /// Not an assertion on speed: prints the latency cluster mode adds per request
 /// (sequential requests on loopback, local mode vs. Redis on loopback).
 #[tokio::test(flavor = "multi_thread")]
