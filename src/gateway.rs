@@ -29,6 +29,8 @@ pub struct Gateway {
     pub trusted: TrustedProxies,
     pub certs: CertStore,
     pub log: LogSettings,
+    /// See `[server] body_read_timeout`.
+    pub body_read_timeout: Duration,
     /// Names of what this snapshot holds, to log what a reload changed.
     pub inventory: Inventory,
 }

@@ -98,7 +98,10 @@ impl Ctx {
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
-                if reject.status().is_server_error() {
+                // A Redis outage under on_error = deny is logged once by the breaker.
+                if reject.status().is_server_error()
+                    && !matches!(reject, Reject::ClusterUnavailable)
+                {
                     tracing::warn!(request_id = %request_id, error = %reject, "request failed");
                 }
                 reject.to_response(style, &request_id, debug)
@@ -234,7 +237,11 @@ impl Ctx {
                 headers: &parts.headers,
                 query: parts.uri.query(),
             };
-            match api.limits.check(&req, Timestamp::now()) {
+            let decision = match &self.state.cluster {
+                None => api.limits.check(&req, Timestamp::now()),
+                Some(c) => c.check_limits(&api.limits, &req, Timestamp::now()).await?,
+            };
+            match decision {
                 Ok(report) => report.write_headers(&mut out.extra),
                 Err(report) => {
                     report.write_headers(&mut out.extra);
@@ -302,7 +309,9 @@ impl Ctx {
                 if declared_len.is_some_and(|l| l > limit as u64) {
                     return Err(AuthError::BodyTooLarge.into());
                 }
-                let bytes = read_limited(body, limit).await?;
+                let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, limit))
+                    .await
+                    .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??;
                 api.metrics.add_bytes_in(bytes.len() as u64);
                 (Some(bytes), None)
             }
@@ -364,12 +373,14 @@ impl Ctx {
         };
         if gw.auth.replay {
             if let Some((token, ttl)) = &verified.replay {
-                self.state.replay.check_and_insert(
-                    &verified.key.id,
-                    token,
-                    *ttl,
-                    Instant::now(),
-                )?;
+                let (key, replay) = (&verified.key, &self.state.replay);
+                match &self.state.cluster {
+                    None => replay.check_and_insert(&key.id, token, *ttl, Instant::now())?,
+                    Some(c) => {
+                        c.check_replay(replay, &key.id, &key.secret, token, *ttl)
+                            .await?
+                    }
+                }
             }
         }
         let plan = plan_of(api, &verified.key.id)?;

@@ -144,7 +144,8 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
                 .join("\n")
         )
     })?;
-    init_tracing(&raw.log.format, &raw.log.level);
+    let _log =
+        keygate::logging::init(&raw.log, &server::base_dir(path)).map_err(anyhow::Error::msg)?;
     // Per-core: the proxy's own worker threads are started by `server::start`;
     // this runtime only hosts the admin listener, reloads and signals.
     let mut rt = match raw.server.runtime {
@@ -217,20 +218,5 @@ async fn wait_for_stop() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
-    }
-}
-
-fn init_tracing(format: &str, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

@@ -21,6 +21,11 @@
 //! | `keygate_config_info` | gauge (=1) | `hash` |
 //! | `keygate_config_loaded_timestamp_seconds` | gauge | – |
 //! | `keygate_build_info` | gauge (=1) | `version` |
+//! | `keygate_cluster_mode` | gauge (1 = active) | `mode` (`shared`, `local`, `allow`, `deny`) |
+//! | `keygate_cluster_redis_errors_total` | counter | `kind` (`timeout`, `error`, `reply`) |
+//! | `keygate_cluster_fallback_decisions_total` | counter | – |
+//!
+//! The `cluster_mode` and `cluster_redis_errors` series appear only with a `[cluster]` section.
 //!
 //! The `route` label is the API's `service/api` label from the config (a finite
 //! set), or `-` for a request no API matched. Label sets are created lazily, on
@@ -128,7 +133,23 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     config: ConfigInfo,
     config_loaded: Gauge,
+    cluster_mode: Family<ModeLabels, Gauge>,
+    cluster_errors: Family<KindLabels, Counter>,
+    cluster_fallbacks: Counter,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabels {
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Values of `keygate_cluster_mode{mode}`.
+const CLUSTER_MODES: [&str; 4] = ["shared", "local", "allow", "deny"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -229,6 +250,29 @@ impl Metrics {
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
         r.register("build_info", "keygate version (value is always 1)", build);
+        let cluster_mode = Family::<ModeLabels, Gauge>::default();
+        let cluster_errors = Family::<KindLabels, Counter>::default();
+        let cluster_fallbacks = Counter::default();
+        r.register(
+            "cluster_mode",
+            "Cluster mode in force: shared (Redis answers) or the on_error fall-back (value 1)",
+            cluster_mode.clone(),
+        );
+        r.register(
+            "cluster_redis_errors",
+            "Redis calls that failed or timed out, by kind",
+            cluster_errors.clone(),
+        );
+        r.register(
+            "cluster_fallback_decisions",
+            "Limit or replay decisions made by the on_error fall-back instead of Redis",
+            cluster_fallbacks.clone(),
+        );
+        r.register(
+            "log_dropped_lines",
+            "Log lines dropped because the log sink fell too far behind",
+            FnCounter(crate::logging::dropped_lines),
+        );
         Metrics {
             registry: r,
             families,
@@ -238,7 +282,33 @@ impl Metrics {
             reloads,
             config,
             config_loaded,
+            cluster_mode,
+            cluster_errors,
+            cluster_fallbacks,
         }
+    }
+
+    /// The cluster mode now in force: `shared` or the `on_error` fall-back.
+    pub fn set_cluster_mode(&self, mode: &str) {
+        for m in CLUSTER_MODES {
+            self.cluster_mode
+                .get_or_create(&ModeLabels { mode: m })
+                .set(i64::from(m == mode));
+        }
+    }
+
+    /// A Redis call failed (`timeout`, `error`, `reply`; `open`: not attempted).
+    pub fn cluster_error(&self, kind: &'static str) {
+        if kind != "open" {
+            self.cluster_errors
+                .get_or_create(&KindLabels { kind })
+                .inc();
+        }
+    }
+
+    /// A decision was made without Redis.
+    pub fn cluster_fallback(&self) {
+        self.cluster_fallbacks.inc();
     }
 
     /// The handles of one route, resolved once. A caller may keep the `Arc`
@@ -804,5 +874,29 @@ mod tests {
             .collect();
         let contended: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         println!("record by name: {by_name:?}, by handle: {by_handle:?}, 2 threads by name: {contended:?}");
+    }
+}
+
+/// A counter read from a function at scrape time (state owned elsewhere).
+#[derive(Clone, Copy)]
+struct FnCounter(fn() -> u64);
+
+impl std::fmt::Debug for FnCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnCounter")
+    }
+}
+
+impl TypedMetric for FnCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for FnCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&(self.0)(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
     }
 }

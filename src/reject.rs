@@ -16,6 +16,8 @@ pub enum Reject {
     IpDenied(String),
     #[error("{message}")]
     RateLimited { message: String, quota: bool },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("request body exceeds {0} bytes")]
     BodyTooLarge(u64),
     #[error("{0}")]
@@ -26,6 +28,9 @@ pub enum Reject {
     UpstreamUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Cluster mode with `on_error = "deny"` while Redis cannot answer.
+    #[error("shared rate-limit store unavailable; try again later")]
+    ClusterUnavailable,
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
@@ -47,10 +52,12 @@ impl Reject {
             Reject::IpDenied(_) => 403,
             Reject::RateLimited { .. } => 429,
             Reject::BodyTooLarge(_) => 413,
+            Reject::BodyTimeout(_) => 408,
             Reject::BadRequest(_) => 400,
             Reject::UpstreamTimeout => 504,
             Reject::UpstreamUnavailable(_) => 502,
             Reject::Internal(_) => 500,
+            Reject::ClusterUnavailable => 503,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -61,8 +68,11 @@ impl Reject {
             Reject::Auth(e) => e.code(),
             Reject::IpDenied(_) => "UnauthorizedOperation",
             Reject::RateLimited { quota: true, .. } => "LimitExceeded",
-            Reject::RateLimited { quota: false, .. } => "RequestLimitExceeded",
+            Reject::RateLimited { quota: false, .. } | Reject::ClusterUnavailable => {
+                "RequestLimitExceeded"
+            }
             Reject::BodyTooLarge(_) => "InvalidParameter",
+            Reject::BodyTimeout(_) => "RequestTimeout",
             Reject::BadRequest(_) => "InvalidParameter",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "InternalError"
@@ -77,8 +87,8 @@ impl Reject {
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
-            Reject::RateLimited { .. } => "limit",
-            Reject::BodyTooLarge(_) | Reject::BadRequest(_) => "request",
+            Reject::RateLimited { .. } | Reject::ClusterUnavailable => "limit",
+            Reject::BodyTooLarge(_) | Reject::BodyTimeout(_) | Reject::BadRequest(_) => "request",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"
             }
@@ -131,7 +141,7 @@ impl Reject {
             Reject::Auth(AuthError::Missing(_) | AuthError::Malformed(_)) => 1000002,
             Reject::BadRequest(_) | Reject::BodyTooLarge(_) => 1000002,
             Reject::Auth(_) | Reject::IpDenied(_) => 1000005,
-            Reject::RateLimited { .. } => 1000030,
+            Reject::RateLimited { .. } | Reject::ClusterUnavailable => 1000030,
             Reject::NoRoute => 1000004,
             _ => 1000001,
         }

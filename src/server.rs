@@ -38,6 +38,8 @@ pub enum ServeError {
     Tls(String),
     #[error("state store: {0}")]
     State(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running keygate: its bound addresses and a handle to stop it.
@@ -116,8 +118,10 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
             workers.push(worker);
         }
     }
-    let state = Arc::new(State::new(&base, raw.auth.replay_capacity, limits.clone()));
+    let mut state = State::new(&base, raw.auth.replay_capacity, limits.clone());
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
+    state.start_cluster(raw.cluster.as_ref())?;
+    let state = Arc::new(state);
     state.note_version(&gw.version);
     let live = Arc::new(ArcSwap::from_pointee(gw));
     let counters_task = limits.spawn_background();

@@ -3,6 +3,8 @@
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
 use crate::auth::replay::ReplayCache;
+use crate::cluster::{Cluster, ClusterError};
+use crate::config::raw::RawCluster;
 use crate::gateway::ConfigVersion;
 use crate::metrics::Metrics;
 use crate::policy::limits::LimitState;
@@ -24,6 +26,11 @@ pub struct State {
     pub reloads_failed: AtomicU64,
     /// Prometheus metrics of the process (admin `/metrics`).
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: the shared store (Redis). Built once at start; a reload
+    /// that changes `[cluster]` takes effect on restart only.
+    pub cluster: Option<Cluster>,
+    /// [`crate::cluster::fingerprint`] of the `[cluster]` section in force.
+    pub cluster_settings: String,
 }
 
 impl State {
@@ -37,7 +44,19 @@ impl State {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             metrics: Arc::new(Metrics::new()),
+            cluster: None,
+            cluster_settings: String::new(),
         }
+    }
+
+    /// Starts cluster mode when the config has a `[cluster]` section. Does not
+    /// wait for Redis: the connection is made in the background.
+    pub fn start_cluster(&mut self, raw: Option<&RawCluster>) -> Result<(), ClusterError> {
+        let Some(raw) = raw else { return Ok(()) };
+        let url = crate::config::compile::expand_env(&raw.redis).map_err(ClusterError::Url)?;
+        self.cluster = Some(Cluster::start(raw, &url, self.metrics.clone())?);
+        self.cluster_settings = crate::cluster::fingerprint(Some(raw));
+        Ok(())
     }
 
     /// The pool for `spec`: the live one when an equal spec is in use, else a new one.

@@ -9,6 +9,8 @@ fn keygate(args: &[&str]) -> (bool, String, String) {
         .env("KEYGATE_APP_SECRET", "app-secret")
         .env("KEYGATE_PARTNER_SECRET", "partner-secret")
         .env("KEYGATE_MOBILE_SECRET", "mobile-secret")
+        .env("KEYGATE_KEY_MOBILE_SECRET", "mobile-secret")
+        .env("KEYGATE_KEY_PARTNER_SECRET", "partner-secret")
         .output()
         .expect("run keygate");
     (
@@ -28,6 +30,47 @@ fn check_accepts_the_bundled_examples() {
             let (ok, out, err) = keygate(&["check", "-c", path.to_str().expect("utf8")]);
             assert!(ok, "{}: {out}{err}", path.display());
         }
+    }
+}
+
+/// The configs shipped in `deploy/`: the image's default file and every
+/// `keygate.toml: |` block of the Kubernetes ConfigMaps.
+#[test]
+fn check_accepts_the_deploy_configs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut files = vec![std::path::PathBuf::from(format!(
+        "{root}/deploy/docker/keygate.toml"
+    ))];
+    let k8s = format!("{root}/deploy/kubernetes");
+    for entry in std::fs::read_dir(&k8s).expect("kubernetes dir") {
+        let path = entry.expect("entry").path();
+        let yaml = std::fs::read_to_string(&path).expect("read yaml");
+        let mut lines = yaml.lines().peekable();
+        while let Some(line) = lines.next() {
+            let Some(indent) = line.find("keygate.toml: |") else {
+                continue;
+            };
+            let body_indent = indent + 2;
+            let mut toml = String::new();
+            while let Some(l) = lines.peek() {
+                let blank = l.trim().is_empty();
+                if !blank && l.len() - l.trim_start().len() < body_indent {
+                    break;
+                }
+                toml.push_str(l.get(body_indent..).unwrap_or(""));
+                toml.push('\n');
+                lines.next();
+            }
+            let out = tmp.path().join(format!("block{}.toml", files.len()));
+            std::fs::write(&out, toml).expect("write");
+            files.push(out);
+        }
+    }
+    assert!(files.len() >= 2, "no ConfigMap block found in {k8s}");
+    for f in files {
+        let (ok, out, err) = keygate(&["check", "-c", f.to_str().expect("utf8")]);
+        assert!(ok, "{}: {out}{err}", f.display());
     }
 }
 

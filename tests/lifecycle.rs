@@ -237,7 +237,6 @@ async fn websocket_echo_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_an_in_flight_request() {
-    use std::io::BufRead;
     let be = spawn_backend().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keygate.toml");
@@ -250,25 +249,7 @@ async fn sigterm_drains_an_in_flight_request() {
         ),
     )
     .expect("write");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn keygate");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("keygate: listening on http://")
-                .map(str::to_string)
-        })
-        .expect("listening line");
-    // Keep reading so keygate's later lines never meet a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (mut child, addr) = spawn_binary(&path);
     let url = format!("http://{addr}/slow/1500");
     let inflight = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -284,4 +265,50 @@ async fn sigterm_drains_an_in_flight_request() {
         .expect("join")
         .expect("wait");
     assert!(status.success(), "exit 0 after draining: {status:?}");
+}
+
+/// kubelet's atomic writer: the file is a symlink through `..data` to a
+/// timestamped directory, and an update renames a new `..data` link over the old.
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_style_symlink_swap_is_picked_up_by_the_watcher() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let v1 = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = true\n[[services]]\nname = \"s\"\n{}",
+        mock_api("a", "/a", "A")
+    );
+    let write_version = |name: &str, text: &str| {
+        std::fs::create_dir(d.join(name)).expect("mkdir");
+        std::fs::write(d.join(name).join("keygate.toml"), text).expect("write");
+    };
+    write_version("..2026_11_23_v1", &v1);
+    symlink("..2026_11_23_v1", d.join("..data")).expect("..data");
+    symlink("..data/keygate.toml", d.join("keygate.toml")).expect("keygate.toml");
+    let running = keygate::server::start(&d.join("keygate.toml"))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let addr = running.http[0];
+    assert_eq!(
+        get(&format!("http://{addr}/b")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    write_version(
+        "..2026_11_23_v2",
+        &format!("{v1}{}", mock_api("b", "/b", "B")),
+    );
+    symlink("..2026_11_23_v2", d.join("..data_tmp")).expect("..data_tmp");
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).expect("swap ..data");
+    std::fs::remove_dir_all(d.join("..2026_11_23_v1")).expect("old version");
+    let mut seen = false;
+    for _ in 0..100 {
+        if get(&format!("http://{addr}/b")).await.status == StatusCode::OK {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the watcher followed the ..data swap within 5 s");
+    running.shutdown().await;
 }

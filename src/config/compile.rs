@@ -171,9 +171,21 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             ));
         }
         match expand_env(&c.redis) {
-            Ok(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {}
-            Ok(_) => e.push(err("cluster.redis", "must be a redis:// or rediss:// URL")),
+            Ok(u) => {
+                if let Err(m) = crate::cluster::check_url(&u) {
+                    e.push(err("cluster.redis", m));
+                }
+            }
             Err(m) => e.push(err("cluster.redis", m)),
+        }
+        if c.timeout.is_zero() || c.timeout > Duration::from_secs(10) {
+            e.push(err(
+                "cluster.timeout",
+                "must be between 1ms and 10s (it is added to a request when Redis stalls)",
+            ));
+        }
+        if c.prefix.is_empty() {
+            e.push(err("cluster.prefix", "must not be empty"));
         }
     }
     if !["text", "json"].contains(&raw.log.format.as_str()) {
@@ -419,6 +431,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         log: LogSettings {
             access: raw.log.access,
         },
+        body_read_timeout: raw.server.body_read_timeout,
         inventory,
     })
 }

@@ -45,6 +45,11 @@ pub struct RawServer {
     pub max_headers: usize,
     #[serde(default = "default_header_timeout", deserialize_with = "de_duration")]
     pub header_read_timeout: Duration,
+    /// Longest wait for a request body the gateway must read whole (signature
+    /// schemes that hash it); over it: 408. Streamed bodies are bounded by the
+    /// API's back-end timeout instead.
+    #[serde(default = "default_body_timeout", deserialize_with = "de_duration")]
+    pub body_read_timeout: Duration,
     #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
     #[serde(default = "default_state_dir")]
@@ -82,6 +87,7 @@ impl Default for RawServer {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
             header_read_timeout: default_header_timeout(),
+            body_read_timeout: default_body_timeout(),
             shutdown_timeout: default_drain_timeout(),
             state_dir: default_state_dir(),
             workers: 0,
@@ -109,6 +115,9 @@ fn default_max_headers() -> usize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
@@ -152,6 +161,12 @@ pub struct RawCluster {
     /// Make per-second QPS limits cluster-wide too (default: local per instance).
     #[serde(default)]
     pub shared_qps: bool,
+    /// Prefix of every Redis key (several deployments may share one Redis).
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+fn default_redis_prefix() -> String {
+    "keygate".into()
 }
 fn default_on_error() -> String {
     "local".into()
@@ -292,6 +307,10 @@ pub struct RawLog {
     pub level: String,
     #[serde(default = "default_true")]
     pub access: bool,
+    /// Write access lines to this file (relative to the config file) instead of
+    /// stderr. Opened in append mode at start; rotate with copytruncate.
+    #[serde(default)]
+    pub access_file: Option<String>,
 }
 impl Default for RawLog {
     fn default() -> Self {
@@ -299,6 +318,7 @@ impl Default for RawLog {
             format: default_log_format(),
             level: default_log_level(),
             access: true,
+            access_file: None,
         }
     }
 }

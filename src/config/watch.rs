@@ -78,6 +78,12 @@ impl Reloader {
             }),
             Ok((Some(gw), raw)) => {
                 let changes = gw.inventory.diff(&self.live.load().inventory);
+                if crate::cluster::fingerprint(raw.cluster.as_ref()) != self.state.cluster_settings
+                {
+                    tracing::warn!(
+                        "[cluster] changed in the file; it takes effect on restart only"
+                    );
+                }
                 if bound_of(&raw) != *bound {
                     tracing::warn!(
                         "listener addresses changed in the file; they take effect on restart only"
@@ -141,7 +147,12 @@ fn bound_of(raw: &super::raw::RawConfig) -> BoundSettings {
 }
 
 /// Watch the config file's directory (editors replace files by rename) and reload
-/// on changes to the file, debounced.
+/// on changes to the file, debounced. A Kubernetes ConfigMap or Secret volume
+/// changes no file in place: kubelet writes a new timestamped directory and
+/// renames the `..data` symlink over to it, so an event on `..data` counts too.
+/// A reload that finds the same file hash is a no-op.
+const KUBELET_DATA_LINK: &str = "..data";
+
 pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let path = reloader.path.clone();
@@ -152,7 +163,8 @@ pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>
             if ev
                 .paths
                 .iter()
-                .any(|p| p.file_name().map(|f| f.to_os_string()) == file_name)
+                .filter_map(|p| p.file_name())
+                .any(|f| Some(f) == file_name.as_deref() || f == KUBELET_DATA_LINK)
             {
                 let _ = tx.try_send(());
             }

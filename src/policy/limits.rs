@@ -39,6 +39,9 @@
 use super::expr;
 pub use super::param::ParamPolicy;
 pub use super::quota::PlanLimits;
+pub(crate) use super::shared::CounterId;
+use super::shared::{LocalCell, SharedOps};
+pub use super::shared::{Shared, SharedOp, SharedOutcome};
 pub use super::traffic::TrafficPolicy;
 use crate::store::cells::{GcraCell, GcraRate, QuotaCell, Window, WindowCell};
 use crate::store::table::Single;
@@ -301,7 +304,8 @@ impl QpsLimit {
             kind: self.kind,
             name: &self.name,
         };
-        run.gcra(p, CellRef::Borrowed(self.cell.cell()), &self.rate, now)
+        let id = CounterId::whole(self.cell.identity());
+        run.gcra(p, CellRef::Borrowed(self.cell.cell()), &self.rate, now, id)
     }
 }
 
@@ -343,6 +347,40 @@ impl RouteLimits {
 
     pub fn plan(&self, name: &str) -> Option<&Arc<PlanLimits>> {
         self.plans.iter().find(|p| p.name() == name)
+    }
+
+    /// Cluster mode, first half of a check: per-second QPS is acquired locally
+    /// (unless `shared_qps`), windows and quotas are collected, uncounted, in a
+    /// [`Shared`] for one decision by Redis. `Err`: a local QPS limit refused.
+    pub fn prepare<'a>(
+        &'a self,
+        req: &LimitRequest<'_>,
+        now: Timestamp,
+        shared_qps: bool,
+    ) -> Result<Shared<'a>, LimitReport<'a>> {
+        let plan = req.plan.and_then(|n| self.plan(n));
+        let mut run = Run::new();
+        run.shared = Some(SharedOps {
+            ops: Vec::new(),
+            qps: shared_qps,
+        });
+        let plan_name = plan.map(|p| p.name());
+        match self.run(&mut run, plan.map(|p| &**p), req, now) {
+            Ok(()) => Ok(Shared {
+                plan: plan_name,
+                run,
+                now,
+            }),
+            Err(Refused) => {
+                let r = LimitReport {
+                    plan: plan_name,
+                    tightest: run.refused,
+                    refused: true,
+                };
+                run.rollback();
+                Err(r)
+            }
+        }
     }
 
     /// Counts the request against every applicable policy. `Ok`: admitted (the
@@ -420,7 +458,7 @@ impl<C> std::ops::Deref for CellRef<'_, C> {
     }
 }
 
-enum Held<'a> {
+pub(super) enum Held<'a> {
     Gcra(CellRef<'a, GcraCell>, &'a GcraRate),
     Window(CellRef<'a, WindowCell>, u32),
 }
@@ -431,8 +469,10 @@ const MAX_HELD: usize = 24;
 pub(crate) struct Run<'a> {
     held: [Option<Held<'a>>; MAX_HELD],
     n: usize,
-    best: Option<(PolicyRef<'a>, Usage)>,
-    refused: Option<(PolicyRef<'a>, Usage)>,
+    pub(super) best: Option<(PolicyRef<'a>, Usage)>,
+    pub(super) refused: Option<(PolicyRef<'a>, Usage)>,
+    /// Cluster mode: shared counters are collected here instead of counted.
+    pub(super) shared: Option<SharedOps<'a>>,
 }
 
 fn tighter(a: &Usage, b: &Usage) -> bool {
@@ -447,10 +487,20 @@ impl<'a> Run<'a> {
             n: 0,
             best: None,
             refused: None,
+            shared: None,
         }
     }
 
-    fn admitted(&mut self, p: PolicyRef<'a>, u: Usage, held: Option<Held<'a>>) {
+    /// Counts a collected op with this instance's cells (fall-back).
+    pub(super) fn local(&mut self, op: SharedOp<'a>, now: Timestamp) -> Result<(), Refused> {
+        match op.local {
+            LocalCell::Gcra(c, rate) => self.gcra_local(op.policy, c, rate, now),
+            LocalCell::Window(c, w) => self.window_local(op.policy, c, w, op.limit, now),
+            LocalCell::Quota(c) => self.quota_local(op.policy, &c, op.limit),
+        }
+    }
+
+    pub(super) fn admitted(&mut self, p: PolicyRef<'a>, u: Usage, held: Option<Held<'a>>) {
         if self.best.as_ref().is_none_or(|(_, b)| tighter(&u, b)) {
             self.best = Some((p, u));
         }
@@ -462,12 +512,35 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn refuse(&mut self, p: PolicyRef<'a>, u: Usage) -> Result<(), Refused> {
+    pub(super) fn refuse(&mut self, p: PolicyRef<'a>, u: Usage) -> Result<(), Refused> {
         self.refused = Some((p, u));
         Err(Refused)
     }
 
     pub(crate) fn gcra(
+        &mut self,
+        p: PolicyRef<'a>,
+        cell: CellRef<'a, GcraCell>,
+        rate: &'a GcraRate,
+        now: Timestamp,
+        id: CounterId<'_>,
+    ) -> Result<(), Refused> {
+        // Shared QPS: a one-second window in the store (an approximation of
+        // GCRA: bursts are not smoothed inside the second).
+        if let Some(s) = self.shared.as_mut().filter(|s| s.qps) {
+            s.ops.push(SharedOp {
+                policy: p,
+                key: id.to_key(),
+                limit: rate.qps,
+                window: 1,
+                local: LocalCell::Gcra(cell, rate),
+            });
+            return Ok(());
+        }
+        self.gcra_local(p, cell, rate, now)
+    }
+
+    fn gcra_local(
         &mut self,
         p: PolicyRef<'a>,
         cell: CellRef<'a, GcraCell>,
@@ -483,7 +556,30 @@ impl<'a> Run<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn window(
+        &mut self,
+        p: PolicyRef<'a>,
+        cell: CellRef<'a, WindowCell>,
+        w: Window,
+        limit: u64,
+        now: Timestamp,
+        id: CounterId<'_>,
+    ) -> Result<(), Refused> {
+        if let Some(s) = &mut self.shared {
+            s.ops.push(SharedOp {
+                policy: p,
+                key: id.to_key(),
+                limit,
+                window: w.secs,
+                local: LocalCell::Window(cell, w),
+            });
+            return Ok(());
+        }
+        self.window_local(p, cell, w, limit, now)
+    }
+
+    fn window_local(
         &mut self,
         p: PolicyRef<'a>,
         cell: CellRef<'a, WindowCell>,
@@ -504,6 +600,26 @@ impl<'a> Run<'a> {
     pub(crate) fn quota(
         &mut self,
         p: PolicyRef<'a>,
+        cell: CellRef<'a, QuotaCell>,
+        limit: u64,
+        id: CounterId<'_>,
+    ) -> Result<(), Refused> {
+        if let Some(s) = &mut self.shared {
+            s.ops.push(SharedOp {
+                policy: p,
+                key: id.to_key(),
+                limit,
+                window: 0,
+                local: LocalCell::Quota(cell),
+            });
+            return Ok(());
+        }
+        self.quota_local(p, &cell, limit)
+    }
+
+    fn quota_local(
+        &mut self,
+        p: PolicyRef<'a>,
         cell: &QuotaCell,
         limit: u64,
     ) -> Result<(), Refused> {
@@ -516,7 +632,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn rollback(&mut self) {
+    pub(super) fn rollback(&mut self) {
         for h in self.held[..self.n].iter_mut().filter_map(Option::take) {
             match h {
                 Held::Gcra(c, rate) => c.undo(rate),

@@ -5,4 +5,5 @@ pub mod ip;
 pub mod limits;
 pub mod param;
 pub mod quota;
+pub mod shared;
 pub mod traffic;

@@ -11,7 +11,9 @@
 //! Values longer than 128 bytes are counted under their SHA-256, bounding memory.
 
 use super::expr::Expr;
-use super::limits::{identity, CellRef, LimitRequest, PolicyKind, PolicyRef, Refused, Run};
+use super::limits::{
+    identity, CellRef, CounterId, LimitRequest, PolicyKind, PolicyRef, Refused, Run,
+};
 use crate::config::raw::{RawParamTrafficControl, RawStrategy};
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
@@ -203,7 +205,15 @@ impl ParamPolicy {
                 kind: PolicyKind::ParamDefault,
                 name: &d.label,
             };
-            run.window(p, CellRef::Borrowed(d.cell.cell()), d.window, d.limit, now)?;
+            let id = CounterId::whole(d.cell.identity());
+            run.window(
+                p,
+                CellRef::Borrowed(d.cell.cell()),
+                d.window,
+                d.limit,
+                now,
+                id,
+            )?;
         }
         for s in &self.strategies {
             if s.condition.as_ref().is_some_and(|c| !c.eval(req)) {
@@ -218,7 +228,8 @@ impl ParamPolicy {
                     kind: PolicyKind::ParamStrategy,
                     name: &s.label,
                 };
-                run.window(p, CellRef::Shared(cell), s.window, s.limit, now)?;
+                let id = CounterId::keyed(s.table.identity(), &key);
+                run.window(p, CellRef::Shared(cell), s.window, s.limit, now, id)?;
             }
         }
         Ok(())

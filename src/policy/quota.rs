@@ -5,7 +5,7 @@
 //! lowering `quota` keeps what each key has used; renaming the plan starts over.
 //! They are persisted by `LimitState` (flushed every second and on shutdown).
 
-use super::limits::{identity, CellRef, PolicyKind, PolicyRef, Refused, Run};
+use super::limits::{identity, CellRef, CounterId, PolicyKind, PolicyRef, Refused, Run};
 use crate::config::raw::RawUsagePlan;
 use crate::store::cells::{GcraCell, GcraRate, QuotaCell, Timestamp};
 use crate::store::table::Table;
@@ -88,7 +88,8 @@ impl PlanLimits {
             kind: PolicyKind::PlanQps,
             name: &self.labels[0],
         };
-        run.gcra(p, CellRef::Shared(cell), rate, now)
+        let id = CounterId::keyed(table.identity(), key);
+        run.gcra(p, CellRef::Shared(cell), rate, now, id)
     }
 
     pub(crate) fn check_quota<'a>(
@@ -107,6 +108,7 @@ impl PlanLimits {
             kind: PolicyKind::PlanQuota,
             name: &self.labels[1],
         };
-        run.quota(p, &cell, *limit)
+        let id = CounterId::keyed(table.identity(), key);
+        run.quota(p, CellRef::Shared(cell), *limit, id)
     }
 }

@@ -10,7 +10,7 @@
 //!   are counted per prefix (e.g. /64). IPv4-mapped IPv6 addresses count as IPv4.
 //! - Check order: client IP, app, API (the most specific refusal is reported).
 
-use super::limits::{identity, CellRef, PolicyKind, PolicyRef, Refused, Run};
+use super::limits::{identity, CellRef, CounterId, PolicyKind, PolicyRef, Refused, Run};
 use crate::config::raw::RawTrafficControl;
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
@@ -254,12 +254,14 @@ impl TrafficPolicy {
     ) -> Result<(), Refused> {
         let w = self.window;
         if let (Some(t), Some(limit)) = (&self.ips, self.ip_limit(ip)) {
-            if let Some(cell) = t.cell(&self.ip_bucket(ip), now) {
+            let bucket = self.ip_bucket(ip);
+            if let Some(cell) = t.cell(&bucket, now) {
                 let p = PolicyRef {
                     kind: PolicyKind::TrafficIp,
                     name: &self.labels[2],
                 };
-                run.window(p, CellRef::Shared(cell), w, limit, now)?;
+                let id = CounterId::ip(t.identity(), bucket);
+                run.window(p, CellRef::Shared(cell), w, limit, now, id)?;
             }
         }
         if let (Some(t), Some(app)) = (&self.apps, app) {
@@ -269,7 +271,8 @@ impl TrafficPolicy {
                         kind: PolicyKind::TrafficApp,
                         name: &self.labels[1],
                     };
-                    run.window(p, CellRef::Shared(cell), w, limit, now)?;
+                    let id = CounterId::keyed(t.identity(), app);
+                    run.window(p, CellRef::Shared(cell), w, limit, now, id)?;
                 }
             }
         }
@@ -283,6 +286,7 @@ impl TrafficPolicy {
             w,
             self.api_limit,
             now,
+            CounterId::whole(self.api.identity()),
         )
     }
 }

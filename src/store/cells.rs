@@ -235,6 +235,22 @@ impl WindowCell {
         });
     }
 
+    /// Raises the count of the window holding `now` to at least `count` (cluster
+    /// mode: the shared count seen in Redis), so that a fall-back to local
+    /// counting continues from the last shared count rather than from zero.
+    pub fn observe(&self, w: Window, now: Timestamp, count: u64) {
+        let idx = w.index(now);
+        let count = count.min(u32::MAX as u64) as u32;
+        let _ = self.state.fetch_update(Relaxed, Relaxed, |v| {
+            let (i, c) = unpack(v);
+            match i.cmp(&idx) {
+                std::cmp::Ordering::Less => Some(pack(idx, count)),
+                std::cmp::Ordering::Equal if c < count => Some(pack(idx, count)),
+                _ => None,
+            }
+        });
+    }
+
     /// Count in the current window.
     pub fn count(&self, w: Window, now: Timestamp) -> u64 {
         let (i, c) = unpack(self.state.load(Relaxed));
@@ -316,6 +332,12 @@ impl QuotaCell {
 
     pub fn used(&self) -> u64 {
         self.used.load(Relaxed)
+    }
+
+    /// Raises the count to at least `used` (cluster mode: the shared count seen
+    /// in Redis), so that the local fall-back and the persisted row follow it.
+    pub fn observe(&self, used: u64) {
+        self.used.fetch_max(used, Relaxed);
     }
 
     pub fn dirty(&self) -> Option<u64> {

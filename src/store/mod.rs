@@ -5,9 +5,10 @@
 //! tables (keyed by policy identity so that they survive reloads), flushes changed
 //! persistent rows at least once per second and prunes idle entries.
 //!
-//! The seam for cluster mode: a Redis-backed `CounterStore` would implement
-//! `save` as `INCRBY` of the deltas with an expiry at `window_end` and hand back
-//! global totals through `load`; nothing in the hot path changes.
+//! Cluster mode (`crate::cluster`) does not go through a `CounterStore`: each
+//! decision is one atomic Redis script over the request's counters
+//! (`policy::shared`), and these in-memory cells serve as the `on_error = local`
+//! fall-back, mirroring the last shared counts.
 
 pub mod cells;
 pub mod local;

@@ -202,3 +202,31 @@ pub async fn dead_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// Run the real `keygate` binary on `config`; returns the child and its first
+/// plain listener's address (read from the `keygate: listening on` line).
+/// stdout keeps being drained so that later lines never meet a closed pipe.
+pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn keygate");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("keygate: listening on http://")
+                .map(str::to_string)
+        })
+        .expect("listening line")
+        .parse()
+        .expect("listening address");
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}

@@ -1,0 +1,488 @@
+//! Cluster mode (SPEC §6, §7 `[cluster]`): several keygate instances share their
+//! window counters, lifetime quotas and replay cache through one Redis.
+//!
+//! - One round trip per decision: every window and quota counter that applies to a
+//!   request goes to [`LIMIT_SCRIPT`], which increments them all only when none is
+//!   at its limit (a refused request counts against nothing, as in local mode).
+//!   Windows are aligned on Redis's clock (`TIME`), so instances whose clocks
+//!   drift still share one window. Per-second QPS stays local (GCRA) unless
+//!   `shared_qps`, which makes it a one-second window in Redis.
+//! - Replay cache: `SET key 1 NX PX ttl`, the key an HMAC (by the caller key's
+//!   secret) of the key id and the signature or nonce, never the raw value.
+//! - Failure: every call has a short timeout (`[cluster] timeout`, 50 ms by
+//!   default) and goes through a [`Breaker`]; a failed call is decided by
+//!   `on_error` (`local`: this instance's own counters and replay cache, which
+//!   mirror the last shared counts; `allow`: admitted uncounted; `deny`: 503).
+//!   While the breaker is open no call waits on Redis at all; a probe every
+//!   second closes it again when Redis answers. Transitions are logged and shown
+//!   by `keygate_cluster_mode{mode}`.
+//! - The connection is made in the background (redis-rs's connection manager,
+//!   which also reconnects), so a dead Redis never delays startup.
+//!
+//! Limits of the design, stated: counts made while falling back are not pushed
+//! to Redis afterwards; a call that timed out may still be applied by Redis once
+//! it wakes up (at most a few requests counted twice); a standalone Redis (or a
+//! primary) is required, not Redis Cluster (the window keys are derived inside
+//! the script).
+
+pub mod breaker;
+
+use crate::auth::replay::ReplayCache;
+use crate::auth::AuthError;
+use crate::config::raw::RawCluster;
+use crate::metrics::Metrics;
+use crate::policy::limits::{
+    LimitReport, LimitRequest, RouteLimits, SharedOp, SharedOutcome, Timestamp,
+};
+use crate::reject::Reject;
+use breaker::{Breaker, Transition};
+use hmac::{Hmac, Mac};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Checks every counter, then increments them all, or none.
+///
+/// `KEYS[i]`: counter i (its window end is appended for a window);
+/// `ARGV[2i-1]`: its limit; `ARGV[2i]`: its window in seconds, 0 for a lifetime
+/// quota. Returns `{0, now_ms, count_1, …}` (counts after the increment) or
+/// `{i, now_ms, count_i}` when counter i is at its limit.
+pub const LIMIT_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keys = {}
+for i = 1, #KEYS do
+  local w = tonumber(ARGV[2 * i])
+  local k = KEYS[i]
+  if w > 0 then
+    k = k .. ':' .. string.format('%d', (math.floor(now_s / w) + 1) * w)
+  end
+  keys[i] = k
+  local c = tonumber(redis.call('GET', k) or '0')
+  if c >= tonumber(ARGV[2 * i - 1]) then
+    return {i, now_ms, c}
+  end
+end
+local out = {0, now_ms}
+for i = 1, #KEYS do
+  local c = redis.call('INCR', keys[i])
+  local w = tonumber(ARGV[2 * i])
+  if w > 0 and c == 1 then
+    local end_ms = (math.floor(now_s / w) + 1) * w * 1000
+    -- a second of slack: an instance may still read it right after the end
+    redis.call('PEXPIRE', keys[i], end_ms - now_ms + 1000)
+  end
+  out[i + 2] = c
+end
+return out
+"#;
+
+/// Backoff of the breaker between probes of a Redis that failed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a request is decided by when Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Local,
+    Allow,
+    Deny,
+}
+
+impl OnError {
+    pub fn parse(s: &str) -> Option<OnError> {
+        match s {
+            "local" => Some(OnError::Local),
+            "allow" => Some(OnError::Allow),
+            "deny" => Some(OnError::Deny),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            OnError::Local => "local",
+            OnError::Allow => "allow",
+            OnError::Deny => "deny",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.on_error: {0:?} is not one of local, allow, deny")]
+    OnError(String),
+    #[error("cluster.redis: {0}")]
+    Url(String),
+    #[error("cluster: cannot start the Redis client: {0}")]
+    Client(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("circuit open")]
+    Open,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+}
+
+impl CallError {
+    fn kind(&self) -> &'static str {
+        match self {
+            CallError::Open => "open",
+            CallError::Timeout(_) => "timeout",
+            CallError::Redis(_) => "error",
+            CallError::Reply(_) => "reply",
+        }
+    }
+}
+
+/// Checks the URL of `[cluster] redis` (after `${ENV}` expansion) as this build
+/// supports it. `rediss://` needs a TLS-enabled build, which this one is not.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err(
+            "rediss:// (TLS) is not supported by this build; use redis:// \
+                    (e.g. through a local TLS tunnel)"
+                .into(),
+        );
+    }
+    if !url.starts_with("redis://") {
+        return Err("must be a redis:// URL".into());
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        // The parser's message may quote the URL, and with it a password.
+        .map_err(|_| "not a valid redis:// URL".into())
+}
+
+/// Identity of the cluster settings: a reload that changes it needs a restart.
+pub fn fingerprint(raw: Option<&RawCluster>) -> String {
+    match raw {
+        None => String::new(),
+        Some(c) => {
+            let s = format!(
+                "{}|{}|{:?}|{}|{}",
+                c.redis, c.on_error, c.timeout, c.shared_qps, c.prefix
+            );
+            hex::encode(Sha256::digest(s.as_bytes()))
+        }
+    }
+}
+
+/// The shared store: a Redis connection, its breaker and the failure policy.
+pub struct Cluster {
+    conn: ConnectionManager,
+    limit_script: Script,
+    timeout: Duration,
+    on_error: OnError,
+    shared_qps: bool,
+    prefix: String,
+    breaker: Breaker,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may carry a password.
+        f.debug_struct("Cluster")
+            .field("on_error", &self.on_error)
+            .field("timeout", &self.timeout)
+            .field("shared_qps", &self.shared_qps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts the client without waiting for Redis (the connection is made in the
+    /// background on first use). `url` is `[cluster] redis` after `${ENV}`
+    /// expansion. Must be called inside the Tokio runtime.
+    pub fn start(
+        raw: &RawCluster,
+        url: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Cluster, ClusterError> {
+        let on_error = OnError::parse(&raw.on_error)
+            .ok_or_else(|| ClusterError::OnError(raw.on_error.clone()))?;
+        check_url(url).map_err(ClusterError::Url)?;
+        let client = redis::Client::open(url)
+            .map_err(|_| ClusterError::Url("not a valid redis:// URL".into()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(raw.timeout.max(Duration::from_millis(1)) * 4))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ClusterError::Client(e.to_string()))?;
+        metrics.set_cluster_mode("shared");
+        tracing::info!(
+            on_error = on_error.name(),
+            timeout_ms = raw.timeout.as_millis() as u64,
+            shared_qps = raw.shared_qps,
+            "cluster mode: window counters, quotas and the replay cache are shared through Redis"
+        );
+        Ok(Cluster {
+            conn,
+            limit_script: Script::new(LIMIT_SCRIPT),
+            timeout: raw.timeout.max(Duration::from_millis(1)),
+            on_error,
+            shared_qps: raw.shared_qps,
+            prefix: raw.prefix.clone(),
+            breaker: Breaker::new(PROBE_EVERY),
+            metrics,
+        })
+    }
+
+    pub fn on_error(&self) -> OnError {
+        self.on_error
+    }
+
+    /// `shared`, or the `on_error` mode while the breaker is open.
+    pub fn mode(&self) -> &'static str {
+        if self.breaker.is_open() {
+            self.on_error.name()
+        } else {
+            "shared"
+        }
+    }
+
+    /// One Redis call through the breaker and the timeout. `make` builds the
+    /// call only when it is allowed to go out.
+    async fn call<T, F>(&self, make: impl FnOnce() -> F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, CallError>>,
+    {
+        if !self.breaker.allow(Instant::now()) {
+            self.metrics.cluster_fallback();
+            return Err(CallError::Open);
+        }
+        let result = match tokio::time::timeout(self.timeout, make()).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+        };
+        match &result {
+            Ok(_) => {
+                if let Some(t) = self.breaker.success() {
+                    self.transition(t, None);
+                }
+            }
+            Err(e) => {
+                self.metrics.cluster_error(e.kind());
+                self.metrics.cluster_fallback();
+                tracing::debug!(error = %e, "redis call failed");
+                if let Some(t) = self.breaker.failure(Instant::now()) {
+                    self.transition(t, Some(e));
+                }
+            }
+        }
+        result
+    }
+
+    fn transition(&self, t: Transition, error: Option<&CallError>) {
+        match t {
+            Transition::Opened => {
+                let mode = self.on_error.name();
+                self.metrics.set_cluster_mode(mode);
+                let error = error.map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(
+                    mode,
+                    %error,
+                    "redis unavailable: limits and replay checks fall back to on_error = {mode}"
+                );
+            }
+            Transition::Closed => {
+                self.metrics.set_cluster_mode("shared");
+                tracing::info!(
+                    mode = "shared",
+                    "redis reachable again: shared counting resumed"
+                );
+            }
+        }
+    }
+
+    /// Step 5 of the pipeline in cluster mode: local QPS, then one shared decision
+    /// for the windows and quotas. The outer `Err` is `on_error = deny` with Redis
+    /// unavailable.
+    pub async fn check_limits<'a>(
+        &self,
+        limits: &'a RouteLimits,
+        req: &LimitRequest<'_>,
+        now: Timestamp,
+    ) -> Result<Result<LimitReport<'a>, LimitReport<'a>>, Reject> {
+        let shared = match limits.prepare(req, now, self.shared_qps) {
+            Ok(s) => s,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if shared.ops().is_empty() {
+            return Ok(shared.finish(SharedOutcome::Uncounted));
+        }
+        let n = shared.ops().len();
+        let outcome = match self.call(|| self.limit_call(shared.ops())).await {
+            Ok(reply) => parse_limit_reply(&reply, n),
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(_) => match self.on_error {
+                OnError::Local => SharedOutcome::Local,
+                OnError::Allow => SharedOutcome::Uncounted,
+                OnError::Deny => {
+                    shared.abort();
+                    return Err(Reject::ClusterUnavailable);
+                }
+            },
+        };
+        Ok(shared.finish(outcome))
+    }
+
+    fn limit_call<'s>(
+        &'s self,
+        ops: &[SharedOp<'_>],
+    ) -> impl Future<Output = Result<Vec<i64>, CallError>> + Send + 's {
+        let mut inv = self.limit_script.prepare_invoke();
+        for op in ops {
+            inv.key(format!("{}:{}", self.prefix, op.key));
+            inv.arg(op.limit);
+            inv.arg(op.window);
+        }
+        let mut conn = self.conn.clone();
+        async move { Ok(inv.invoke_async::<Vec<i64>>(&mut conn).await?) }
+    }
+
+    /// The replay check in cluster mode (SPEC §8): `SET NX PX` in Redis; on
+    /// failure, `on_error`.
+    pub async fn check_replay(
+        &self,
+        local: &ReplayCache,
+        key_id: &str,
+        secret: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<(), Reject> {
+        let key = format!(
+            "{}:replay:{}",
+            self.prefix,
+            replay_digest(key_id, secret, token)
+        );
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let fresh = self
+            .call(|| {
+                let mut conn = self.conn.clone();
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+                async move {
+                    let r: RedisResult<Option<String>> = cmd.query_async(&mut conn).await;
+                    Ok(r?.is_some())
+                }
+            })
+            .await;
+        match fresh {
+            Ok(true) => {
+                // Mirrored locally so that the fall-back still knows it; the
+                // local answer does not matter while Redis decides.
+                let _ = local.check_and_insert(key_id, token, ttl, Instant::now());
+                Ok(())
+            }
+            Ok(false) => Err(AuthError::Replay.into()),
+            Err(_) => match self.on_error {
+                OnError::Local => local
+                    .check_and_insert(key_id, token, ttl, Instant::now())
+                    .map_err(Into::into),
+                OnError::Allow => Ok(()),
+                OnError::Deny => Err(Reject::ClusterUnavailable),
+            },
+        }
+    }
+}
+
+fn parse_limit_reply(reply: &[i64], n: usize) -> Result<SharedOutcome, CallError> {
+    let bad = || CallError::Reply(format!("{} integers for {n} counters", reply.len()));
+    let (&status, &now_ms) = match reply {
+        [s, t, ..] => (s, t),
+        _ => return Err(bad()),
+    };
+    let now_ms = u64::try_from(now_ms).map_err(|_| bad())?;
+    let counts = &reply[2..];
+    if status == 0 {
+        if counts.len() != n {
+            return Err(bad());
+        }
+        let counts = counts.iter().map(|&c| c.max(0) as u64).collect();
+        return Ok(SharedOutcome::Counted { now_ms, counts });
+    }
+    match (usize::try_from(status), counts) {
+        (Ok(i), [c]) if (1..=n).contains(&i) => Ok(SharedOutcome::Refused {
+            now_ms,
+            index: i - 1,
+            count: (*c).max(0) as u64,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// The replay key: HMAC-SHA256 by the key's secret over the key id and the
+/// token, so that Redis (and whoever reads it) never sees a signature or a
+/// nonce, and all instances (same secret) derive the same key.
+fn replay_digest(key_id: &str, secret: &str, token: &str) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        // HMAC takes keys of any length; unreachable, but no panic on a request path.
+        Err(_) => return hex::encode(Sha256::digest([key_id, "\0", token].concat())),
+    };
+    mac.update(&(key_id.len() as u64).to_be_bytes());
+    mac.update(key_id.as_bytes());
+    mac.update(token.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_replies_are_parsed_strictly() {
+        assert_eq!(
+            parse_limit_reply(&[0, 5000, 3, 7], 2).unwrap(),
+            SharedOutcome::Counted {
+                now_ms: 5000,
+                counts: vec![3, 7]
+            }
+        );
+        assert_eq!(
+            parse_limit_reply(&[2, 5000, 100], 2).unwrap(),
+            SharedOutcome::Refused {
+                now_ms: 5000,
+                index: 1,
+                count: 100
+            }
+        );
+        assert!(parse_limit_reply(&[0, 5000, 3], 2).is_err());
+        assert!(parse_limit_reply(&[3, 5000, 1], 2).is_err());
+        assert!(parse_limit_reply(&[-1, 5000, 1], 2).is_err());
+        assert!(parse_limit_reply(&[0], 0).is_err());
+    }
+
+    #[test]
+    fn replay_keys_hide_the_token_and_separate_keys() {
+        let a = replay_digest("k", "secret", "sig");
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("sig"));
+        assert_eq!(a, replay_digest("k", "secret", "sig"));
+        assert_ne!(a, replay_digest("ks", "secret", "ig"));
+        assert_ne!(a, replay_digest("k", "other", "sig"));
+    }
+
+    #[test]
+    fn urls_are_checked_without_echoing_them() {
+        assert!(check_url("redis://127.0.0.1:6379").is_ok());
+        assert!(check_url("redis://:pw@10.0.0.1:6379/2").is_ok());
+        assert!(check_url("rediss://h:6380").unwrap_err().contains("TLS"));
+        assert!(check_url("http://h").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Process logging: the application log and the access log (`keygate::access`
+//! target, one line per request), text or JSON, both written by a background
+//! thread so that a slow terminal, pipe or disk never stalls request handling.
+//!
+//! The writers are lossy: when the sink falls more than [`BUFFERED_LINES`]
+//! behind, new lines are dropped (and counted, see [`dropped_lines`]) rather
+//! than blocking a runtime worker. A proxy that hangs because its log pipe is
+//! full is worse than a gap in the log, and the gap is visible in `/metrics`.
+
+use crate::config::raw::RawLog;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::OnceLock;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Lines held in memory per writer before dropping.
+pub const BUFFERED_LINES: usize = 64 * 1024;
+
+/// The tracing target of access-log lines.
+pub const ACCESS_TARGET: &str = "keygate::access";
+
+static COUNTERS: OnceLock<Vec<ErrorCounter>> = OnceLock::new();
+
+/// Log lines dropped because a writer was too far behind (all writers).
+pub fn dropped_lines() -> u64 {
+    COUNTERS
+        .get()
+        .map(|c| c.iter().map(|c| c.dropped_lines() as u64).sum())
+        .unwrap_or(0)
+}
+
+/// Keeps the background writers alive; dropping it flushes what is buffered.
+pub struct LogGuard {
+    _guards: Vec<WorkerGuard>,
+}
+
+/// Install the global subscriber. `base` resolves a relative `access_file`.
+/// Fails only when the access log file cannot be opened.
+pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = cfg.format == "json";
+    let mut guards = Vec::new();
+    let mut counters = Vec::new();
+
+    let (app_writer, g) = builder().finish(std::io::stderr());
+    counters.push(app_writer.error_counter());
+    guards.push(g);
+
+    // Access lines go to their own file when configured, else with the rest.
+    let access_writer = match &cfg.access_file {
+        Some(p) => {
+            let path = base.join(p);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("access log {}: {e}", path.display()))?;
+            let (w, g) = builder().finish(file);
+            counters.push(w.error_counter());
+            guards.push(g);
+            w
+        }
+        None => app_writer.clone(),
+    };
+    let _ = COUNTERS.set(counters);
+
+    let is_access = |m: &tracing::Metadata<'_>| m.target() == ACCESS_TARGET;
+    let app = tracing_subscriber::fmt::layer().with_writer(app_writer);
+    let access = tracing_subscriber::fmt::layer().with_writer(access_writer);
+    let (app, access) = if json {
+        (
+            app.json().boxed(),
+            access.json().with_current_span(false).boxed(),
+        )
+    } else {
+        (app.boxed(), access.boxed())
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(app.with_filter(filter_fn(move |m| !is_access(m))))
+        .with(access.with_filter(filter_fn(is_access)));
+    // A second init (tests calling this twice) keeps the first subscriber.
+    let _ = registry.try_init();
+    Ok(LogGuard { _guards: guards })
+}
+
+fn builder() -> NonBlockingBuilder {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("keygate-log")
+}

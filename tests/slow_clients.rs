@@ -1,0 +1,92 @@
+//! Slow and idle clients cannot hold connections or requests forever.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(extra_server: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n{extra_server}\n\
+         [[services]]\nname = \"s\"\n[[services.apis]]\nname = \"m\"\npath = \"/m\"\n\
+         [services.apis.backend]\ntype = \"mock\"\nbody = \"ok\"\n"
+    )
+}
+
+/// Reads until the peer closes; returns what was read and when it closed.
+async fn read_to_close(
+    s: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    String::from_utf8_lossy(&out).into_owned(),
+                    Some(start.elapsed()),
+                )
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_headers_are_cut_off() {
+    let kg = Keygate::start(&config("header_read_timeout = \"1s\"")).await;
+    let mut s = tokio::net::TcpStream::connect(kg.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /m HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let (text, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(closed.is_some(), "connection still open after 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_is_closed() {
+    let kg = Keygate::start(&config("header_read_timeout = \"1s\"")).await;
+    let mut s = tokio::net::TcpStream::connect(kg.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /m HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (text, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // hyper's header-read timer also runs while a keep-alive connection waits
+    // for its next request.
+    assert!(closed.is_some(), "idle connection still open after 5 s");
+}
+
+/// A body the gateway must read whole (here for a `tc1` form signature) that
+/// trickles in too slowly gets 408, and the connection is let go.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_body_of_a_buffering_scheme_gets_408() {
+    let toml = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nbody_read_timeout = \"1s\"\n\
+         [[services]]\nname = \"s\"\n[[services.apis]]\nname = \"v1\"\npath = \"/v1\"\nmethods = [\"POST\"]\nauth = \"tc1\"\n\
+         [services.apis.backend]\ntype = \"mock\"\nbody = \"ok\"\n";
+    let kg = Keygate::start(toml).await;
+    let mut s = tokio::net::TcpStream::connect(kg.addr)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"POST /v1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\nAction=Des",
+    )
+    .await
+    .expect("write");
+    let (text, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("RequestTimeout"), "{text}");
+    let after = closed.expect("connection closed after the 408");
+    assert!(after >= Duration::from_millis(900), "{after:?}");
+}
