@@ -312,3 +312,23 @@ async fn configmap_style_symlink_swap_is_picked_up_by_the_watcher() {
     assert!(seen, "the watcher followed the ..data swap within 5 s");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_core_runtime_proxies_from_every_worker_and_stops() {
+    let be = spawn_backend().await;
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\nruntime = \"per-core\"\nworkers = 2\n\n[[services]]\nname = \"s\"\n[[services.apis]]\nname = \"a\"\npath = \"/\"\n[services.apis.backend]\ntype = \"http\"\nurl = \"http://{be}\"\n"
+    );
+    let kg = Keygate::start(&cfg).await;
+    // A new connection per request: the kernel spreads them over both
+    // workers' SO_REUSEPORT listeners, each with its own upstream pool.
+    for i in 0..20 {
+        let r = get(&kg.url(&format!("/item/{i}"))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["path"], format!("/item/{i}"));
+    }
+    let (status, _) = kg.reload().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(&kg.url("/after-reload")).await.status, StatusCode::OK);
+    kg.running.shutdown().await;
+}
