@@ -17,8 +17,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-/// Lines held in memory per writer before dropping.
-pub const BUFFERED_LINES: usize = 64 * 1024;
+/// Lines held in memory per writer before dropping. The queue's slots are
+/// allocated and touched up front (about 32 bytes each), so this is resident
+/// memory whether or not anything is logged.
+pub const BUFFERED_LINES: usize = 8 * 1024;
 
 /// The tracing target of access-log lines.
 pub const ACCESS_TARGET: &str = "keygate::access";
