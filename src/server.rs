@@ -345,10 +345,17 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => serve_conn(stream, peer, false, ctx, &builder, watcher).await,
-                Some(acceptor) => {
+        // Two spawns, not one task with a match: a task is as large as its
+        // largest state, and the TLS one (handshake, rustls session inline)
+        // would make every plain keep-alive connection hold ~6 KiB more.
+        match tls {
+            None => {
+                tokio::spawn(async move {
+                    serve_conn(stream, peer, false, ctx, &builder, watcher).await
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await;
                     match hs {
@@ -356,9 +363,9 @@ async fn accept_loop(
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
+                });
             }
-        });
+        }
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
