@@ -124,22 +124,24 @@ impl Ctx {
             headers.insert(REQUEST_ID, v);
         }
         let latency = start.elapsed();
+        let no_route;
         let route_metrics = match out.api {
-            Some(i) => gw.apis[i].metrics.clone(),
-            None => self.state.metrics.route(NO_ROUTE),
+            Some(i) => &gw.apis[i].metrics,
+            None => {
+                no_route = self.state.metrics.route(NO_ROUTE);
+                &no_route
+            }
         };
         route_metrics.record(Sample {
             status: resp.status().as_u16(),
             reject: refused,
             upstream_status: out.upstream_status,
             latency,
-            bytes_in: 0,
-            bytes_out: 0,
         });
         let bytes_out = resp.body().size_hint().exact();
         match bytes_out {
             Some(n) => route_metrics.add_bytes_out(n),
-            None => resp = resp.map(|b| CountedBody::wrap(b, route_metrics)),
+            None => resp = resp.map(|b| CountedBody::wrap(b, route_metrics.clone())),
         }
         if let Some(method) = method {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");

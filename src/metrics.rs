@@ -81,10 +81,6 @@ pub struct Sample {
     pub upstream_status: Option<u16>,
     /// From the request's arrival to the response head.
     pub latency: Duration,
-    /// Request body bytes received from the client.
-    pub bytes_in: u64,
-    /// Response body bytes sent to the client.
-    pub bytes_out: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -522,12 +518,6 @@ impl RouteMetrics {
             }
         }
         self.latency.observe(s.latency);
-        if s.bytes_in > 0 {
-            self.bytes_in.inc_by(s.bytes_in);
-        }
-        if s.bytes_out > 0 {
-            self.bytes_out.inc_by(s.bytes_out);
-        }
     }
 }
 
@@ -651,8 +641,6 @@ mod tests {
             reject: None,
             upstream_status: Some(status),
             latency: Duration::from_millis(ms),
-            bytes_in: 10,
-            bytes_out: 100,
         }
     }
 
@@ -666,10 +654,11 @@ mod tests {
     #[test]
     fn records_and_encodes() {
         let m = Arc::new(Metrics::new());
-        m.record("demo/echo", ok(200, 3));
-        m.record("demo/echo", ok(200, 40));
-        m.record("demo/echo", ok(404, 1));
-        m.record("demo/echo", ok(502, 1));
+        for (status, ms) in [(200, 3), (200, 40), (404, 1), (502, 1)] {
+            m.record("demo/echo", ok(status, ms));
+            m.route("demo/echo").add_bytes_in(10);
+            m.route("demo/echo").add_bytes_out(100);
+        }
         m.record(
             "demo/echo",
             Sample {
@@ -685,10 +674,10 @@ mod tests {
                 status: 401,
                 reject: Some("auth"),
                 latency: Duration::from_micros(50),
-                bytes_out: 80,
                 ..Sample::default()
             },
         );
+        m.route("demo/private").add_bytes_out(80);
         m.record(
             NO_ROUTE,
             Sample {
