@@ -600,23 +600,13 @@ pub(crate) fn signing_string(pairs: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Key;
-    use http::{HeaderValue, Method, Uri};
-    use std::sync::Arc;
+    use crate::auth::testkit;
+    use http::{Method, Uri};
 
     const SECRET: &str = "ZxF2whsecretN2oPrC";
 
     fn keys() -> Keys {
-        let mut k = Keys::new();
-        k.insert(
-            "AKID1".into(),
-            Arc::new(Key::new("AKID1".into(), SECRET.into(), None, true)),
-        );
-        k.insert(
-            "AKIDoff".into(),
-            Arc::new(Key::new("AKIDoff".into(), SECRET.into(), None, false)),
-        );
-        k
+        testkit::keys(&[("AKID1", SECRET, true), ("AKIDoff", SECRET, false)])
     }
 
     fn t0() -> SystemTime {
@@ -637,13 +627,7 @@ mod tests {
     }
     impl R {
         fn new(h: &[(&str, &str)]) -> R {
-            let mut headers = HeaderMap::new();
-            for (n, v) in h {
-                headers.append(
-                    http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
-            }
+            let headers = testkit::headers(h);
             R {
                 method: Method::GET,
                 uri: Uri::from_static("/echo?a=1"),

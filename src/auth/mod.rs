@@ -215,3 +215,35 @@ pub(crate) fn head_has_no_body(headers: &HeaderMap) -> bool {
         Some(v) => v.as_bytes() == b"0",
     }
 }
+
+/// Fixtures shared by the schemes' unit tests.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::{Key, Keys};
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use std::sync::Arc;
+
+    /// Keys from `(id, secret, enabled)`.
+    pub fn keys(entries: &[(&str, &str, bool)]) -> Keys {
+        let mut k = Keys::new();
+        for (id, secret, enabled) in entries {
+            k.insert(
+                (*id).into(),
+                Arc::new(Key::new((*id).into(), (*secret).into(), None, *enabled)),
+            );
+        }
+        k
+    }
+
+    /// A header map from `(name, value)` pairs, repeats appended.
+    pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        h
+    }
+}

@@ -101,9 +101,8 @@ pub fn verify(req: &RequestParts<'_>, keys: &Keys) -> Result<Verified, AuthError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Key;
-    use http::{HeaderMap, HeaderValue, Uri, Version};
-    use std::sync::Arc;
+    use crate::auth::testkit;
+    use http::{Uri, Version};
 
     const APPKEY: &str = "228bf094169a40a3bd188ba37ebe8723";
     // The platform's published example.
@@ -111,16 +110,7 @@ mod tests {
     const SRC: &str = "GET&%2Fv3%2Fuser%2Fget_info&appid%3D123456%26format%3Djson%26openid%3D11111111111111111%26openkey%3D2222222222222222%26pf%3Dqzone%26userip%3D112.90.139.30";
 
     fn keys() -> Keys {
-        let mut k = Keys::new();
-        k.insert(
-            "123456".into(),
-            Arc::new(Key::new("123456".into(), APPKEY.into(), None, true)),
-        );
-        k.insert(
-            "off".into(),
-            Arc::new(Key::new("off".into(), APPKEY.into(), None, false)),
-        );
-        k
+        testkit::keys(&[("123456", APPKEY, true), ("off", APPKEY, false)])
     }
 
     fn check(
@@ -130,13 +120,7 @@ mod tests {
         body: Option<&[u8]>,
     ) -> Result<Verified, AuthError> {
         let uri: Uri = uri.parse().unwrap();
-        let mut headers = HeaderMap::new();
-        for (n, v) in hdrs {
-            headers.append(
-                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
+        let headers = testkit::headers(hdrs);
         let req = RequestParts {
             method: &method,
             uri: &uri,

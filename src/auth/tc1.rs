@@ -219,9 +219,8 @@ pub fn sign_source(secret: &str, sha256: bool, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Key;
-    use http::{HeaderMap, HeaderValue, Uri, Version};
-    use std::sync::Arc;
+    use crate::auth::testkit;
+    use http::{Uri, Version};
 
     const ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
     const SECRET: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
@@ -230,16 +229,7 @@ mod tests {
     const SRC: &str = "GETcvm.tencentcloudapi.com/?Action=DescribeInstances&InstanceIds.0=ins-09dx96dg&Limit=20&Nonce=11886&Offset=0&Region=ap-guangzhou&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&Timestamp=1465185768&Version=2017-03-12";
 
     fn keys() -> Keys {
-        let mut k = Keys::new();
-        k.insert(
-            ID.into(),
-            Arc::new(Key::new(ID.into(), SECRET.into(), None, true)),
-        );
-        k.insert(
-            "off".into(),
-            Arc::new(Key::new("off".into(), "x".into(), None, false)),
-        );
-        k
+        testkit::keys(&[(ID, SECRET, true), ("off", "x", false)])
     }
 
     fn check(
@@ -250,13 +240,7 @@ mod tests {
         now: u64,
     ) -> Result<Verified, AuthError> {
         let uri: Uri = uri.parse().unwrap();
-        let mut headers = HeaderMap::new();
-        for (n, v) in hdrs {
-            headers.append(
-                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
+        let headers = testkit::headers(hdrs);
         let req = RequestParts {
             method: &method,
             uri: &uri,

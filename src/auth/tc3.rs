@@ -442,9 +442,8 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Key;
+    use crate::auth::testkit;
     use http::{HeaderValue, Uri, Version};
-    use std::sync::Arc;
 
     const ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
     const SECRET: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
@@ -453,16 +452,7 @@ mod tests {
     const SIG: &str = "5da7a33f6993f0614b047e5df4582db9e9bf4672ba50567dba16c6ccf174c474";
 
     fn keys() -> Keys {
-        let mut k = Keys::new();
-        k.insert(
-            ID.into(),
-            Arc::new(Key::new(ID.into(), SECRET.into(), None, true)),
-        );
-        k.insert(
-            "off".into(),
-            Arc::new(Key::new("off".into(), "x".into(), None, false)),
-        );
-        k
+        testkit::keys(&[(ID, SECRET, true), ("off", "x", false)])
     }
 
     struct R {
