@@ -43,7 +43,7 @@ pub struct ConfigVersion {
 }
 
 pub struct AuthSettings {
-    pub replay: bool,
+    pub replay: crate::auth::replay::ReplayMode,
     pub strip_credentials: bool,
     pub hmac: HmacSettings,
     pub tc3: Tc3Settings,
@@ -109,7 +109,10 @@ pub struct Api {
 
 pub enum AuthMode {
     None,
-    Hmac,
+    /// `settings`: this API's `[auth.hmac]` when it overrides `enforce_headers`.
+    Hmac {
+        settings: Option<Arc<HmacSettings>>,
+    },
     Tc3 {
         service: Option<String>,
         require_signed_payload: bool,
@@ -123,7 +126,7 @@ impl AuthMode {
     pub fn name(&self) -> &'static str {
         match self {
             AuthMode::None => "none",
-            AuthMode::Hmac => "hmac",
+            AuthMode::Hmac { .. } => "hmac",
             AuthMode::Tc3 { .. } => "tc3",
             AuthMode::Tc1 => "tc1",
             AuthMode::Jwt(_) => "jwt",

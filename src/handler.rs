@@ -4,6 +4,7 @@
 
 use crate::auth::{self, AuthError, RequestParts};
 use crate::body::{empty, full, Body, BoxError};
+use crate::budget::{BodyBudget, Held, HeldBody};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
 use crate::metrics::{RouteMetrics, Sample, NO_ROUTE};
 use crate::policy::cors::CorsPolicy;
@@ -14,12 +15,12 @@ use crate::route::compose_backend_path;
 use crate::state::State;
 use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded};
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
@@ -223,7 +224,7 @@ impl Ctx {
 
         // 4. Authentication.
         let (identity, body) = self
-            .authenticate(gw, api, &parts, body, declared_len)
+            .authenticate(gw, api, &parts, body, declared_len, &mut out.extra)
             .await?;
         out.key_id = identity.as_ref().map(|i| i.key_id.clone());
 
@@ -289,6 +290,10 @@ impl Ctx {
 
     /// Verify the API's scheme; returns the caller and the body to forward: the
     /// buffered bytes when the scheme hashed them, else the size-limited stream.
+    ///
+    /// Everything the head can prove is checked before a byte of body is read
+    /// (credential syntax, key, skew, the hmac signature itself); only a request
+    /// that passes gets its body buffered, within `[server] max_buffered_bytes`.
     async fn authenticate(
         &self,
         gw: &Gateway,
@@ -296,68 +301,17 @@ impl Ctx {
         parts: &Parts,
         body: Incoming,
         declared_len: Option<u64>,
+        extra: &mut HeaderMap,
     ) -> Result<(Option<Identity>, Body), Reject> {
-        let limit = match &api.auth {
-            AuthMode::None | AuthMode::Jwt(_) => None,
-            AuthMode::Hmac => {
-                auth::hmac::needs_body(&parts.headers).then_some(api.max_body as usize)
-            }
-            AuthMode::Tc3 { .. } => auth::tc3::body_limit(&parts.method, &parts.headers),
-            AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
-            AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
-        };
-        let (buffered, stream) = match limit {
-            Some(limit) => {
-                if declared_len.is_some_and(|l| l > limit as u64) {
-                    return Err(AuthError::BodyTooLarge.into());
-                }
-                let bytes = tokio::time::timeout(gw.body_read_timeout, read_limited(body, limit))
-                    .await
-                    .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??;
-                api.metrics.add_bytes_in(bytes.len() as u64);
-                (Some(bytes), None)
-            }
-            None => (None, Some(body)),
-        };
-        let forward_body = |buffered: Option<Bytes>| match (buffered, stream) {
-            (Some(bytes), _) => full(bytes),
-            (None, Some(s)) => LimitedBody::new(s, api.max_body)
+        let stream = |body: Incoming| {
+            LimitedBody::new(body, api.max_body)
                 .counted(api.metrics.clone())
-                .boxed_unsync(),
-            (None, None) => empty(),
+                .boxed_unsync()
         };
-        let rp = RequestParts {
-            method: &parts.method,
-            uri: &parts.uri,
-            version: parts.version,
-            headers: &parts.headers,
-            body: buffered.as_deref(),
-        };
-        let now = SystemTime::now();
-        let (verified, extra_headers) = match &api.auth {
-            AuthMode::None => return Ok((None, forward_body(buffered))),
-            AuthMode::Hmac => (
-                auth::hmac::verify(&gw.auth.hmac, &rp, &gw.keys, now)?,
-                vec![],
-            ),
-            AuthMode::Tc3 {
-                service,
-                require_signed_payload,
-            } => (
-                auth::tc3::verify(
-                    &gw.auth.tc3,
-                    service.as_deref(),
-                    *require_signed_payload,
-                    &rp,
-                    &gw.keys,
-                    now,
-                )?,
-                vec![],
-            ),
-            AuthMode::Tc1 => (auth::tc1::verify(&gw.auth.tc1, &rp, &gw.keys, now)?, vec![]),
-            AuthMode::OpenApi => (auth::openapi::verify(&rp, &gw.keys)?, vec![]),
+        let limit = match &api.auth {
+            AuthMode::None => return Ok((None, stream(body))),
             AuthMode::Jwt(p) => {
-                let id = p.verify(&parts.headers, gw.auth.jwt_leeway, now)?;
+                let id = p.verify(&parts.headers, gw.auth.jwt_leeway, SystemTime::now())?;
                 let (key_id, app) = match gw.keys.get(&id.subject) {
                     Some(k) if !k.enabled => return Err(AuthError::DisabledKey.into()),
                     Some(k) => (k.id.clone(), k.app.clone()),
@@ -370,18 +324,63 @@ impl Ctx {
                     plan,
                     headers: id.headers,
                 };
-                return Ok((Some(identity), forward_body(buffered)));
+                return Ok((Some(identity), stream(body)));
             }
+            AuthMode::Hmac { .. } => {
+                auth::hmac::needs_body(&parts.headers).then_some(api.max_body as usize)
+            }
+            AuthMode::Tc3 { .. } => auth::tc3::body_limit(&parts.method, &parts.headers),
+            AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
+            AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
         };
-        if gw.auth.replay {
-            if let Some((token, ttl)) = &verified.replay {
-                let (key, replay) = (&verified.key, &self.state.replay);
-                match &self.state.cluster {
-                    None => replay.check_and_insert(&key.id, token, *ttl, Instant::now())?,
-                    Some(c) => {
-                        c.check_replay(replay, &key.id, &key.secret, token, *ttl)
-                            .await?
+        if let (Some(limit), Some(len)) = (limit, declared_len) {
+            if len > limit as u64 {
+                return Err(AuthError::BodyTooLarge.into());
+            }
+        }
+        let mut rp = RequestParts {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            body: None,
+        };
+        let now = SystemTime::now();
+        // The head alone first: a scheme that needs the body answers `NeedBody`
+        // only once everything else it can check has passed.
+        let (verified, forward_body) = match verify_scheme(gw, api, &rp, now) {
+            Err(AuthError::NeedBody) => {
+                let Some(limit) = limit else {
+                    return Err(AuthError::NeedBody.into());
+                };
+                let budget = &self.state.body_budget;
+                let read = read_limited(body, limit, declared_len, budget);
+                let (bytes, held) = match tokio::time::timeout(gw.body_read_timeout, read).await {
+                    Err(_) => return Err(Reject::BodyTimeout(gw.body_read_timeout)),
+                    Ok(Err(e)) => {
+                        if matches!(e, Reject::Auth(AuthError::BufferBudget)) {
+                            extra.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        }
+                        return Err(e);
                     }
+                    Ok(Ok(read)) => read,
+                };
+                api.metrics.add_bytes_in(bytes.len() as u64);
+                rp.body = Some(&bytes);
+                let verified = verify_scheme(gw, api, &rp, now)?;
+                (verified, HeldBody::new(bytes, held).boxed_unsync())
+            }
+            Err(e) => return Err(e.into()),
+            Ok(v) => (v, stream(body)),
+        };
+        let mode = gw.auth.replay;
+        if let Some(r) = verified.replay.as_ref().filter(|r| mode.checks(r.kind)) {
+            let (key, replay) = (&verified.key, &self.state.replay);
+            match &self.state.cluster {
+                None => replay.check_and_insert(&key.id, &r.token, r.ttl, Instant::now())?,
+                Some(c) => {
+                    c.check_replay(replay, &key.id, &key.secret, &r.token, r.ttl)
+                        .await?
                 }
             }
         }
@@ -390,9 +389,9 @@ impl Ctx {
             key_id: verified.key.id.clone(),
             app: verified.key.app.clone(),
             plan,
-            headers: extra_headers,
+            headers: vec![],
         };
-        Ok((Some(identity), forward_body(buffered)))
+        Ok((Some(identity), forward_body))
     }
 
     async fn forward(
@@ -578,12 +577,67 @@ fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Reject> {
         .ok_or_else(|| Reject::BadRequest("invalid Content-Length".into()))
 }
 
-async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Reject> {
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(AuthError::BodyTooLarge.into()),
-        Err(_) => Err(Reject::BadRequest("could not read the request body".into())),
+/// Verifies a signature scheme (`hmac`, `tc3`, `tc1`, `openapi`) over `rp`.
+fn verify_scheme(
+    gw: &Gateway,
+    api: &Api,
+    rp: &RequestParts<'_>,
+    now: SystemTime,
+) -> Result<auth::Verified, AuthError> {
+    match &api.auth {
+        AuthMode::Hmac { settings } => {
+            let s = settings.as_deref().unwrap_or(&gw.auth.hmac);
+            auth::hmac::verify(s, rp, &gw.keys, now)
+        }
+        AuthMode::Tc3 {
+            service,
+            require_signed_payload,
+        } => auth::tc3::verify(
+            &gw.auth.tc3,
+            service.as_deref(),
+            *require_signed_payload,
+            rp,
+            &gw.keys,
+            now,
+        ),
+        AuthMode::Tc1 => auth::tc1::verify(&gw.auth.tc1, rp, &gw.keys, now),
+        AuthMode::OpenApi => auth::openapi::verify(rp, &gw.keys),
+        AuthMode::None | AuthMode::Jwt(_) => Err(AuthError::Missing("a signature scheme".into())),
     }
+}
+
+/// Buffers a body of at most `limit` bytes, taking room from `budget` first:
+/// the declared length at once, else chunk by chunk. The reservation is
+/// returned with the bytes and released when it is dropped.
+async fn read_limited(
+    mut body: Incoming,
+    limit: usize,
+    declared: Option<u64>,
+    budget: &BodyBudget,
+) -> Result<(Bytes, Held), Reject> {
+    let mut held = budget.hold();
+    if let Some(len) = declared {
+        if !budget.reserve(&mut held, len) {
+            return Err(AuthError::BufferBudget.into());
+        }
+    }
+    let mut buf = BytesMut::with_capacity(declared.map_or(0, |l| l.min(limit as u64) as usize));
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| Reject::BadRequest("could not read the request body".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = buf.len() + data.len();
+        if total > limit {
+            return Err(AuthError::BodyTooLarge.into());
+        }
+        if !budget.reserve(&mut held, total as u64) {
+            return Err(AuthError::BufferBudget.into());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
 }
 
 fn host_of<B>(req: &Request<B>) -> Option<&str> {

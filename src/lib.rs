@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod body;
+pub mod budget;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -119,6 +119,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
         }
     }
     let mut state = State::new(&base, raw.auth.replay_capacity, limits.clone());
+    state.body_budget = crate::budget::BodyBudget::new(raw.server.max_buffered_bytes);
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
     state.start_cluster(raw.cluster.as_ref())?;
     let state = Arc::new(state);

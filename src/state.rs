@@ -3,6 +3,7 @@
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
 use crate::auth::replay::ReplayCache;
+use crate::budget::BodyBudget;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::raw::RawCluster;
 use crate::gateway::ConfigVersion;
@@ -19,6 +20,9 @@ pub struct State {
     pub base_dir: PathBuf,
     upstreams: Mutex<HashMap<String, Weak<Upstream>>>,
     pub replay: ReplayCache,
+    /// `[server] max_buffered_bytes`: bodies buffered for signature checks.
+    /// Set at start; a reload does not resize it.
+    pub body_budget: BodyBudget,
     /// Limiter, window and quota counters, keyed by policy identity.
     pub limits: Arc<LimitState>,
     pub draining: AtomicBool,
@@ -39,6 +43,7 @@ impl State {
             base_dir: base_dir.to_path_buf(),
             upstreams: Mutex::new(HashMap::new()),
             replay: ReplayCache::new(replay_capacity),
+            body_budget: BodyBudget::default(),
             limits,
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),

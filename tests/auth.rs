@@ -15,7 +15,7 @@ async fn setup(extra_auth: &str) -> (Keygate, std::net::SocketAddr) {
     let cfg = format!(
         r#"
 [auth]
-replay = true
+replay = "strict"  # these tests replay captured signatures
 {extra_auth}
 
 [[keys]]

@@ -320,7 +320,7 @@ fn tc1_published_example_verifies() {
     let uri = "/?Action=DescribeInstances&InstanceIds.0=ins-09dx96dg&Limit=20&Nonce=11886&Offset=0&Region=ap-guangzhou&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&Signature=EliP9YW3pW28FpsEdkXt%2F%2BWcGeI%3D&Timestamp=1465185768&Version=2017-03-12";
     let r = Owned::new("GET", uri, &[("Host", "cvm.tencentcloudapi.com")], b"");
     let v = tc1::verify(&Tc1Settings::default(), &r.parts(), &keys(), at(1465185768)).unwrap();
-    assert_eq!(v.replay.unwrap().0, "11886");
+    assert_eq!(v.replay.unwrap().token, "n:11886");
     // six minutes later it has expired
     let e = tc1::verify(
         &Tc1Settings::default(),

@@ -154,7 +154,7 @@ fn config(cluster: &str, limit: u64) -> String {
     format!(
         r#"{cluster}
 [auth]
-replay = true
+replay = "strict"  # these tests replay captured signatures
 [[keys]]
 id = "AKIDq"
 secret = "q-secret"

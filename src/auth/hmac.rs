@@ -13,6 +13,7 @@
 //! The verification feeds the HMAC directly from the request (no signing string is
 //! built unless the signature does not match and the debug string is needed).
 
+use super::replay::ReplayToken;
 use super::{
     check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified,
 };
@@ -134,6 +135,13 @@ pub struct HmacSettings {
     pub max_skew: Duration,
     /// Check the skew of a plain `Date` header (`X-Date` is always checked).
     pub check_date: bool,
+    /// Headers whose signed value is a nonce (lower case): when one is signed,
+    /// it is the request's replay identity (with the key id).
+    pub nonce_headers: Vec<String>,
+    /// Headers that must be signed (lower case): `request-line`, `host`,
+    /// `digest` (for requests with a body: a `Digest`, `Content-Digest` or
+    /// `Content-MD5` must be signed) or any header name.
+    pub enforce_headers: Vec<String>,
 }
 
 impl Default for HmacSettings {
@@ -142,6 +150,8 @@ impl Default for HmacSettings {
             algorithms: Algorithm::ALL.to_vec(),
             max_skew: Duration::from_secs(900),
             check_date: true,
+            nonce_headers: vec!["x-nonce".into()],
+            enforce_headers: vec![],
         }
     }
 }
@@ -162,12 +172,71 @@ impl HmacSettings {
         if algorithms.is_empty() {
             return Err("auth.hmac.algorithms must list at least one algorithm".into());
         }
+        let mut nonce_headers = Vec::with_capacity(raw.nonce_headers.len());
+        for n in &raw.nonce_headers {
+            let n = n.trim().to_ascii_lowercase();
+            if http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                return Err(format!(
+                    "auth.hmac.nonce_headers: {n:?} is not a header name"
+                ));
+            }
+            if ["date", "x-date", "authorization"].contains(&n.as_str()) {
+                return Err(format!(
+                    "auth.hmac.nonce_headers: {n:?} cannot be a nonce header"
+                ));
+            }
+            nonce_headers.push(n);
+        }
         Ok(HmacSettings {
             algorithms,
             max_skew: raw.max_skew,
             check_date: raw.check_date,
+            nonce_headers,
+            enforce_headers: parse_enforce_headers(&raw.enforce_headers)
+                .map_err(|e| format!("auth.hmac.enforce_headers: {e}"))?,
         })
     }
+}
+
+/// Validates an `enforce_headers` list: header names, `request-line` or `digest`;
+/// returned lower case and de-duplicated.
+pub fn parse_enforce_headers(list: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for n in list {
+        let n = n.trim().to_ascii_lowercase();
+        if n != "request-line" && http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+            return Err(format!(
+                "{n:?} is not a header name (or request-line, digest)"
+            ));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that every enforced header is among the signed ones.
+fn check_enforced(
+    enforce: &[String],
+    names: &SignedNames<'_>,
+    headers: &HeaderMap,
+) -> Result<(), AuthError> {
+    for want in enforce {
+        if want == "digest" {
+            if !head_has_no_body(headers) && !names.iter().any(is_digest_header) {
+                return Err(AuthError::Malformed(
+                    "this API requires a body digest (Digest, Content-Digest or Content-MD5) among the signed headers"
+                        .into(),
+                ));
+            }
+        } else if !names.has(want) {
+            return Err(AuthError::Malformed(format!(
+                "this API requires {want:?} among the signed headers (headers=\"..\")"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The parameters of an `hmac` credential.
@@ -517,7 +586,10 @@ fn check_digest(name: &str, value: &[u8], body: &[u8]) -> Result<(), AuthError> 
 }
 
 /// Verifies an `hmac` request. Checks, in order: credential syntax, algorithm,
-/// signed date header and skew, key (unknown / disabled), signature, body digest.
+/// enforced signed headers, signed date header and skew, key (unknown /
+/// disabled), signature, body digest. Everything but the digest is checked from
+/// the head: with a body that was not read yet, a request that passes all of it
+/// gets [`AuthError::NeedBody`] (read the body, call again).
 pub fn verify(
     s: &HmacSettings,
     req: &RequestParts<'_>,
@@ -536,6 +608,7 @@ pub fn verify(
             ))
         })?;
     let names = SignedNames::parse(cred.headers)?;
+    check_enforced(&s.enforce_headers, &names, req.headers)?;
     check_dates(s, &names, req.headers, now)?;
     if cred.signature.len() > MAX_SIGNATURE_LEN {
         return Err(AuthError::Malformed(
@@ -566,11 +639,7 @@ pub fn verify(
         let body = match req.body {
             Some(b) => b,
             None if head_has_no_body(req.headers) => b"",
-            None => {
-                return Err(AuthError::Malformed(
-                    "the request body was not available to check the signed digest".into(),
-                ))
-            }
+            None => return Err(AuthError::NeedBody),
         };
         for value in req.headers.get_all(name) {
             check_digest(name, value.as_bytes(), body)?;
@@ -579,8 +648,37 @@ pub fn verify(
 
     Ok(Verified {
         key,
-        replay: Some((cred.signature.to_owned(), s.max_skew * 2)),
+        replay: Some(replay_token(s, &names, req.headers, expected.as_bytes())?),
     })
+}
+
+/// The replay identity: the first signed nonce header's value, else the MAC bytes.
+fn replay_token(
+    s: &HmacSettings,
+    names: &SignedNames<'_>,
+    headers: &HeaderMap,
+    mac: &[u8],
+) -> Result<ReplayToken, AuthError> {
+    let ttl = s.max_skew * 2;
+    let nonce = names
+        .iter()
+        .find(|n| s.nonce_headers.iter().any(|h| h.eq_ignore_ascii_case(n)));
+    let Some(name) = nonce else {
+        return Ok(ReplayToken::signature(mac, ttl));
+    };
+    let mut all = headers.get_all(name).iter();
+    let value = all.next().map(|v| v.as_bytes()).unwrap_or_default();
+    if all.next().is_some() {
+        return Err(AuthError::Malformed(format!(
+            "nonce header {name:?} given twice"
+        )));
+    }
+    if value.is_empty() {
+        return Err(AuthError::Malformed(format!(
+            "nonce header {name:?} is empty"
+        )));
+    }
+    Ok(ReplayToken::nonce(value, ttl))
 }
 
 /// The signing string for `(name, value)` pairs, as a client builds it.
@@ -672,9 +770,10 @@ mod tests {
         let r = basic("date: Fri, 09 Oct 2015 00:00:00 GMT\nsource: AndriodApp");
         let v = r.verify(&HmacSettings::default(), t0()).unwrap();
         assert_eq!(v.key.id, "AKID1");
-        let (tok, ttl) = v.replay.unwrap();
-        assert!(!tok.is_empty());
-        assert_eq!(ttl, Duration::from_secs(1800));
+        let tok = v.replay.unwrap();
+        assert_eq!(tok.kind, crate::auth::replay::TokenKind::Signature);
+        assert!(tok.token.starts_with("s:"));
+        assert_eq!(tok.ttl, Duration::from_secs(1800));
     }
 
     #[test]
@@ -1032,5 +1131,151 @@ mod tests {
         let e = r.verify(&HmacSettings::default(), t0()).unwrap_err();
         let text = format!("{e} {e:?}");
         assert!(!text.contains(SECRET) && !text.contains(&good), "{text}");
+    }
+
+    fn x_date_req(alg: Algorithm, extra: &[(&str, &str)]) -> R {
+        let mut signed = vec![("x-date", DATE)];
+        signed.extend_from_slice(extra);
+        let pairs: Vec<(String, String)> = signed
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let sig = sign(alg, &signing_string(&pairs));
+        let names: Vec<&str> = signed.iter().map(|(n, _)| *n).collect();
+        let mut h = signed.clone();
+        let a = auth("AKID1", alg.name(), &names.join(" "), &sig);
+        h.push(("authorization", &a));
+        R::new(&h)
+    }
+
+    fn with_signature(r: &R, f: impl Fn(&str) -> String) -> R {
+        let a = r.headers.get("authorization").unwrap().to_str().unwrap();
+        let (head, rest) = a.split_once("signature=\"").unwrap();
+        let sig = rest.trim_end_matches('"');
+        let mut r2 = R::new(&[]);
+        r2.headers = r.headers.clone();
+        r2.headers.insert(
+            "authorization",
+            format!("{head}signature=\"{}\"", f(sig)).parse().unwrap(),
+        );
+        r2
+    }
+
+    #[test]
+    fn replay_identity_is_the_decoded_mac() {
+        for alg in Algorithm::ALL {
+            let r = x_date_req(alg, &[]);
+            let s = HmacSettings::default();
+            let tok = r.verify(&s, t0()).unwrap().replay.unwrap();
+            // padding removed: same identity
+            let stripped = with_signature(&r, |sig| sig.trim_end_matches('=').to_string());
+            assert_eq!(stripped.verify(&s, t0()).unwrap().replay.unwrap(), tok);
+            // padding shortened (sha512 has two): same identity or refused
+            let shortened = with_signature(&r, |sig| sig.replacen("==", "=", 1));
+            match shortened.verify(&s, t0()) {
+                Ok(v) => assert_eq!(v.replay.unwrap(), tok),
+                Err(e) => assert!(matches!(e, AuthError::BadSignature { .. }), "{e}"),
+            }
+            // URL-safe alphabet: refused (not a second identity)
+            let url = with_signature(&r, |sig| sig.replace('+', "-").replace('/', "_"));
+            if url.headers != r.headers {
+                assert!(url.verify(&s, t0()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_refused() {
+        // HMAC-SHA1 is 20 bytes: 28 characters, the last before '=' carries 2
+        // unused bits; setting them gives another text for the same bytes.
+        let r = x_date_req(Algorithm::HmacSha1, &[]);
+        let s = HmacSettings::default();
+        r.verify(&s, t0()).unwrap();
+        let tweaked = with_signature(&r, |sig| {
+            let b = sig.as_bytes();
+            let last = b[26];
+            let pos = base64::alphabet::STANDARD
+                .as_str()
+                .bytes()
+                .position(|c| c == last)
+                .unwrap();
+            let alt = base64::alphabet::STANDARD.as_str().as_bytes()[(pos & !3) | ((pos + 1) & 3)];
+            format!("{}{}=", &sig[..26], alt as char)
+        });
+        assert!(matches!(
+            tweaked.verify(&s, t0()),
+            Err(AuthError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn signed_nonce_header_is_the_identity() {
+        let s = HmacSettings::default();
+        let r = x_date_req(Algorithm::HmacSha256, &[("x-nonce", "abc123")]);
+        let tok = r.verify(&s, t0()).unwrap().replay.unwrap();
+        assert_eq!(tok.kind, crate::auth::replay::TokenKind::Nonce);
+        assert_eq!(tok.token, "n:abc123");
+        // not in nonce_headers: the signature is the identity
+        let other = HmacSettings {
+            nonce_headers: vec!["x-request-nonce".into()],
+            ..HmacSettings::default()
+        };
+        let tok = r.verify(&other, t0()).unwrap().replay.unwrap();
+        assert_eq!(tok.kind, crate::auth::replay::TokenKind::Signature);
+        // an empty nonce is refused
+        let r = x_date_req(Algorithm::HmacSha256, &[("x-nonce", "")]);
+        let e = r.verify(&s, t0()).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn enforced_headers_must_be_signed() {
+        let strict = HmacSettings {
+            enforce_headers: parse_enforce_headers(&[
+                "Request-Line".into(),
+                "host".into(),
+                "digest".into(),
+            ])
+            .unwrap(),
+            ..HmacSettings::default()
+        };
+        let r = x_date_req(Algorithm::HmacSha256, &[]);
+        let e = r.verify(&strict, t0()).unwrap_err();
+        assert!(
+            matches!(&e, AuthError::Malformed(m) if m.contains("\"request-line\"")),
+            "{e}"
+        );
+        let line = "GET /echo?a=1 HTTP/1.1";
+        let r = x_date_req(
+            Algorithm::HmacSha256,
+            &[("request-line", line), ("host", "a.example")],
+        );
+        let mut r = r;
+        r.headers.remove("request-line");
+        // no body: digest is not required
+        r.verify(&strict, t0()).unwrap();
+        // with a body, an unsigned digest is refused before anything is read
+        r.headers.insert("content-length", "5".parse().unwrap());
+        let e = r.verify(&strict, t0()).unwrap_err();
+        assert!(e.to_string().contains("body digest"), "{e}");
+        assert!(parse_enforce_headers(&["bad header".into()]).is_err());
+    }
+
+    #[test]
+    fn digest_requests_are_checked_from_the_head_first() {
+        let body = b"{\"hello\":1}";
+        let d = format!("SHA-256={}", B64.encode(Sha256::digest(body)));
+        let mut r = digest_req("digest", &d, body);
+        r.body = None;
+        // head fine: the body is asked for
+        assert_eq!(
+            r.verify(&HmacSettings::default(), t0()).unwrap_err(),
+            AuthError::NeedBody
+        );
+        // an expired date is refused without the body
+        let e = r
+            .verify(&HmacSettings::default(), t0() + Duration::from_secs(3600))
+            .unwrap_err();
+        assert!(matches!(e, AuthError::Expired(_)), "{e}");
     }
 }

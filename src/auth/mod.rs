@@ -53,9 +53,9 @@ pub struct RequestParts<'a> {
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub key: Arc<Key>,
-    /// Value identifying this exact signed request (nonce or signature) for the
-    /// replay cache, and how long it must be remembered.
-    pub replay: Option<(String, Duration)>,
+    /// Value identifying this exact signed request (nonce or decoded signature)
+    /// for the replay cache, and how long it must be remembered.
+    pub replay: Option<replay::ReplayToken>,
 }
 
 /// Why a request was not authenticated. Messages never contain a secret or the
@@ -87,6 +87,13 @@ pub enum AuthError {
     BodyTooLarge,
     #[error("key is not allowed on this service")]
     NotAllowed,
+    /// The head checks passed and the scheme needs the body to finish: the
+    /// caller reads it (within the buffer budget) and verifies again with it.
+    #[error("the request body was not available to verify the signature")]
+    NeedBody,
+    /// `[server] max_buffered_bytes` is exhausted by other requests' bodies.
+    #[error("too many request bodies are being checked; try again later")]
+    BufferBudget,
 }
 
 impl AuthError {
@@ -95,6 +102,8 @@ impl AuthError {
             AuthError::NotAllowed => 403,
             AuthError::BodyTooLarge => 413,
             AuthError::ReplayCacheFull => 503,
+            AuthError::NeedBody => 400,
+            AuthError::BufferBudget => 503,
             _ => 401,
         }
     }
@@ -114,6 +123,8 @@ impl AuthError {
             AuthError::ReplayCacheFull => "RequestLimitExceeded",
             AuthError::BodyTooLarge => "InvalidParameter",
             AuthError::NotAllowed => "UnauthorizedOperation",
+            AuthError::NeedBody => "InvalidParameter",
+            AuthError::BufferBudget => "RequestLimitExceeded",
         }
     }
 }

@@ -9,6 +9,12 @@
 //! kept in a hash map plus one FIFO per distinct TTL; since `now` only moves
 //! forward, each FIFO is ordered by expiry and pruning pops expired entries from
 //! its front: amortised O(1) per insertion, each entry removed once.
+//!
+//! What is remembered is chosen by [`ReplayMode`] (`[auth] replay`): by default
+//! only tokens the client meant to be unique (tc1's `Nonce`, a signed `hmac` nonce
+//! header); in strict mode also every signature. Tokens are canonical: a nonce is
+//! `n:` + its value, a signature `s:` + the hex of its decoded MAC bytes, so that
+//! no re-encoding of a captured signature (padding, hex case) is a new token.
 
 use super::AuthError;
 use std::collections::hash_map::RandomState;
@@ -16,6 +22,105 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Which requests the replay cache refuses (`[auth] replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayMode {
+    /// No replay check.
+    Off,
+    /// Refuse a nonce seen again (tc1 `Nonce`, a signed `hmac` nonce header);
+    /// signatures without a nonce are not remembered, so identical calls made
+    /// in the same second (one-second timestamps) both pass.
+    #[default]
+    Nonce,
+    /// Also refuse any signature (hmac, tc3) seen again inside its window.
+    Strict,
+}
+
+impl ReplayMode {
+    /// Parses `off`, `nonce`, `strict` (and `true` = `nonce`, `false` = `off`).
+    pub fn from_name(name: &str) -> Option<ReplayMode> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "off" | "false" => Some(ReplayMode::Off),
+            "nonce" | "true" => Some(ReplayMode::Nonce),
+            "strict" => Some(ReplayMode::Strict),
+            _ => None,
+        }
+    }
+
+    /// True when a token of `kind` is checked in this mode.
+    pub fn checks(self, kind: TokenKind) -> bool {
+        match (self, kind) {
+            (ReplayMode::Off, _) => false,
+            (ReplayMode::Nonce, TokenKind::Nonce) => true,
+            (ReplayMode::Nonce, TokenKind::Signature) => false,
+            (ReplayMode::Strict, _) => true,
+        }
+    }
+}
+
+/// `[auth] replay`: a bool (the SPEC §7 form; `true` = `"nonce"`) or one of
+/// `"off"`, `"nonce"`, `"strict"`.
+pub fn de_replay_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ReplayMode, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Text(String),
+    }
+    match <Raw as serde::Deserialize>::deserialize(d)? {
+        Raw::Bool(true) => Ok(ReplayMode::Nonce),
+        Raw::Bool(false) => Ok(ReplayMode::Off),
+        Raw::Text(t) => ReplayMode::from_name(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "replay = {t:?}: expected \"off\", \"nonce\", \"strict\", true or false"
+            ))
+        }),
+    }
+}
+
+/// What a replay token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A value the client meant to be unique.
+    Nonce,
+    /// The request's MAC: two identical requests in one second share it.
+    Signature,
+}
+
+/// The replay identity of a verified request, and how long to remember it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayToken {
+    pub kind: TokenKind,
+    /// `n:<nonce>` or `s:<hex of the decoded MAC>`; keyed with the key id by the cache.
+    pub token: String,
+    pub ttl: Duration,
+}
+
+impl ReplayToken {
+    pub fn nonce(value: &[u8], ttl: Duration) -> ReplayToken {
+        let mut token = String::with_capacity(2 + value.len());
+        token.push_str("n:");
+        token.push_str(&String::from_utf8_lossy(value));
+        ReplayToken {
+            kind: TokenKind::Nonce,
+            token,
+            ttl,
+        }
+    }
+
+    /// From the decoded MAC bytes (never from their text encoding).
+    pub fn signature(mac: &[u8], ttl: Duration) -> ReplayToken {
+        let mut token = String::with_capacity(2 + 2 * mac.len());
+        token.push_str("s:");
+        token.push_str(&hex::encode(mac));
+        ReplayToken {
+            kind: TokenKind::Signature,
+            token,
+            ttl,
+        }
+    }
+}
 
 /// Map keys are already uniformly random (keyed SipHash), so hash them as-is.
 #[derive(Default)]
@@ -180,6 +285,45 @@ mod tests {
     use std::sync::Arc;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn modes_parse_from_bool_and_text() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "de_replay_mode")]
+            replay: ReplayMode,
+        }
+        let parse = |s: &str| toml::from_str::<T>(s).map(|t| t.replay);
+        assert_eq!(parse("replay = true").unwrap(), ReplayMode::Nonce);
+        assert_eq!(parse("replay = false").unwrap(), ReplayMode::Off);
+        assert_eq!(parse("replay = \"off\"").unwrap(), ReplayMode::Off);
+        assert_eq!(parse("replay = \"nonce\"").unwrap(), ReplayMode::Nonce);
+        assert_eq!(parse("replay = \"Strict\"").unwrap(), ReplayMode::Strict);
+        let e = parse("replay = \"always\"").unwrap_err().to_string();
+        assert!(e.contains("strict"), "{e}");
+        assert!(parse("replay = 1").is_err());
+    }
+
+    #[test]
+    fn modes_check_kinds() {
+        use TokenKind::*;
+        assert!(!ReplayMode::Off.checks(Nonce) && !ReplayMode::Off.checks(Signature));
+        assert!(ReplayMode::Nonce.checks(Nonce) && !ReplayMode::Nonce.checks(Signature));
+        assert!(ReplayMode::Strict.checks(Nonce) && ReplayMode::Strict.checks(Signature));
+    }
+
+    #[test]
+    fn tokens_are_canonical_and_namespaced() {
+        let a = ReplayToken::signature(&[0xab, 0x01], S);
+        assert_eq!(a.token, "s:ab01");
+        assert_eq!(a.kind, TokenKind::Signature);
+        let n = ReplayToken::nonce(b"s:ab01", S);
+        assert_eq!(n.token, "n:s:ab01");
+        let c = ReplayCache::new(10);
+        let t = Instant::now();
+        c.check_and_insert("k", &a.token, S, t).unwrap();
+        c.check_and_insert("k", &n.token, S, t).unwrap();
+    }
 
     #[test]
     fn replay_is_refused_while_live() {

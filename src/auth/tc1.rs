@@ -11,6 +11,7 @@
 //! A `Signature` whose `+` arrived unencoded (decoded to a space) is still accepted.
 
 use super::hmac::{Algorithm, AnyMac, B64};
+use super::replay::ReplayToken;
 use super::{check_skew, ct_eq, form_pairs, head_has_no_body, lookup_key, request_host};
 use super::{AuthError, Keys, RequestParts, Verified};
 use base64::Engine as _;
@@ -74,11 +75,7 @@ pub(crate) fn request_params(req: &RequestParts<'_>) -> Result<Params, AuthError
         let body = match req.body {
             Some(b) => b,
             None if head_has_no_body(req.headers) => b"",
-            None => {
-                return Err(AuthError::Malformed(
-                    "the request body was not available to read its parameters".into(),
-                ))
-            }
+            None => return Err(AuthError::NeedBody),
         };
         form_pairs(body)
     } else {
@@ -196,7 +193,7 @@ pub fn verify(
     }
     Ok(Verified {
         key,
-        replay: Some((String::from_utf8_lossy(nonce).into_owned(), s.max_skew * 2)),
+        replay: Some(ReplayToken::nonce(nonce, s.max_skew * 2)),
     })
 }
 
@@ -269,7 +266,7 @@ mod tests {
         assert_eq!(v.key.id, ID);
         assert_eq!(
             v.replay.unwrap(),
-            ("11886".into(), Duration::from_secs(600))
+            ReplayToken::nonce(b"11886", Duration::from_secs(600))
         );
         // unencoded '+' in the Signature arrives as a space
         let q = Q.replace("%2B", "+");

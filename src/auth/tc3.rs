@@ -12,6 +12,7 @@
 //! `content-type` and `host` must be signed. The `host` value is the `Host` header,
 //! or the URI authority for HTTP/2.
 
+use super::replay::ReplayToken;
 use super::{
     check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified,
 };
@@ -388,11 +389,7 @@ pub fn verify(
         let body = match req.body {
             Some(b) => b,
             None if head_has_no_body(req.headers) => b"",
-            None => {
-                return Err(malformed(
-                    "the request body was not available to check its hash",
-                ))
-            }
+            None => return Err(AuthError::NeedBody),
         };
         hex32(&Sha256::digest(body))
     };
@@ -435,7 +432,7 @@ pub fn verify(
     }
     Ok(Verified {
         key,
-        replay: Some((cred.signature.to_ascii_lowercase(), s.max_skew * 2)),
+        replay: Some(ReplayToken::signature(&given, s.max_skew * 2)),
     })
 }
 
@@ -512,7 +509,7 @@ mod tests {
         assert_eq!(v.key.id, ID);
         assert_eq!(
             v.replay.unwrap(),
-            (SIG.to_string(), Duration::from_secs(600))
+            ReplayToken::signature(&hex::decode(SIG).unwrap(), Duration::from_secs(600))
         );
     }
 
@@ -679,6 +676,12 @@ mod tests {
         r.body = None;
         r.verify_at(at(TS)).unwrap();
         r.set("content-length", "5");
-        assert!(matches!(r.verify_at(at(TS)), Err(AuthError::Malformed(_))));
+        // the head passed: the caller must read the body and verify again
+        assert_eq!(r.verify_at(at(TS)).unwrap_err(), AuthError::NeedBody);
+        // a head that fails is refused before the body is needed
+        assert_eq!(
+            r.verify_at(at(TS + 3600)).unwrap_err().code(),
+            "AuthFailure.SignatureExpire"
+        );
     }
 }

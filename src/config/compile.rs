@@ -134,6 +134,14 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     if raw.server.max_body_bytes == 0 {
         e.push(err("server.max_body_bytes", "must be positive"));
     }
+    if !(crate::budget::MIN_BYTES..=crate::budget::MAX_BYTES)
+        .contains(&raw.server.max_buffered_bytes)
+    {
+        e.push(err(
+            "server.max_buffered_bytes",
+            "must be between 64 KiB and 1 TiB",
+        ));
+    }
     if raw.server.max_header_bytes < 8192 {
         e.push(err("server.max_header_bytes", "must be at least 8192"));
     }
@@ -489,6 +497,23 @@ fn service_plans(
     Some(Arc::new(map))
 }
 
+/// An API's own `[auth.hmac]` when it sets `hmac_enforce_headers`.
+fn hmac_override(
+    ctx: &ApiCtx,
+    api: &RawApi,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> Option<Arc<HmacSettings>> {
+    let list = api.hmac_enforce_headers.as_ref()?;
+    let enforce = crate::auth::hmac::parse_enforce_headers(list)
+        .map_err(|m| e.push(err(at, format!("hmac_enforce_headers: {m}"))))
+        .ok()?;
+    // Errors of the global section are reported once, at `auth.hmac`.
+    let mut s = HmacSettings::from_raw(&ctx.raw.auth.hmac).ok()?;
+    s.enforce_headers = enforce;
+    Some(Arc::new(s))
+}
+
 fn compile_api(
     ctx: &ApiCtx,
     svc: &RawService,
@@ -516,7 +541,9 @@ fn compile_api(
     }
     let auth = match api.auth.as_str() {
         "none" => AuthMode::None,
-        "hmac" => AuthMode::Hmac,
+        "hmac" => AuthMode::Hmac {
+            settings: hmac_override(ctx, api, at, &mut e),
+        },
         "tc3" => AuthMode::Tc3 {
             service: api.tc3_service.clone(),
             require_signed_payload: api.tc3_require_signed_payload,
@@ -542,6 +569,12 @@ fn compile_api(
             AuthMode::None
         }
     };
+    if api.hmac_enforce_headers.is_some() && api.auth != "hmac" {
+        e.push(err(
+            at,
+            "hmac_enforce_headers is only used with auth = \"hmac\"",
+        ));
+    }
     if api.jwt_provider.is_some() && api.auth != "jwt" {
         e.push(err(at, "jwt_provider is only used with auth = \"jwt\""));
     }

@@ -52,6 +52,10 @@ pub struct RawServer {
     pub body_read_timeout: Duration,
     #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
+    /// Global budget of request bodies buffered for signature checks (all
+    /// connections together); when exhausted: 503 with Retry-After. Read at start.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_bytes: u64,
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
     /// Worker threads of the runtime; 0 = one per core.
@@ -89,6 +93,7 @@ impl Default for RawServer {
             header_read_timeout: default_header_timeout(),
             body_read_timeout: default_body_timeout(),
             shutdown_timeout: default_drain_timeout(),
+            max_buffered_bytes: default_max_buffered(),
             state_dir: default_state_dir(),
             workers: 0,
             runtime: RuntimeKind::Multi,
@@ -106,6 +111,9 @@ fn default_admin() -> Option<String> {
 }
 fn default_max_body() -> u64 {
     16 * 1024 * 1024
+}
+fn default_max_buffered() -> u64 {
+    64 * 1024 * 1024
 }
 fn default_max_header_bytes() -> usize {
     32 * 1024
@@ -178,8 +186,9 @@ fn default_redis_timeout() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    #[serde(default = "default_true")]
-    pub replay: bool,
+    /// `"off"`, `"nonce"` (default; `true`) or `"strict"`; `false` = `"off"`.
+    #[serde(default, deserialize_with = "crate::auth::replay::de_replay_mode")]
+    pub replay: crate::auth::replay::ReplayMode,
     /// Maximum live entries of the replay cache; when full, new signed requests are refused.
     #[serde(default = "default_replay_capacity")]
     pub replay_capacity: usize,
@@ -200,7 +209,7 @@ pub struct RawAuth {
 impl Default for RawAuth {
     fn default() -> Self {
         RawAuth {
-            replay: true,
+            replay: crate::auth::replay::ReplayMode::default(),
             replay_capacity: default_replay_capacity(),
             debug_signatures: false,
             strip_credentials: true,
@@ -225,6 +234,12 @@ pub struct RawHmacAuth {
     /// Compatibility switch: do not check the skew of a plain `Date` header (X-Date still checked).
     #[serde(default = "default_true")]
     pub check_date: bool,
+    /// Signed headers whose value is a nonce: the replay identity of the request.
+    #[serde(default = "default_nonce_headers")]
+    pub nonce_headers: Vec<String>,
+    /// Headers every hmac signature must cover (`request-line`, `host`, `digest`, ...).
+    #[serde(default)]
+    pub enforce_headers: Vec<String>,
 }
 impl Default for RawHmacAuth {
     fn default() -> Self {
@@ -232,8 +247,13 @@ impl Default for RawHmacAuth {
             algorithms: default_hmac_algorithms(),
             max_skew: default_15m(),
             check_date: true,
+            nonce_headers: default_nonce_headers(),
+            enforce_headers: vec![],
         }
     }
+}
+fn default_nonce_headers() -> Vec<String> {
+    vec!["x-nonce".into()]
 }
 fn default_hmac_algorithms() -> Vec<String> {
     ["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"]
@@ -536,6 +556,8 @@ pub struct RawApi {
     /// Refuse `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` on this API.
     #[serde(default)]
     pub tc3_require_signed_payload: bool,
+    /// Per-API override of `[auth.hmac] enforce_headers` (`auth = "hmac"` only).
+    pub hmac_enforce_headers: Option<Vec<String>>,
     #[serde(default)]
     pub enable_cors: bool,
     pub qps: Option<u32>,
