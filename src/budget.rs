@@ -7,8 +7,14 @@
 //! forwarded, or when the request fails). When no room is left the request is
 //! refused at once (503 with `Retry-After`) instead of waiting: a flood of slow
 //! bodies cannot pin more memory than the budget.
+//!
+//! Large bodies are buffered in their own anonymous memory mapping
+//! ([`BodyBuffer`]): its pages go back to the kernel the moment the body is
+//! dropped, instead of staying in the allocator's free lists (mimalloc purges
+//! lazily, so after a flood of large uploads the process would keep its peak
+//! RSS until the next allocation activity on the same threads).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -88,6 +94,127 @@ impl BodyBudget {
 impl Default for BodyBudget {
     fn default() -> Self {
         BodyBudget::new(DEFAULT_BYTES)
+    }
+}
+
+/// Bodies at least this large (declared, or the limit of a chunked body) are
+/// buffered in a memory mapping of their own.
+pub const MAP_THRESHOLD: usize = 128 * 1024;
+
+/// A growing body buffer of fixed capacity: on the heap when small, else in an
+/// anonymous mapping whose untouched pages cost no memory.
+pub enum BodyBuffer {
+    Heap(BytesMut),
+    Mapped(Mapped),
+}
+
+impl BodyBuffer {
+    /// A buffer for up to `capacity` bytes.
+    pub fn new(capacity: usize) -> BodyBuffer {
+        if capacity >= MAP_THRESHOLD {
+            if let Some(m) = Mapped::new(capacity) {
+                return BodyBuffer::Mapped(m);
+            }
+        }
+        BodyBuffer::Heap(BytesMut::with_capacity(capacity.min(MAP_THRESHOLD)))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            BodyBuffer::Heap(b) => b.len(),
+            BodyBuffer::Mapped(m) => m.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `data`; `false` when it does not fit in a mapped buffer's capacity.
+    pub fn push(&mut self, data: &[u8]) -> bool {
+        match self {
+            BodyBuffer::Heap(b) => {
+                b.extend_from_slice(data);
+                true
+            }
+            BodyBuffer::Mapped(m) => m.push(data),
+        }
+    }
+
+    pub fn freeze(self) -> Bytes {
+        match self {
+            BodyBuffer::Heap(b) => b.freeze(),
+            BodyBuffer::Mapped(m) if m.len == 0 => Bytes::new(),
+            BodyBuffer::Mapped(m) => Bytes::from_owner(m),
+        }
+    }
+}
+
+/// An anonymous private mapping of `cap` bytes, of which `len` are written.
+pub struct Mapped {
+    ptr: std::ptr::NonNull<u8>,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: `Mapped` owns its mapping exclusively (like a `Vec<u8>`); it is only
+// written through `&mut self` and read through `&self`.
+unsafe impl Send for Mapped {}
+// SAFETY: shared access is read-only.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    fn new(cap: usize) -> Option<Mapped> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cap,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u8>())?;
+        Some(Mapped { ptr, cap, len: 0 })
+    }
+
+    fn push(&mut self, data: &[u8]) -> bool {
+        if data.len() > self.cap - self.len {
+            return false;
+        }
+        // SAFETY: `len + data.len() <= cap`: the destination lies inside the
+        // mapping, which cannot overlap `data` (we hold `&mut self`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                data.len(),
+            );
+        }
+        self.len += data.len();
+        true
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the mapping were written by `push`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no reference to it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.cap);
+        }
     }
 }
 
@@ -174,6 +301,27 @@ mod tests {
         let mut h = b.hold();
         assert!(!b.reserve(&mut h, u64::MAX));
         assert!(b.reserve(&mut h, MIN_BYTES));
+    }
+
+    #[test]
+    fn buffers_small_on_the_heap_large_mapped() {
+        let mut small = BodyBuffer::new(100);
+        assert!(matches!(small, BodyBuffer::Heap(_)));
+        assert!(small.push(b"abc") && small.push(b"def"));
+        assert_eq!(&small.freeze()[..], b"abcdef");
+
+        let mut big = BodyBuffer::new(MAP_THRESHOLD * 2);
+        assert!(matches!(big, BodyBuffer::Mapped(_)));
+        assert!(big.is_empty());
+        let chunk = vec![7u8; MAP_THRESHOLD];
+        assert!(big.push(&chunk) && big.push(&chunk));
+        assert!(!big.push(b"x"), "capacity is a hard limit");
+        assert_eq!(big.len(), MAP_THRESHOLD * 2);
+        let frozen = big.freeze();
+        let copy = frozen.clone();
+        drop(frozen);
+        assert!(copy.iter().all(|&b| b == 7) && copy.len() == MAP_THRESHOLD * 2);
+        assert!(BodyBuffer::new(MAP_THRESHOLD).freeze().is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 use crate::auth::{self, AuthError, RequestParts};
 use crate::body::{empty, full, Body, BoxError};
-use crate::budget::{BodyBudget, Held, HeldBody};
+use crate::budget::{BodyBudget, BodyBuffer, Held, HeldBody};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
 use crate::metrics::{RouteMetrics, Sample, NO_ROUTE};
 use crate::policy::cors::CorsPolicy;
@@ -15,7 +15,7 @@ use crate::route::compose_backend_path;
 use crate::state::State;
 use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded};
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -621,7 +621,8 @@ async fn read_limited(
             return Err(AuthError::BufferBudget.into());
         }
     }
-    let mut buf = BytesMut::with_capacity(declared.map_or(0, |l| l.min(limit as u64) as usize));
+    let capacity = declared.map_or(limit, |l| l.min(limit as u64) as usize);
+    let mut buf = BodyBuffer::new(capacity);
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|_| Reject::BadRequest("could not read the request body".into()))?;
@@ -635,7 +636,11 @@ async fn read_limited(
         if !budget.reserve(&mut held, total as u64) {
             return Err(AuthError::BufferBudget.into());
         }
-        buf.extend_from_slice(&data);
+        if !buf.push(&data) {
+            return Err(Reject::BadRequest(
+                "request body longer than its Content-Length".into(),
+            ));
+        }
     }
     Ok((buf.freeze(), held))
 }

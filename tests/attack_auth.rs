@@ -1,0 +1,738 @@
+//! Attack suite, authentication part (issue 11 items 3, 4, 8; issue 10 item 4):
+//! replay variants, pre-authentication memory, enforced signed headers.
+//! Everything is spoken over loopback sockets, several vectors over raw TCP so
+//! that the test controls exactly which bytes of a body are ever sent.
+
+mod common;
+
+use common::signers::{self, Req};
+use common::{send, spawn_binary, Keygate, Reply};
+use http::{Method, StatusCode};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ID: &str = "AKIDattack";
+const SECRET: &str = "attack-secret-0123456789";
+/// Guard against a hang (a gateway waiting for a body that never comes): not a
+/// performance bound.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+fn config(server: &str, auth: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+watch = false
+{server}
+
+[auth]
+{auth}
+
+[[keys]]
+id = "{ID}"
+secret = "{SECRET}"
+
+[[services]]
+name = "svc"
+[[services.apis]]
+name = "hmac"
+path = "/hmac/"
+auth = "hmac"
+[services.apis.backend]
+type = "mock"
+body = "ok"
+[[services.apis]]
+name = "enforced"
+path = "/enforced/"
+auth = "hmac"
+hmac_enforce_headers = ["request-line", "host", "digest"]
+[services.apis.backend]
+type = "mock"
+body = "ok"
+[[services.apis]]
+name = "tc3"
+path = "/tc3/"
+auth = "tc3"
+tc3_service = "cvm"
+[services.apis.backend]
+type = "mock"
+body = "ok"
+[[services.apis]]
+name = "tc1"
+path = "/tc1/"
+auth = "tc1"
+[services.apis.backend]
+type = "mock"
+body = "ok"
+"#
+    )
+}
+
+async fn start(server: &str, auth: &str) -> Keygate {
+    Keygate::start(&config(server, auth)).await
+}
+
+fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// True when the mock back end answered (whatever status style a refusal uses).
+fn forwarded(r: &Reply) -> bool {
+    r.status == StatusCode::OK && r.text() == "ok"
+}
+
+fn refused_as_replay(r: &Reply) -> bool {
+    !forwarded(r) && r.text().contains("replay")
+}
+
+/// The cloud API error code of a `tc3`/`tc1` refusal.
+fn cloud_code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|j| j["Response"]["Error"]["Code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn json_code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|j| j["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn hmac_get(kg: &Keygate, path: &str, headers: &[(String, String)]) -> Reply {
+    send(Method::GET, &kg.url(path), &pairs(headers), "").await
+}
+
+fn tc3_post(kg: &Keygate, body: &[u8]) -> Vec<(String, String)> {
+    let host = kg.addr.to_string();
+    let req = Req {
+        method: "POST",
+        body,
+        ..Req::get(&host, "/tc3/")
+    };
+    signers::tc3_headers(&req, ID, SECRET, "cvm", SystemTime::now())
+}
+
+/// Rewrites the `signature="…"` (hmac) or `Signature=…` (tc3) of an
+/// `Authorization` header.
+fn resign(headers: &[(String, String)], f: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            if !k.eq_ignore_ascii_case("authorization") {
+                return (k.clone(), v.clone());
+            }
+            let v = if let Some((head, rest)) = v.split_once("signature=\"") {
+                let sig = rest.trim_end_matches('"');
+                format!("{head}signature=\"{}\"", f(sig))
+            } else {
+                let (head, sig) = v.rsplit_once("Signature=").expect("tc3 signature");
+                format!("{head}Signature={}", f(sig))
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------ replay variants
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_sdk_style_tc3_calls_in_one_second_both_pass() {
+    let kg = start("", "").await;
+    let body = br#"{"Limit":1}"#;
+    let h = tc3_post(&kg, body);
+    for i in 0..3 {
+        let r = send(Method::POST, &kg.url("/tc3/"), &pairs(&h), &body[..]).await;
+        assert!(forwarded(&r), "call {i}: {} {}", r.status, r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_hmac_get_twice_passes_by_default_and_a_signed_nonce_is_checked() {
+    let kg = start("", "replay = true").await;
+    let host = kg.addr.to_string();
+    let h = signers::hmac_headers(&Req::get(&host, "/hmac/a"), ID, SECRET, SystemTime::now());
+    for i in 0..2 {
+        let r = hmac_get(&kg, "/hmac/a", &h).await;
+        assert!(forwarded(&r), "call {i}: {} {}", r.status, r.text());
+    }
+
+    // A signed X-Nonce makes the request unique: its replay is refused.
+    let nonce = format!("n-{}", signers::nonce());
+    let extra = [("X-Nonce", nonce.as_str())];
+    let req = Req {
+        headers: &extra,
+        ..Req::get(&host, "/hmac/a")
+    };
+    let mut h = signers::hmac_headers(&req, ID, SECRET, SystemTime::now());
+    h.push(("X-Nonce".into(), nonce.clone()));
+    assert!(forwarded(&hmac_get(&kg, "/hmac/a", &h).await));
+    let r = hmac_get(&kg, "/hmac/a", &h).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(refused_as_replay(&r), "{}", r.text());
+    // Same nonce on another path (a new signature): still the same nonce.
+    let req2 = Req {
+        headers: &extra,
+        ..Req::get(&host, "/hmac/b")
+    };
+    let mut h2 = signers::hmac_headers(&req2, ID, SECRET, SystemTime::now());
+    h2.push(("X-Nonce".into(), nonce));
+    let r = hmac_get(&kg, "/hmac/b", &h2).await;
+    assert!(refused_as_replay(&r), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tc1_nonce_replay_is_refused_by_default() {
+    let kg = start("", "").await;
+    let host = kg.addr.to_string();
+    let req = Req::get(&host, "/tc1/");
+    let q = signers::tc1_params(
+        &req,
+        &[("Action", "DescribeInstances")],
+        ID,
+        SECRET,
+        SystemTime::now(),
+        signers::nonce(),
+        true,
+    );
+    let first = common::get(&kg.url(&format!("/tc1/?{q}"))).await;
+    assert!(forwarded(&first), "{} {}", first.status, first.text());
+    let again = common::get(&kg.url(&format!("/tc1/?{q}"))).await;
+    assert!(refused_as_replay(&again), "{}", again.text());
+    assert_eq!(
+        cloud_code(&again.text()),
+        "AuthFailure.SignatureFailure",
+        "{}",
+        again.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_off_accepts_a_replayed_nonce() {
+    let kg = start("", "replay = \"off\"").await;
+    let host = kg.addr.to_string();
+    let q = signers::tc1_params(
+        &Req::get(&host, "/tc1/"),
+        &[("Action", "DescribeInstances")],
+        ID,
+        SECRET,
+        SystemTime::now(),
+        signers::nonce(),
+        false,
+    );
+    for _ in 0..2 {
+        let r = common::get(&kg.url(&format!("/tc1/?{q}"))).await;
+        assert!(forwarded(&r), "{}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_mode_refuses_reencoded_hmac_signatures() {
+    let kg = start("", "replay = \"strict\"").await;
+    let host = kg.addr.to_string();
+    for (i, alg) in ["hmac-sha1", "hmac-sha256", "hmac-sha512"]
+        .into_iter()
+        .enumerate()
+    {
+        let path = format!("/hmac/{i}");
+        let h = signers::hmac_headers_with(
+            &Req::get(&host, &path),
+            ID,
+            SECRET,
+            alg,
+            "X-Date",
+            SystemTime::now(),
+        );
+        assert!(forwarded(&hmac_get(&kg, &path, &h).await), "{alg}");
+        let r = hmac_get(&kg, &path, &h).await;
+        assert!(refused_as_replay(&r), "{alg}: {}", r.text());
+        // Padding removed: the same MAC bytes, the same identity.
+        let stripped = resign(&h, |s| s.trim_end_matches('=').to_string());
+        assert_ne!(stripped, h);
+        let r = hmac_get(&kg, &path, &stripped).await;
+        assert!(refused_as_replay(&r), "{alg} unpadded: {}", r.text());
+        // Padding shortened (sha512 has two '='), URL-safe alphabet, trailing
+        // garbage: refused, never accepted as a new request.
+        let variants = [
+            resign(&h, |s| s.replacen("==", "=", 1)),
+            resign(&h, |s| s.replace('+', "-").replace('/', "_")),
+            resign(&h, |s| format!("{s}A")),
+            resign(&h, |s| format!(" {s}")),
+        ];
+        for v in variants {
+            let r = hmac_get(&kg, &path, &v).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{alg}: {}", r.text());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_mode_refuses_tc3_signature_in_other_hex_case() {
+    let kg = start("", "replay = \"strict\"").await;
+    let body = br#"{"Offset":0}"#;
+    let h = tc3_post(&kg, body);
+    let r = send(Method::POST, &kg.url("/tc3/"), &pairs(&h), &body[..]).await;
+    assert!(forwarded(&r), "{}", r.text());
+    let r = send(Method::POST, &kg.url("/tc3/"), &pairs(&h), &body[..]).await;
+    assert!(refused_as_replay(&r), "{}", r.text());
+    let upper = resign(&h, |s| s.to_ascii_uppercase());
+    assert_ne!(upper, h);
+    let r = send(Method::POST, &kg.url("/tc3/"), &pairs(&upper), &body[..]).await;
+    assert!(refused_as_replay(&r), "upper-case hex: {}", r.text());
+    assert_eq!(cloud_code(&r.text()), "AuthFailure.SignatureFailure");
+}
+
+// ------------------------------------------------------------ enforce_headers
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enforced_headers_must_be_signed() {
+    let kg = start("", "").await;
+    let host = kg.addr.to_string();
+    // Date only: the documented minimal client is refused on this API...
+    let h = signers::hmac_headers(
+        &Req::get(&host, "/enforced/x"),
+        ID,
+        SECRET,
+        SystemTime::now(),
+    );
+    let r = hmac_get(&kg, "/enforced/x", &h).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.text().contains("request-line"), "{}", r.text());
+    // ...and accepted on the API with the default (empty) list.
+    assert!(forwarded(&hmac_get(&kg, "/hmac/x", &h).await));
+
+    // request-line and host signed; no body, so no digest needed.
+    let date = signers::http_date(SystemTime::now());
+    let line = "GET /enforced/x HTTP/1.1";
+    let auth = signers::hmac_authorization(
+        ID,
+        SECRET,
+        "hmac-sha256",
+        &[("date", &date), ("request-line", line), ("host", &host)],
+    );
+    let h = vec![
+        ("Date".to_string(), date.clone()),
+        ("Authorization".to_string(), auth),
+    ];
+    let r = hmac_get(&kg, "/enforced/x", &h).await;
+    assert!(forwarded(&r), "{} {}", r.status, r.text());
+
+    // A body without a signed digest: refused, as the signature cannot cover it.
+    let line = "POST /enforced/x HTTP/1.1";
+    let auth = signers::hmac_authorization(
+        ID,
+        SECRET,
+        "hmac-sha256",
+        &[("date", &date), ("request-line", line), ("host", &host)],
+    );
+    let h = [("Date", date.as_str()), ("Authorization", auth.as_str())];
+    let r = send(Method::POST, &kg.url("/enforced/x"), &h, "tampered?").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.text().contains("digest"), "{}", r.text());
+
+    // Everything signed, digest included: forwarded.
+    let body = b"{\"amount\":1}";
+    let extra = [("host", host.as_str())];
+    let req = Req {
+        method: "POST",
+        path: "/enforced/x",
+        headers: &extra,
+        body,
+        ..Req::get(&host, "/enforced/x")
+    };
+    let h = signers::hmac_headers_full(&req, ID, SECRET, SystemTime::now());
+    let r = send(Method::POST, &kg.url("/enforced/x"), &pairs(&h), &body[..]).await;
+    assert!(forwarded(&r), "{} {}", r.status, r.text());
+}
+
+// ------------------------------------------------------ pre-auth memory (raw)
+
+/// Sends `head` (and `body_part`), then reads one response: status, headers
+/// (lower-case names) and body. Panics if nothing comes back before the guard.
+async fn raw_exchange(addr: SocketAddr, head: &str, body_part: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    if !body_part.is_empty() {
+        s.write_all(body_part).await.expect("write body part");
+    }
+    let resp = tokio::time::timeout(HANG_GUARD, read_response(&mut s))
+        .await
+        .expect("keygate answered without waiting for the body");
+    resp.expect("a response")
+}
+
+async fn read_response(s: &mut TcpStream) -> Option<(u16, String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    Some((status, head, body))
+}
+
+fn raw_head(
+    method: &str,
+    path: &str,
+    host: &str,
+    len: u64,
+    headers: &[(String, String)],
+) -> String {
+    let mut h = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// hmac headers signing the date, the request line and a `Digest` (of a body
+/// that is never sent in full).
+fn hmac_digest_headers(host: &str, path: &str, id: &str, at: SystemTime) -> Vec<(String, String)> {
+    let req = Req {
+        method: "POST",
+        body: b"not the body",
+        ..Req::get(host, path)
+    };
+    signers::hmac_headers_full(&req, id, SECRET, at)
+}
+
+const NINE_MIB: u64 = 9 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_heads_with_huge_declared_bodies_are_refused_before_the_body() {
+    let kg = start("", "").await;
+    let host = kg.addr.to_string();
+    let now = SystemTime::now();
+
+    // hmac with a signed digest: unknown key, expired date, malformed credential.
+    let h = hmac_digest_headers(&host, "/hmac/up", "AKIDnobody", now);
+    let (st, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/hmac/up", &host, NINE_MIB, &h),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (st, json_code(&body).as_str()),
+        (401, "AuthFailure.SecretIdNotFound"),
+        "{body}"
+    );
+
+    let old = now - Duration::from_secs(3600);
+    let h = hmac_digest_headers(&host, "/hmac/up", ID, old);
+    let (st, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/hmac/up", &host, NINE_MIB, &h),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (st, json_code(&body).as_str()),
+        (401, "AuthFailure.SignatureExpire"),
+        "{body}"
+    );
+
+    let mut h = hmac_digest_headers(&host, "/hmac/up", ID, now);
+    for (k, v) in &mut h {
+        if k == "Authorization" {
+            *v = v.replace("id=", "id=\"x\", id=");
+        }
+    }
+    let (st, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/hmac/up", &host, NINE_MIB, &h),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (st, json_code(&body).as_str()),
+        (401, "InvalidParameter"),
+        "{body}"
+    );
+
+    // A wrong signature over a good head: the hmac MAC covers the head, so it is
+    // refused before the body too.
+    let h = resign(&hmac_digest_headers(&host, "/hmac/up", ID, now), |s| {
+        let mut b = s.as_bytes().to_vec();
+        b[0] = if b[0] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap_or_default()
+    });
+    let (st, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/hmac/up", &host, NINE_MIB, &h),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (st, json_code(&body).as_str()),
+        (401, "AuthFailure.SignatureFailure"),
+        "{body}"
+    );
+
+    // tc3 with a signed payload: unknown key, expired timestamp, malformed.
+    let good = tc3_post(&kg, b"{}");
+    let unknown: Vec<(String, String)> = good
+        .iter()
+        .map(|(k, v)| (k.clone(), v.replace(ID, "AKIDnobody")))
+        .collect();
+    let (_, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/tc3/", &host, NINE_MIB, &unknown),
+        b"",
+    )
+    .await;
+    assert_eq!(cloud_code(&body), "AuthFailure.SecretIdNotFound", "{body}");
+
+    let expired: Vec<(String, String)> = good
+        .iter()
+        .map(|(k, v)| {
+            if k == "X-TC-Timestamp" {
+                let ts: u64 = v.parse().unwrap_or(0);
+                (k.clone(), (ts - 3600).to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let (_, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/tc3/", &host, NINE_MIB, &expired),
+        b"",
+    )
+    .await;
+    assert_eq!(cloud_code(&body), "AuthFailure.SignatureExpire", "{body}");
+
+    let malformed: Vec<(String, String)> = good
+        .iter()
+        .map(|(k, v)| {
+            if k == "Authorization" {
+                (k.clone(), "TC3-HMAC-SHA256 Credential=garbage".to_string())
+            } else {
+                (k.clone(), v.clone())
+            }
+        })
+        .collect();
+    let (_, _, body) = raw_exchange(
+        kg.addr,
+        &raw_head("POST", "/tc3/", &host, NINE_MIB, &malformed),
+        b"",
+    )
+    .await;
+    let code = cloud_code(&body);
+    assert!(
+        code == "InvalidParameter" || code == "MissingParameter",
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exhausted_body_budget_answers_503_and_is_returned() {
+    let kg = start("max_buffered_bytes = 65536", "").await;
+    let host = kg.addr.to_string();
+    let body = vec![b'x'; 60 * 1024];
+    let req = Req {
+        method: "POST",
+        body: &body,
+        ..Req::get(&host, "/hmac/up")
+    };
+    let h = signers::hmac_headers_full(&req, ID, SECRET, SystemTime::now());
+    let head = raw_head("POST", "/hmac/up", &host, body.len() as u64, &h);
+
+    // A stalled upload holds 60 KiB of the 64 KiB budget.
+    let mut staller = TcpStream::connect(kg.addr).await.expect("connect");
+    staller.write_all(head.as_bytes()).await.expect("head");
+    staller.write_all(&body[..1024]).await.expect("part");
+
+    // Another upload of the same size finds no room: 503 with Retry-After.
+    let mut refused = None;
+    for _ in 0..100 {
+        let (st, hd, b) = raw_exchange(kg.addr, &head, &body).await;
+        if st == 503 {
+            refused = Some((hd, b));
+            break;
+        }
+        assert_eq!(st, 200, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (hd, b) = refused.expect("a 503 while the budget is held");
+    assert!(hd.contains("retry-after:"), "{hd}");
+    assert_eq!(json_code(&b), "RequestLimitExceeded", "{b}");
+
+    // The stalled client goes away: its reservation is given back.
+    drop(staller);
+    let mut ok = false;
+    for _ in 0..100 {
+        let (st, _, b) = raw_exchange(kg.addr, &head, &body).await;
+        if st == 200 {
+            assert_eq!(b, "ok");
+            ok = true;
+            break;
+        }
+        assert_eq!(st, 503, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the budget came back after the stalled client closed");
+
+    // Requests whose bodies are not buffered (a GET) never touch the budget.
+    let h = signers::hmac_headers(&Req::get(&host, "/hmac/g"), ID, SECRET, SystemTime::now());
+    assert!(forwarded(&hmac_get(&kg, "/hmac/g", &h).await));
+}
+
+// --------------------------------------------- pre-auth memory: RSS measured
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// 64 connections each declare a 10 MiB body for a `tc3` API with a valid head
+/// and send 2 MiB of it, then stall. The budget (64 MiB by default) admits six;
+/// the others get 503 at once. Figures are printed for the README.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_uploads_stay_within_the_budget_rss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(&path, config("", "")).expect("write config");
+    let (child, addr) = spawn_binary(&path);
+    let child = Child(child);
+    let pid = child.0.id();
+    let host = addr.to_string();
+    let declared: u64 = 10 * 1024 * 1024;
+    let sent = 2 * 1024 * 1024;
+
+    // Warm up (one full signed request) before the baseline.
+    let body = br#"{"warm":1}"#;
+    let req = Req {
+        method: "POST",
+        body,
+        ..Req::get(&host, "/tc3/")
+    };
+    let h = signers::tc3_headers(&req, ID, SECRET, "cvm", SystemTime::now());
+    let (st, _, b) = raw_exchange(
+        addr,
+        &raw_head("POST", "/tc3/", &host, body.len() as u64, &h),
+        body,
+    )
+    .await;
+    assert_eq!((st, b.as_str()), (200, "ok"));
+    let before = vm_rss_kib(pid);
+
+    let h = signers::tc3_headers(
+        &Req {
+            method: "POST",
+            body: b"the real body is never sent",
+            ..Req::get(&host, "/tc3/")
+        },
+        ID,
+        SECRET,
+        "cvm",
+        SystemTime::now(),
+    );
+    let head = raw_head("POST", "/tc3/", &host, declared, &h);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let head = head.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(head.as_bytes()).await.expect("head");
+            let part = vec![b'{'; sent];
+            // A refused connection stops reading: do not wait forever on it.
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.write_all(&part)).await;
+            let status = tokio::time::timeout(Duration::from_secs(3), read_response(&mut s))
+                .await
+                .ok()
+                .flatten()
+                .map(|(_, _, body)| body);
+            (s, status)
+        }));
+    }
+    let mut conns = Vec::new();
+    let mut refused = 0;
+    let mut stalled = 0;
+    for t in tasks {
+        let (s, status) = t.await.expect("task");
+        match status {
+            // 503, or 200 where the API answers cloud errors with 200: the code tells.
+            Some(body) => {
+                assert_eq!(cloud_code(&body), "RequestLimitExceeded", "{body}");
+                refused += 1
+            }
+            None => stalled += 1,
+        }
+        conns.push(s);
+    }
+    let during = vm_rss_kib(pid);
+    drop(conns);
+    // The gateway notices the closed sockets and unmaps the buffered bodies:
+    // RSS comes back near the baseline (polled, not timed).
+    let mut after = vm_rss_kib(pid);
+    for _ in 0..100 {
+        if after <= before + 8 * 1024 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = vm_rss_kib(pid);
+    }
+    println!(
+        "pre-auth RSS: before {} MiB, 64 stalled 10 MiB uploads ({stalled} held, {refused} refused 503) {} MiB, after close {} MiB",
+        before / 1024,
+        during / 1024,
+        after / 1024
+    );
+    assert!(before > 0 && during > 0 && after > 0, "VmRSS readable");
+    assert!(
+        stalled <= 6,
+        "at most 64 MiB / 10 MiB uploads admitted: {stalled}"
+    );
+    assert!(refused >= 58, "the rest refused at once: {refused}");
+    // Well under what 64 fully buffered bodies would take (640 MiB).
+    assert!(
+        during.saturating_sub(before) < 160 * 1024,
+        "RSS grew by {} KiB",
+        during - before
+    );
+    assert!(
+        after <= before + 8 * 1024,
+        "memory returned after the sockets closed: {after} KiB vs {before} KiB before"
+    );
+    let _ = dir;
+}
