@@ -583,6 +583,19 @@ async fn exhausted_body_budget_answers_503_and_is_returned() {
     assert!(hd.contains("retry-after:"), "{hd}");
     assert_eq!(json_code(&b), "RequestLimitExceeded", "{b}");
 
+    // A chunked upload takes room chunk by chunk: its first 8 KiB do not fit.
+    let chunked_head = head.replace(
+        &format!("Content-Length: {}\r\n", body.len()),
+        "Transfer-Encoding: chunked\r\n",
+    );
+    assert_ne!(chunked_head, head);
+    let mut chunked = format!("{:x}\r\n", 8192).into_bytes();
+    chunked.extend_from_slice(&body[..8192]);
+    chunked.extend_from_slice(b"\r\n");
+    let (st, hd, b) = raw_exchange(kg.addr, &chunked_head, &chunked).await;
+    assert_eq!(st, 503, "{b}");
+    assert!(hd.contains("retry-after:"), "{hd}");
+
     // The stalled client goes away: its reservation is given back.
     drop(staller);
     let mut ok = false;
@@ -735,4 +748,306 @@ async fn stalled_uploads_stay_within_the_budget_rss() {
         "memory returned after the sockets closed: {after} KiB vs {before} KiB before"
     );
     let _ = dir;
+}
+
+// ------------------------------------- parser fuzzing (seeded, bounded cases)
+
+mod fuzz {
+    use super::{signers, Req, ID, SECRET};
+    use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+    use keygate::auth::hmac::{self as kg_hmac, HmacSettings};
+    use keygate::auth::replay::ReplayToken;
+    use keygate::auth::tc1::{self, Tc1Settings};
+    use keygate::auth::tc3::{self, Tc3Settings};
+    use keygate::auth::{openapi, AuthError, Key, Keys, RequestParts, Verified};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    /// Mutations per scheme: enough to reach every branch of the parsers many
+    /// times, small enough for CI (well under a second each in a debug build).
+    const CASES: usize = 3000;
+    const HOST: &str = "api.example.com";
+    /// Bytes that matter to the parsers.
+    const SPICE: &[u8] = b"\"=,; \t/%+-_:.0aZ\\\x7f\xff";
+
+    fn keys() -> Keys {
+        let mut k = Keys::new();
+        k.insert(
+            ID.into(),
+            Arc::new(Key::new(ID.into(), SECRET.into(), None, true)),
+        );
+        k
+    }
+
+    fn mutate(rng: &mut StdRng, s: &[u8]) -> Vec<u8> {
+        let mut v = s.to_vec();
+        for _ in 0..rng.gen_range(1..4) {
+            let i = if v.is_empty() {
+                0
+            } else {
+                rng.gen_range(0..v.len())
+            };
+            match rng.gen_range(0..6) {
+                0 if !v.is_empty() => v[i] = SPICE[rng.gen_range(0..SPICE.len())],
+                1 if !v.is_empty() => v[i] = rng.gen(),
+                2 => v.insert(i, SPICE[rng.gen_range(0..SPICE.len())]),
+                3 if !v.is_empty() => {
+                    let end = (i + rng.gen_range(1..8)).min(v.len());
+                    v.drain(i..end);
+                }
+                4 if !v.is_empty() => {
+                    let end = (i + rng.gen_range(1..16)).min(v.len());
+                    let dup = v[i..end].to_vec();
+                    v.splice(i..i, dup);
+                }
+                _ => v.truncate(i),
+            }
+        }
+        v
+    }
+
+    struct Owned {
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Owned {
+        fn new(method: Method, uri: &str, headers: &[(String, String)], body: &[u8]) -> Owned {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::HOST, HeaderValue::from_static(HOST));
+            for (n, v) in headers {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                );
+            }
+            Owned {
+                method,
+                uri: uri.parse().expect("uri"),
+                headers: h,
+                body: body.to_vec(),
+            }
+        }
+        fn parts(&self) -> RequestParts<'_> {
+            RequestParts {
+                method: &self.method,
+                uri: &self.uri,
+                version: Version::HTTP_11,
+                headers: &self.headers,
+                body: Some(&self.body),
+            }
+        }
+        /// A copy with header `name` replaced by `value` (`None` when the bytes
+        /// are not a valid header value: hyper would not deliver them either).
+        fn with_header(&self, name: &str, value: &[u8]) -> Option<Owned> {
+            let v = HeaderValue::from_bytes(value).ok()?;
+            let mut o = Owned {
+                method: self.method.clone(),
+                uri: self.uri.clone(),
+                headers: self.headers.clone(),
+                body: self.body.clone(),
+            };
+            o.headers
+                .insert(HeaderName::from_bytes(name.as_bytes()).ok()?, v);
+            Some(o)
+        }
+    }
+
+    fn token(v: &Result<Verified, AuthError>) -> Option<ReplayToken> {
+        v.as_ref().ok().and_then(|v| v.replay.clone())
+    }
+
+    /// Every accepted mutation of a signed header is the same request: the same
+    /// replay identity as the original. Nothing panics.
+    fn fuzz_header(
+        seed: u64,
+        original: &Owned,
+        header: &str,
+        verify: &impl Fn(&RequestParts<'_>) -> Result<Verified, AuthError>,
+    ) -> (usize, usize) {
+        let want = token(&verify(&original.parts()));
+        assert!(want.is_some(), "the original verifies");
+        let value = original
+            .headers
+            .get(header)
+            .expect("header")
+            .as_bytes()
+            .to_vec();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (mut tried, mut accepted) = (0, 0);
+        for _ in 0..CASES {
+            let m = mutate(&mut rng, &value);
+            if m == value {
+                continue;
+            }
+            let Some(req) = original.with_header(header, &m) else {
+                continue;
+            };
+            tried += 1;
+            let got = verify(&req.parts());
+            if got.is_ok() {
+                accepted += 1;
+                assert_eq!(
+                    token(&got),
+                    want,
+                    "accepted variant {:?} is a new identity",
+                    String::from_utf8_lossy(&m)
+                );
+            }
+        }
+        (tried, accepted)
+    }
+
+    #[test]
+    fn hmac_authorization_mutations() {
+        let now = SystemTime::now();
+        let extra = [("x-nonce", "abc"), ("source", "app")];
+        let req = Req {
+            headers: &extra,
+            ..Req::get(HOST, "/p")
+        };
+        let mut h = signers::hmac_headers_with(&req, ID, SECRET, "hmac-sha256", "X-Date", now);
+        h.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let o = Owned::new(Method::GET, "/p", &h, b"");
+        let s = HmacSettings::default();
+        let k = keys();
+        let verify = |p: &RequestParts<'_>| kg_hmac::verify(&s, p, &k, now);
+        let (tried, _) = fuzz_header(11, &o, "authorization", &verify);
+        assert!(tried > CASES / 2, "{tried}");
+        let (tried, accepted) = fuzz_header(12, &o, "x-date", &verify);
+        assert!(tried > CASES / 2 && accepted < tried, "{tried} {accepted}");
+        // Signed nonce: any change of it is refused (it is signed).
+        let (_, accepted) = fuzz_header(13, &o, "x-nonce", &verify);
+        assert_eq!(accepted, 0);
+    }
+
+    #[test]
+    fn tc3_authorization_and_timestamp_mutations() {
+        let now = SystemTime::now();
+        let body = br#"{"Limit":1}"#;
+        let req = Req {
+            method: "POST",
+            body,
+            ..Req::get(HOST, "/")
+        };
+        let h = signers::tc3_headers(&req, ID, SECRET, "cvm", now);
+        let o = Owned::new(Method::POST, "/", &h, body);
+        let s = Tc3Settings::default();
+        let k = keys();
+        let verify = |p: &RequestParts<'_>| tc3::verify(&s, Some("cvm"), false, p, &k, now);
+        let (tried, _) = fuzz_header(21, &o, "authorization", &verify);
+        assert!(tried > CASES / 2, "{tried}");
+        let (_, accepted) = fuzz_header(22, &o, "x-tc-timestamp", &verify);
+        assert_eq!(accepted, 0, "the timestamp is signed");
+        // Head-only verification never panics either and never accepts a
+        // body it has not seen.
+        let mut rng = StdRng::seed_from_u64(23);
+        let auth = o
+            .headers
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec());
+        for _ in 0..CASES {
+            let m = mutate(&mut rng, auth.as_deref().unwrap_or_default());
+            let Some(req) = o.with_header("authorization", &m) else {
+                continue;
+            };
+            let mut p = req.parts();
+            p.body = None;
+            assert!(verify(&p).is_err());
+        }
+    }
+
+    #[test]
+    fn tc1_and_openapi_query_mutations() {
+        let now = SystemTime::now();
+        let req = Req::get(HOST, "/");
+        let q = signers::tc1_params(
+            &req,
+            &[("Action", "DescribeInstances"), ("Limit", "10")],
+            ID,
+            SECRET,
+            now,
+            4242,
+            true,
+        );
+        let s = Tc1Settings::default();
+        let k = keys();
+        let mut rng = StdRng::seed_from_u64(31);
+        let good = Owned::new(Method::GET, &format!("/?{q}"), &[], b"");
+        let want = token(&tc1::verify(&s, &good.parts(), &k, now));
+        assert!(want.is_some());
+        let mut tried = 0;
+        for _ in 0..CASES {
+            let m = mutate(&mut rng, q.as_bytes());
+            let Ok(uri) = format!("/?{}", String::from_utf8_lossy(&m)).parse::<Uri>() else {
+                continue;
+            };
+            tried += 1;
+            let mut o = Owned::new(Method::GET, "/", &[], b"");
+            o.uri = uri;
+            let got = tc1::verify(&s, &o.parts(), &k, now);
+            if got.is_ok() {
+                assert_eq!(token(&got), want, "{:?}", String::from_utf8_lossy(&m));
+            }
+            // The same bytes as an open-platform query or a form body: no panic.
+            let _ = openapi::verify(&o.parts(), &k);
+            let mut form = Owned::new(
+                Method::POST,
+                "/",
+                &[(
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                )],
+                &m,
+            );
+            form.uri = "/".parse().expect("uri");
+            let _ = tc1::verify(&s, &form.parts(), &k, now);
+            let _ = openapi::verify(&form.parts(), &k);
+        }
+        assert!(tried > CASES / 2, "{tried}");
+    }
+
+    #[test]
+    fn random_garbage_credentials_never_panic() {
+        let now = SystemTime::now();
+        let k = keys();
+        let mut rng = StdRng::seed_from_u64(41);
+        for _ in 0..CASES {
+            let len = rng.gen_range(0..200);
+            let mut v: Vec<u8> = (0..len)
+                .map(|_| {
+                    if rng.gen_bool(0.5) {
+                        SPICE[rng.gen_range(0..SPICE.len())]
+                    } else {
+                        rng.gen_range(0x20..0x7f)
+                    }
+                })
+                .collect();
+            let prefix: &[u8] = match rng.gen_range(0..3) {
+                0 => b"hmac ",
+                1 => b"TC3-HMAC-SHA256 ",
+                _ => b"",
+            };
+            v.splice(0..0, prefix.iter().copied());
+            let o = Owned::new(
+                Method::POST,
+                "/",
+                &[("content-length".into(), "3".into())],
+                b"abc",
+            );
+            let Some(o) = o.with_header("authorization", &v) else {
+                continue;
+            };
+            let mut p = o.parts();
+            for body in [None, Some(&b"abc"[..])] {
+                p.body = body;
+                assert!(kg_hmac::verify(&HmacSettings::default(), &p, &k, now).is_err());
+                assert!(tc3::verify(&Tc3Settings::default(), None, false, &p, &k, now).is_err());
+            }
+        }
+    }
 }
