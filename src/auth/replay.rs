@@ -92,16 +92,27 @@ pub enum TokenKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayToken {
     pub kind: TokenKind,
-    /// `n:<nonce>` or `s:<hex of the decoded MAC>`; keyed with the key id by the cache.
+    /// `n:<nonce>` (`N:<hex>` when not UTF-8) or `s:<hex of the decoded MAC>`;
+    /// keyed with the key id by the cache.
     pub token: String,
     pub ttl: Duration,
 }
 
 impl ReplayToken {
+    /// From a nonce's bytes: `n:<text>`, or `N:<hex>` when they are not UTF-8
+    /// (a lossy conversion would make distinct nonces one identity).
     pub fn nonce(value: &[u8], ttl: Duration) -> ReplayToken {
-        let mut token = String::with_capacity(2 + value.len());
-        token.push_str("n:");
-        token.push_str(&String::from_utf8_lossy(value));
+        let mut token = String::with_capacity(2 + 2 * value.len());
+        match std::str::from_utf8(value) {
+            Ok(text) => {
+                token.push_str("n:");
+                token.push_str(text);
+            }
+            Err(_) => {
+                token.push_str("N:");
+                token.push_str(&hex::encode(value));
+            }
+        }
         ReplayToken {
             kind: TokenKind::Nonce,
             token,
@@ -319,6 +330,10 @@ mod tests {
         assert_eq!(a.kind, TokenKind::Signature);
         let n = ReplayToken::nonce(b"s:ab01", S);
         assert_eq!(n.token, "n:s:ab01");
+        assert_ne!(
+            ReplayToken::nonce(b"\xff", S).token,
+            ReplayToken::nonce(b"\xfe", S).token
+        );
         let c = ReplayCache::new(10);
         let t = Instant::now();
         c.check_and_insert("k", &a.token, S, t).unwrap();
