@@ -1051,3 +1051,54 @@ mod fuzz {
         }
     }
 }
+
+// ------------------------------------------------------- config validation
+
+/// `keygate check` on `toml`: (valid, stdout + stderr).
+fn check(toml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, toml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run keygate check");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn new_auth_settings_are_validated() {
+    for replay in ["true", "false", "\"off\"", "\"nonce\"", "\"strict\""] {
+        let (ok, out) = check(&config("", &format!("replay = {replay}")));
+        assert!(ok, "replay = {replay}: {out}");
+    }
+    let (ok, out) = check(&config("", "replay = \"sometimes\""));
+    assert!(!ok && out.contains("strict"), "{out}");
+
+    let (ok, out) = check(&config(
+        "",
+        "[auth.hmac]\nenforce_headers = [\"request-line\", \"bad name\"]",
+    ));
+    assert!(!ok && out.contains("enforce_headers"), "{out}");
+    let (ok, out) = check(&config("", "[auth.hmac]\nnonce_headers = [\"date\"]"));
+    assert!(!ok && out.contains("nonce_headers"), "{out}");
+
+    // hmac_enforce_headers belongs to hmac APIs only.
+    let cfg = config("", "").replace(
+        "tc3_service = \"cvm\"",
+        "tc3_service = \"cvm\"\nhmac_enforce_headers = [\"host\"]",
+    );
+    let (ok, out) = check(&cfg);
+    assert!(!ok && out.contains("hmac_enforce_headers"), "{out}");
+
+    let (ok, out) = check(&config("max_buffered_bytes = 1000", ""));
+    assert!(!ok && out.contains("max_buffered_bytes"), "{out}");
+}
