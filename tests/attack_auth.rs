@@ -208,6 +208,14 @@ async fn tc1_nonce_replay_is_refused_by_default() {
         "{}",
         again.text()
     );
+    // The signature re-encoded (padding removed, '+' unescaped): the same nonce.
+    let (head, sig) = q.rsplit_once("Signature=").expect("signature");
+    let plain = sig
+        .replace("%3D", "")
+        .replace("%2B", "+")
+        .replace("%2F", "/");
+    let again = common::get(&kg.url(&format!("/tc1/?{head}Signature={plain}"))).await;
+    assert!(refused_as_replay(&again), "{}", again.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
