@@ -44,20 +44,39 @@ pub fn authority(
     }
     match host {
         Some(h) if h.is_empty() => Ok(None),
-        Some(h) => {
-            let valid = h
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse::<http::uri::Authority>().ok())
-                .is_some_and(|a| !a.as_str().contains('@'));
-            if valid {
-                Ok(Some(h.clone()))
-            } else {
-                Err(AuthorityError::InvalidHost)
-            }
-        }
+        Some(h) if is_host(h.as_bytes()) => Ok(Some(h.clone())),
+        Some(_) => Err(AuthorityError::InvalidHost),
         None => Ok(None),
     }
+}
+
+/// `host [ ":" port ]` (RFC 3986 §3.2.2): reg-name or IP-literal characters, no
+/// user info, path, query or white space. Checked without allocating.
+fn is_host(b: &[u8]) -> bool {
+    b.iter().all(|&c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
 }
 
 /// Make `Host` the one authority: after this the head holds exactly that value (or
@@ -148,6 +167,18 @@ mod tests {
             Err(InvalidHost)
         );
         assert_eq!(run(Version::HTTP_11, "/x", &["b local"]), Err(InvalidHost));
+        assert_eq!(
+            run(Version::HTTP_11, "/x", &["b.local?x"]),
+            Err(InvalidHost)
+        );
+        assert_eq!(
+            run(Version::HTTP_11, "/x", &["b.local\\x"]),
+            Err(InvalidHost)
+        );
+        assert_eq!(
+            run(Version::HTTP_11, "/x", &["[::1]:8080"]),
+            Ok(Some("[::1]:8080".into()))
+        );
     }
 
     #[test]
