@@ -377,6 +377,64 @@ mod tests {
         assert_eq!(other_reading("/a/"), None);
     }
 
+    /// Random paths built from the pieces that matter, under every setting: never
+    /// a panic; an accepted path is absolute, has no dot segment, no escape of an
+    /// unreserved character, no NUL or backslash, lower-case-free escapes, and is
+    /// its own canonical form.
+    #[test]
+    fn fuzz_invariants() {
+        use rand::{Rng, SeedableRng};
+        const PIECES: [&str; 22] = [
+            "/", "/", "a", "B", ".", "..", "%2e", "%2E", "%2f", "%5C", "%25", "%00", "%zz",
+            "%c0%ae", ";", ";x", "~", "%7e", "%41", "\\", "%", "//",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let settings: Vec<PathSettings> = [false, true]
+            .into_iter()
+            .flat_map(|merge| {
+                [
+                    EscapedSlashes::Reject,
+                    EscapedSlashes::Keep,
+                    EscapedSlashes::Unescape,
+                ]
+                .map(|esc| PathSettings {
+                    normalize: true,
+                    merge_slashes: merge,
+                    escaped_slashes: esc,
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut p = String::from("/");
+            for _ in 0..rng.gen_range(0..10) {
+                p.push_str(PIECES[rng.gen_range(0..PIECES.len())]);
+            }
+            for s in &settings {
+                let Ok(c) = canonical(&p, s) else { continue };
+                accepted += 1;
+                assert!(c.starts_with('/'), "{p:?} -> {c:?}");
+                assert!(!c.contains('\\') && !c.contains("%00"), "{p:?} -> {c:?}");
+                for seg in c.split('/') {
+                    assert!(seg != "." && seg != "..", "{p:?} -> {c:?}");
+                }
+                let b = c.as_bytes();
+                for (i, _) in c.match_indices('%') {
+                    let (h, l) = (b[i + 1], b[i + 2]);
+                    let v = hex(h).zip(hex(l)).map(|(h, l)| (h << 4) | l);
+                    assert!(v.is_some_and(|v| !is_unreserved(v)), "{p:?} -> {c:?}");
+                    assert!(!h.is_ascii_lowercase() && !l.is_ascii_lowercase());
+                }
+                if s.merge_slashes {
+                    assert!(!c.contains("//"), "{p:?} -> {c:?}");
+                }
+                let again = canonical(&c, s).map(Cow::into_owned);
+                assert_eq!(again.as_deref(), Ok(&*c), "{p:?} under {s:?}");
+            }
+        }
+        assert!(accepted > 10_000, "{accepted}");
+    }
+
     #[test]
     fn output_is_a_fixed_point() {
         let s = PathSettings::default();
