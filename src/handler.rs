@@ -190,7 +190,8 @@ impl Ctx {
                 let elsewhere = gw.router.lookup(host, &other, &parts.method);
                 if elsewhere.is_some_and(|o| o.api != m.api) {
                     return Err(Reject::BadRequest(
-                        "path reads as another API's once slashes are merged".into(),
+                        "path reads as another API's once slashes are merged or `;` parameters dropped"
+                            .into(),
                     ));
                 }
             }
