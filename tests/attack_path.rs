@@ -286,6 +286,9 @@ const PATH_VECTORS: &[(&str, [u16; 3])] = &[
     ("/public/.;x/../private/data", [400, 400, 400]),
     ("/public/%zz", [400, 400, 400]),
     ("/public/..\\private/data", [400, 400, 400]),
+    ("/public/%u002e%u002e/private/data", [400, 400, 400]),
+    ("/public/%2e%2e;/private/data", [400, 400, 400]),
+    ("/private%2fdata", [400, 400, 400]),
     // Read as another API's once slashes are merged or `;` dropped: 400 when that
     // changes the API, else routed as written. `//../` removes the empty segment
     // (RFC 3986), so the last one stays under /public/.
