@@ -338,6 +338,46 @@ async fn path_vectors_never_reach_the_private_body_unsigned() {
     }
 }
 
+/// A service under an environment prefix: the prefix is matched after the path is
+/// made canonical, so `..` cannot step out of it or into it unnoticed.
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_prefix_vectors() {
+    let nginx = Nginx::start();
+    let cfg = format!(
+        "{}[[services]]\nname = \"r\"\nenvironment = \"release\"\n{}{}",
+        keys(),
+        http_api("public", "/public", "none", nginx.addr, ""),
+        http_api("private", "/private", "hmac", nginx.addr, "")
+    );
+    let kg = Keygate::start(&cfg).await;
+    let target = "/release/private/data";
+    let ok = raw_get(kg.addr, target, &signed_headers(target)).await;
+    assert!(ok.status == 200 && ok.body.contains(PRIVATE), "{ok:?}");
+    let public = raw_get(kg.addr, "/release/public/x", "").await;
+    assert!(
+        public.status == 200 && public.body.contains(PUBLIC),
+        "{public:?}"
+    );
+    for (target, want) in [
+        ("/release/private/data", 401),
+        ("/release/public/../private/data", 401),
+        ("/release/public/%2e%2e/private/data", 401),
+        ("/release/../release/private/data", 401),
+        ("/release/public/../../release/private/data", 401),
+        ("/%72elease/private/data", 401),
+        ("/release/public/../../private/data", 404),
+        ("/release/%2e%2e/private/data", 404),
+        ("/release/..", 404),
+        ("/release//private/data", 404),
+        ("/release/public/../../../private/data", 400),
+        ("/release/public/..%2f..%2fprivate/data", 400),
+    ] {
+        let r = raw_get(kg.addr, target, "").await;
+        assert!(!r.body.contains(PRIVATE), "{target}: {r:?}");
+        assert_eq!(r.status, want, "{target}: {r:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn canonical_path_is_forwarded_and_settings_apply() {
     let be = spawn_backend().await;
