@@ -4,8 +4,14 @@
 //! compared after folding `_` to `-` (header names are already lower case), because
 //! WSGI, CGI and PHP back ends read `X_Keygate_Key_Id` as `X-Keygate-Key-Id`.
 
+use crate::route::FxHasher;
 use http::header::{HeaderMap, HeaderName};
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
+/// Looked-up names come from clients, but the set is fixed per snapshot and small:
+/// a fast non-keyed hash is safe.
+type NameSet = HashSet<Box<str>, BuildHasherDefault<FxHasher>>;
 
 const PREFIX: &str = "x-keygate-";
 const FIXED: [&str; 4] = [
@@ -18,7 +24,9 @@ const FIXED: [&str; 4] = [
 /// The compiled set of reserved names (folded), one per snapshot.
 #[derive(Debug, Clone)]
 pub struct ReservedHeaders {
-    names: HashSet<Box<str>>,
+    names: NameSet,
+    /// Longest name in `names`: longer header names skip the lookup.
+    longest: usize,
 }
 
 impl Default for ReservedHeaders {
@@ -30,9 +38,10 @@ impl Default for ReservedHeaders {
 impl ReservedHeaders {
     /// The fixed names plus `extra` (the JWT providers' `claims_to_headers`).
     pub fn new<'a>(extra: impl IntoIterator<Item = &'a HeaderName>) -> Self {
-        let mut names: HashSet<Box<str>> = FIXED.iter().map(|&n| n.into()).collect();
+        let mut names: NameSet = FIXED.iter().map(|&n| n.into()).collect();
         names.extend(extra.into_iter().map(|n| fold(n.as_str()).into()));
-        ReservedHeaders { names }
+        let longest = names.iter().map(|n| n.len()).max().unwrap_or(0);
+        ReservedHeaders { names, longest }
     }
 
     pub fn is_reserved(&self, name: &HeaderName) -> bool {
@@ -41,7 +50,7 @@ impl ReservedHeaders {
             let f = fold(n);
             f.starts_with(PREFIX) || self.names.contains(f.as_str())
         } else {
-            n.starts_with(PREFIX) || self.names.contains(n)
+            n.starts_with(PREFIX) || (n.len() <= self.longest && self.names.contains(n))
         }
     }
 
