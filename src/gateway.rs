@@ -7,10 +7,12 @@ use crate::auth::tc1::Tc1Settings;
 use crate::auth::tc3::Tc3Settings;
 use crate::auth::Keys;
 use crate::metrics::RouteMetrics;
+use crate::path::PathSettings;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
 use crate::policy::limits::RouteLimits;
 use crate::reject::ErrorStyle;
+use crate::reserved::ReservedHeaders;
 use crate::route::Router;
 use crate::tls::CertStore;
 use crate::upstream::Upstream;
@@ -31,6 +33,10 @@ pub struct Gateway {
     pub log: LogSettings,
     /// See `[server] body_read_timeout`.
     pub body_read_timeout: Duration,
+    /// How request paths are made canonical (`[server] normalize_path` ...).
+    pub path: PathSettings,
+    /// Request headers that are ours in any spelling, stripped before forwarding.
+    pub reserved: ReservedHeaders,
     /// Names of what this snapshot holds, to log what a reload changed.
     pub inventory: Inventory,
 }

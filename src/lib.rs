@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authority;
 pub mod balance;
 pub mod body;
 pub mod budget;
@@ -12,8 +13,10 @@ pub mod gateway;
 pub mod handler;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod policy;
 pub mod reject;
+pub mod reserved;
 pub mod route;
 pub mod server;
 pub mod state;

@@ -178,11 +178,14 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// The request's host as the client sent it: the `Host` header, or the URI
-/// authority (HTTP/2 `:authority`) without user info.
+/// The request's host as the client sent it: the single `Host` header, or the URI
+/// authority (HTTP/2 `:authority`) without user info. The handler has already made
+/// `Host` the request's one authority (`crate::authority`), so this is the host the
+/// request was routed by; several `Host` headers give `None`.
 pub(crate) fn request_host<'a>(req: &RequestParts<'a>) -> Option<&'a [u8]> {
-    if let Some(h) = req.headers.get(http::header::HOST) {
-        return Some(h.as_bytes());
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    if let Some(h) = hosts.next() {
+        return hosts.next().is_none().then_some(h.as_bytes());
     }
     req.uri.authority().map(|a| {
         let s = a.as_str();

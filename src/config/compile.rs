@@ -440,6 +440,14 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             access: raw.log.access,
         },
         body_read_timeout: raw.server.body_read_timeout,
+        path: crate::path::PathSettings {
+            normalize: raw.server.normalize_path,
+            merge_slashes: raw.server.merge_slashes,
+            escaped_slashes: raw.server.path_with_escaped_slashes_action,
+        },
+        reserved: crate::reserved::ReservedHeaders::new(
+            jwt.values().flat_map(|p| p.header_names()),
+        ),
         inventory,
     })
 }

@@ -69,6 +69,15 @@ pub struct RawServer {
     /// Watch the config file and reload on change.
     #[serde(default = "default_true")]
     pub watch: bool,
+    /// Make request paths canonical (see `crate::path`); Envoy's `normalize_path`.
+    #[serde(default = "default_true")]
+    pub normalize_path: bool,
+    /// Merge runs of `/` in request paths; Envoy's `merge_slashes`.
+    #[serde(default)]
+    pub merge_slashes: bool,
+    /// What to do with `%2F` / `%5C` in a path: reject | keep | unescape.
+    #[serde(default)]
+    pub path_with_escaped_slashes_action: crate::path::EscapedSlashes,
     pub tls: Option<RawTls>,
 }
 
@@ -98,6 +107,9 @@ impl Default for RawServer {
             workers: 0,
             runtime: RuntimeKind::Multi,
             watch: true,
+            normalize_path: true,
+            merge_slashes: false,
+            path_with_escaped_slashes_action: crate::path::EscapedSlashes::Reject,
             tls: None,
         }
     }
