@@ -2,6 +2,7 @@
 //! authentication, limits, forward, decorate. Any refusal is a `Reject`,
 //! written in the API's error style by one function.
 
+use crate::action::{self, ReqBody};
 use crate::auth::{self, AuthError, RequestParts};
 use crate::body::{empty, full, Body, BoxError};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
@@ -91,10 +92,14 @@ impl Ctx {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut out = Outcome::default();
         let mut refused = None;
+        // A refusal's real status: metrics and the access log count it even when the
+        // API's error style answers it with HTTP 200 (`cloud_error_status`).
+        let mut refused_status = None;
         let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => r,
             Err(reject) => {
                 refused = Some(reject.reason());
+                refused_status = Some(reject.status());
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
@@ -132,8 +137,9 @@ impl Ctx {
                 &no_route
             }
         };
+        let status = refused_status.unwrap_or(resp.status()).as_u16();
         route_metrics.record(Sample {
-            status: resp.status().as_u16(),
+            status,
             reject: refused,
             upstream_status: out.upstream_status,
             latency,
@@ -154,7 +160,7 @@ impl Ctx {
                 path = %path,
                 route,
                 key_id = out.key_id.as_deref().unwrap_or("-"),
-                status = resp.status().as_u16(),
+                status,
                 upstream_status = out.upstream_status.unwrap_or(0),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
@@ -175,7 +181,7 @@ impl Ctx {
         let declared_len = check_framing(&parts.headers)?;
 
         // 1. Route.
-        let (api_idx, backend_path, env_len) = {
+        let (api_idx, backend_path, env_len, body) = {
             let host = parts.uri.host().or_else(|| {
                 parts
                     .headers
@@ -186,11 +192,22 @@ impl Ctx {
                 .router
                 .lookup(host, parts.uri.path(), &parts.method)
                 .ok_or(Reject::NoRoute)?;
-            let backend_path = match &gw.apis[m.api].backend {
+            let (api, body) = if m.by_action() {
+                out.api = Some(m.api);
+                action::choose(gw, &m, &parts, body, declared_len).await?
+            } else {
+                (m.api, ReqBody::Stream(body))
+            };
+            let backend_path = match &gw.apis[api].backend {
                 Backend::Http(b) => compose_backend_path(&b.path, &m),
                 Backend::Mock(_) => String::new(),
             };
-            (m.api, backend_path, parts.uri.path().len() - m.path.len())
+            (
+                api,
+                backend_path,
+                parts.uri.path().len() - m.path.len(),
+                body,
+            )
         };
         out.api = Some(api_idx);
         let api = &gw.apis[api_idx];
@@ -294,7 +311,7 @@ impl Ctx {
         gw: &Gateway,
         api: &Api,
         parts: &Parts,
-        body: Incoming,
+        body: ReqBody,
         declared_len: Option<u64>,
     ) -> Result<(Option<Identity>, Body), Reject> {
         let limit = match &api.auth {
@@ -306,8 +323,9 @@ impl Ctx {
             AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
             AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
         };
-        let (buffered, stream) = match limit {
-            Some(limit) => {
+        let (buffered, stream) = match (limit, body) {
+            (_, ReqBody::Buffered(bytes)) => (Some(bytes), None),
+            (Some(limit), ReqBody::Stream(body)) => {
                 if declared_len.is_some_and(|l| l > limit as u64) {
                     return Err(AuthError::BodyTooLarge.into());
                 }
@@ -317,7 +335,7 @@ impl Ctx {
                 api.metrics.add_bytes_in(bytes.len() as u64);
                 (Some(bytes), None)
             }
-            None => (None, Some(body)),
+            (None, ReqBody::Stream(body)) => (None, Some(body)),
         };
         let forward_body = |buffered: Option<Bytes>| match (buffered, stream) {
             (Some(bytes), _) => full(bytes),
@@ -578,7 +596,7 @@ fn check_framing(h: &HeaderMap) -> Result<Option<u64>, Reject> {
         .ok_or_else(|| Reject::BadRequest("invalid Content-Length".into()))
 }
 
-async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Reject> {
+pub(crate) async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, Reject> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(AuthError::BodyTooLarge.into()),
