@@ -173,3 +173,48 @@ impl From<AuthError> for Reject {
         Reject::Auth(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn answer(r: Reject, style: ErrorStyle) -> (StatusCode, serde_json::Value) {
+        let resp = r.to_response(style, "rid", false);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn cloud_and_openapi_answer_200_unless_http_status_is_asked() {
+        let limited = || Reject::RateLimited {
+            message: "slow down".into(),
+            quota: false,
+        };
+        let (s, j) = answer(limited(), ErrorStyle::Cloud { http_status: false }).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(j["Response"]["Error"]["Code"], "RequestLimitExceeded");
+        assert_eq!(j["Response"]["RequestId"], "rid");
+        let (s, _) = answer(limited(), ErrorStyle::Cloud { http_status: true }).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        let (s, j) = answer(limited(), ErrorStyle::OpenApi { http_status: false }).await;
+        assert_eq!((s, j["ret"].as_i64()), (StatusCode::OK, Some(1000030)));
+        let (s, _) = answer(limited(), ErrorStyle::OpenApi { http_status: true }).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        // The plain JSON style always carries the real status.
+        let (s, j) = answer(limited(), ErrorStyle::Json).await;
+        assert_eq!(
+            (s, j["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("RequestLimitExceeded"))
+        );
+    }
+
+    #[test]
+    fn invalid_action_is_a_route_refusal() {
+        let r = Reject::InvalidAction("x".into());
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.code(), "InvalidAction");
+        assert_eq!(r.reason(), "route");
+    }
+}

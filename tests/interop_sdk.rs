@@ -272,6 +272,7 @@ async fn python_sdk_tc3_and_v1_forms_and_error_codes() {
         ("tc3_get_unsigned", "A", "DescribeZones", "GET"),
         ("tc3_octet_stream", "B", "RunInstances", "POST"),
         ("tc3_octet_stream_unsigned", "B", "RunInstances", "POST"),
+        ("tc3_multipart", "A", "DescribeFiles", "POST"),
         ("tc3_call_twice_1", "A", "DescribeRegions", "POST"),
         ("tc3_call_twice_2", "A", "DescribeRegions", "POST"),
         ("tc3_limit_1", "B", "LimitedCall", "POST"),
@@ -346,6 +347,7 @@ async fn node_sdk_tc3_and_v1_forms_and_error_codes() {
         ("tc3_post_json", "A", "DescribeInstances", "POST"),
         ("tc3_get", "A", "DescribeInstances", "GET"),
         ("tc3_octet_stream", "B", "RunInstances", "POST"),
+        ("tc3_multipart", "A", "DescribeFiles", "POST"),
         ("tc3_call_twice_1", "A", "DescribeRegions", "POST"),
         ("tc3_call_twice_2", "A", "DescribeRegions", "POST"),
     ] {
@@ -355,6 +357,9 @@ async fn node_sdk_tc3_and_v1_forms_and_error_codes() {
         assert_eq!(r["Method"], method, "{case}: {r}");
         assert_eq!(r["KeyId"], ID, "{case}: {r}");
     }
+    assert!(ok(&res, "tc3_multipart")["ContentType"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("multipart/form-data; boundary=")));
     let r = ok(&res, "tc3_octet_stream");
     assert_eq!(r["BodyLen"], 10240);
     assert_eq!(r["ContentType"], "application/octet-stream; charset=utf-8");
@@ -461,4 +466,60 @@ async fn cloud_error_status_modes() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_ne!(r.json()["ret"], 0, "{}", r.text());
+}
+
+#[test]
+fn action_and_error_status_settings_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, toml: &str| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, toml).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run keygate check");
+        assert!(!out.status.success(), "{name} should be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let api = |name: &str, auth: &str, extra: &str| {
+        format!(
+            "[[services.apis]]\nname = \"{name}\"\npath = \"/\"\nauth = \"{auth}\"\n{extra}\n\
+             backend = {{ type = \"mock\" }}\n"
+        )
+    };
+    let err = check(
+        "bad.toml",
+        &format!(
+            "[[services]]\nname = \"s\"\n{}{}{}{}",
+            api("h", "hmac", "actions = [\"A\"]"),
+            api("n", "none", "cloud_error_status = \"http\""),
+            api("p", "tc3", "actions = [\"Bad*Glob\", \"\"]"),
+            api("q", "tc1", "actions = [\"Q\"]"),
+        ),
+    );
+    for want in [
+        "apis (h): actions is only used with auth = \"tc3\" or \"tc1\"",
+        "apis (n): cloud_error_status is only used with",
+        "apis (p): action \"Bad*Glob\"",
+        "apis (p): action \"\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Two APIs without actions on one rule remain a duplicate.
+    let err = check(
+        "dup.toml",
+        &format!(
+            "[[services]]\nname = \"s\"\n{}{}{}",
+            api("a", "tc3", "actions = [\"A\"]"),
+            api("b", "tc3", ""),
+            api("c", "tc1", ""),
+        ),
+    );
+    assert!(err.contains("same rule and method"), "{err}");
+    let err = check(
+        "status.toml",
+        "[auth]\ncloud_error_status = \"401\"\n[[services]]\nname = \"s\"\n",
+    );
+    assert!(err.contains("expected `200` or `http`"), "{err}");
 }

@@ -40,6 +40,8 @@ function cases(cfg) {
       client(cfg).request("DescribeInstances", { Limit: 1, Filters: [{ Name: "zone", Values: ["a b/ü"] }] }),
     tc3_get: () => client(cfg, { method: "GET" }).request("DescribeInstances", { Limit: 1, Name: "a b&c=d/ü*~'" }),
     tc3_octet_stream: () => client(cfg).requestOctetStream("RunInstances", body),
+    tc3_multipart: () =>
+      client(cfg).request("DescribeFiles", { Name: "x", File: Buffer.from([0, 1, 2, 255]) }, { multipart: true }),
     tc3_call_twice_1: () => client(cfg).request("DescribeRegions", {}),
     tc3_call_twice_2: () => client(cfg).request("DescribeRegions", {}),
     tc3_wrong_secret: () => client(cfg, { secret: "wrong-secret" }).request("DescribeInstances", {}),

@@ -50,6 +50,9 @@ def cases(cfg):
         "RunInstances", {"X-TC-Custom": "1"}, body)
     c["tc3_octet_stream_unsigned"] = lambda: client(cfg, unsigned=True).call_octet_stream(
         "RunInstances", {}, body)
+    c["tc3_multipart"] = lambda: client(cfg).call_json(
+        "DescribeFiles", {"Name": "x", "File": b"\x00\x01binary", "Tags": ["a"]},
+        options={"IsMultipart": True, "BinaryParams": ["File"]})
     c["tc3_call_twice_1"] = lambda: client(cfg).call_json("DescribeRegions", {})
     c["tc3_call_twice_2"] = lambda: client(cfg).call_json("DescribeRegions", {})
     c["tc3_wrong_secret"] = lambda: client(cfg, secret="wrong-secret").call_json(
