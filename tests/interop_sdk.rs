@@ -448,6 +448,40 @@ async fn cloud_error_status_modes() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["Response"]["Error"]["Code"], "InvalidAction");
+    // A rate-limit refusal answered 200 keeps Retry-After and the rate-limit headers.
+    let signed = |n: &str| {
+        let body = format!("{{\"N\":{n}}}");
+        let req = common::signers::Req {
+            method: "POST",
+            host: &host,
+            path: "/",
+            query: "",
+            headers: &[("Content-Type", "application/json")],
+            body: body.as_bytes(),
+        };
+        let mut h =
+            common::signers::tc3_headers(&req, ID, SECRET, "cvm", std::time::SystemTime::now());
+        h.push(("Content-Type".into(), "application/json".into()));
+        h.push(("X-TC-Action".into(), "LimitedCall".into()));
+        (h, body)
+    };
+    for n in ["1", "2"] {
+        let (h, body) = signed(n);
+        let hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = send(Method::POST, &s.kg.url("/"), &hs, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(r.header("x-ratelimit-limit").is_some(), "{:?}", r.headers);
+        let j = r.json();
+        if n == "1" {
+            assert_eq!(j["Response"]["Backend"], "B", "{j}");
+        } else {
+            assert_eq!(
+                j["Response"]["Error"]["Code"], "RequestLimitExceeded",
+                "{j}"
+            );
+            assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+        }
+    }
     // `cloud_error_status = "http"`: the same envelope with the real status.
     let strict = [
         ("host", "strict.test"),
