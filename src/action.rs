@@ -31,7 +31,7 @@ pub async fn choose(
     gw: &Gateway,
     m: &RouteMatch<'_>,
     parts: &Parts,
-    body: Incoming,
+    body: ReqBody,
     declared_len: Option<u64>,
 ) -> Result<(usize, ReqBody), Reject> {
     let has = |pred: fn(&AuthMode) -> bool| {
@@ -47,7 +47,7 @@ pub async fn choose(
     } else {
         None
     };
-    let mut body = ReqBody::Stream(body);
+    let mut body = body;
     let tc1_action = if has(|a| matches!(a, AuthMode::Tc1)) {
         if parts.method == Method::POST {
             if !is_form(parts) {
@@ -93,6 +93,10 @@ pub async fn choose(
             })
         })?;
     if let (ReqBody::Buffered(b), Some(a)) = (&body, gw.apis.get(api)) {
+        // The chosen API's own limit applies to a body read before it was known.
+        if b.len() as u64 > a.max_body {
+            return Err(Reject::BodyTooLarge(a.max_body));
+        }
         a.metrics.add_bytes_in(b.len() as u64);
     }
     Ok((api, body))

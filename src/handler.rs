@@ -181,7 +181,8 @@ impl Ctx {
         let declared_len = check_framing(&parts.headers)?;
 
         // 1. Route.
-        let (api_idx, backend_path, env_len, body) = {
+        let mut body = ReqBody::Stream(body);
+        let (api_idx, backend_path, env_len) = {
             let host = parts.uri.host().or_else(|| {
                 parts
                     .headers
@@ -192,22 +193,19 @@ impl Ctx {
                 .router
                 .lookup(host, parts.uri.path(), &parts.method)
                 .ok_or(Reject::NoRoute)?;
-            let (api, body) = if m.by_action() {
+            let api = if m.by_action() {
                 out.api = Some(m.api);
-                action::choose(gw, &m, &parts, body, declared_len).await?
+                let chosen;
+                (chosen, body) = action::choose(gw, &m, &parts, body, declared_len).await?;
+                chosen
             } else {
-                (m.api, ReqBody::Stream(body))
+                m.api
             };
             let backend_path = match &gw.apis[api].backend {
                 Backend::Http(b) => compose_backend_path(&b.path, &m),
                 Backend::Mock(_) => String::new(),
             };
-            (
-                api,
-                backend_path,
-                parts.uri.path().len() - m.path.len(),
-                body,
-            )
+            (api, backend_path, parts.uri.path().len() - m.path.len())
         };
         out.api = Some(api_idx);
         let api = &gw.apis[api_idx];
