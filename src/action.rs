@@ -10,6 +10,7 @@
 
 use crate::auth::{self, AuthError};
 use crate::gateway::{AuthMode, Gateway};
+use crate::policy::cors::CorsPolicy;
 use crate::reject::Reject;
 use crate::route::RouteMatch;
 use bytes::Bytes;
@@ -75,6 +76,11 @@ pub async fn choose(
     } else {
         None
     };
+    // A CORS preflight carries no action: the group's first API allowing OPTIONS
+    // answers it with its CORS policy.
+    if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+        return Ok((m.first_allowing(&parts.method), body));
+    }
     let api = m
         .pick(&parts.method, |api| {
             match gw.apis.get(api).map(|a| &a.auth) {

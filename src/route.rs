@@ -115,6 +115,16 @@ impl RouteMatch<'_> {
         }
         action::pick(self.candidates, method, action_of)
     }
+
+    /// The first API of the match allowing `method`, whatever the action (a CORS
+    /// preflight names none).
+    pub fn first_allowing(&self, method: &Method) -> usize {
+        let bit = method_bit(method);
+        self.candidates
+            .iter()
+            .find(|c| c.methods & bit != 0)
+            .map_or(self.api, |c| c.api)
+    }
 }
 
 /// Host + path router compiled from the services of one configuration.

@@ -165,6 +165,7 @@ name = "tc3-describe"
 path = "/"
 auth = "tc3"
 actions = ["Describe*"]
+enable_cors = true
 {a}
 [[services.apis]]
 name = "tc3-run"
@@ -482,6 +483,26 @@ async fn cloud_error_status_modes() {
             assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
         }
     }
+    // A CORS preflight names no action: the group's first API answers it.
+    let r = send(
+        Method::OPTIONS,
+        &s.kg.url("/"),
+        &[
+            ("host", host.as_str()),
+            ("origin", "https://console.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.text());
+    // A preflight answer (allow-methods, no body), not an InvalidAction envelope.
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert!(
+        r.header("access-control-allow-methods").is_some(),
+        "{:?}",
+        r.headers
+    );
     // `cloud_error_status = "http"`: the same envelope with the real status.
     let strict = [
         ("host", "strict.test"),

@@ -541,6 +541,8 @@ fn action_groups_share_one_rule() {
     assert_eq!(m.pick(&Method::POST, |_| Some("Other")), Some(2));
     // GET: API 0 does not allow it; the fallback takes what API 1 does not.
     assert_eq!(m.pick(&Method::GET, |_| Some("DescribeInstances")), Some(2));
+    assert_eq!(m.first_allowing(&Method::GET), 1);
+    assert_eq!(m.first_allowing(&Method::POST), 0);
     // A plain rule picks its own API whatever the action.
     let m = r.lookup(None, "/other", &Method::GET).expect("match");
     assert!(!m.by_action());
