@@ -35,6 +35,11 @@ pub async fn choose(
     body: ReqBody,
     declared_len: Option<u64>,
 ) -> Result<(usize, ReqBody), Reject> {
+    // A CORS preflight carries no action: the group's first API allowing OPTIONS
+    // answers it with its CORS policy.
+    if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
+        return Ok((m.first_allowing(&parts.method), body));
+    }
     let has = |pred: fn(&AuthMode) -> bool| {
         m.candidates
             .iter()
@@ -54,18 +59,20 @@ pub async fn choose(
             if !is_form(parts) {
                 None
             } else {
-                let ReqBody::Stream(incoming) = body else {
-                    return Err(Reject::Internal("request body read twice".into()));
+                let bytes = match body {
+                    ReqBody::Buffered(b) => b,
+                    ReqBody::Stream(incoming) => {
+                        if declared_len.is_some_and(|l| l > auth::tc1::POST_LIMIT as u64) {
+                            return Err(AuthError::BodyTooLarge.into());
+                        }
+                        tokio::time::timeout(
+                            gw.body_read_timeout,
+                            crate::handler::read_limited(incoming, auth::tc1::POST_LIMIT),
+                        )
+                        .await
+                        .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??
+                    }
                 };
-                if declared_len.is_some_and(|l| l > auth::tc1::POST_LIMIT as u64) {
-                    return Err(AuthError::BodyTooLarge.into());
-                }
-                let bytes = tokio::time::timeout(
-                    gw.body_read_timeout,
-                    crate::handler::read_limited(incoming, auth::tc1::POST_LIMIT),
-                )
-                .await
-                .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??;
                 let action = action_param(&bytes);
                 body = ReqBody::Buffered(bytes);
                 action
@@ -76,11 +83,6 @@ pub async fn choose(
     } else {
         None
     };
-    // A CORS preflight carries no action: the group's first API allowing OPTIONS
-    // answers it with its CORS policy.
-    if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
-        return Ok((m.first_allowing(&parts.method), body));
-    }
     let api = m
         .pick(&parts.method, |api| {
             match gw.apis.get(api).map(|a| &a.auth) {

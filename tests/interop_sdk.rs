@@ -483,6 +483,22 @@ async fn cloud_error_status_modes() {
             assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
         }
     }
+    // A v1 form POST to the group is read for its Action, within tc1's 1 MB.
+    let mut big = b"Action=DescribeInstances&Pad=".to_vec();
+    big.resize(1024 * 1024 + 1, b'x');
+    let form = [
+        ("host", host.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let r = send(Method::POST, &s.kg.url("/"), &form, big).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json()["Response"]["Error"]["Code"],
+        "InvalidParameter",
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("too large"), "{}", r.text());
     // A CORS preflight names no action: the group's first API answers it.
     let r = send(
         Method::OPTIONS,
