@@ -31,6 +31,7 @@ fn services() -> Vec<ServiceSpec> {
                         name: format!("api{i}"),
                         path,
                         methods: vec![if i % 2 == 0 { "GET" } else { "ANY" }.into()],
+                        actions: vec![],
                     }
                 })
                 .collect();

@@ -2,6 +2,7 @@
 //! authentication, limits, forward, decorate. Any refusal is a `Reject`,
 //! written in the API's error style by one function.
 
+use crate::action::{self, ReqBody};
 use crate::auth::{self, AuthError, RequestParts};
 use crate::authority::authority;
 use crate::body::{empty, full, Body, BoxError};
@@ -89,10 +90,14 @@ impl Ctx {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut out = Outcome::default();
         let mut refused = None;
+        // A refusal's real status: metrics and the access log count it even when the
+        // API's error style answers it with HTTP 200 (`cloud_error_status`).
+        let mut refused_status = None;
         let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => r,
             Err(reject) => {
                 refused = Some(reject.reason());
+                refused_status = Some(reject.status());
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
@@ -130,8 +135,9 @@ impl Ctx {
                 &no_route
             }
         };
+        let status = refused_status.unwrap_or(resp.status()).as_u16();
         route_metrics.record(Sample {
-            status: resp.status().as_u16(),
+            status,
             reject: refused,
             upstream_status: out.upstream_status,
             latency,
@@ -152,7 +158,7 @@ impl Ctx {
                 path = %path,
                 route,
                 key_id = out.key_id.as_deref().unwrap_or("-"),
-                status = resp.status().as_u16(),
+                status,
                 upstream_status = out.upstream_status.unwrap_or(0),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
@@ -180,6 +186,7 @@ impl Ctx {
         let host = authority.as_ref().and_then(|h| h.to_str().ok());
         let path = crate::path::canonical(parts.uri.path(), &gw.path)
             .map_err(|e| Reject::BadRequest(e.to_string()))?;
+        let mut body = ReqBody::Stream(body);
         let (api_idx, backend_path, env_len) = {
             let m = gw
                 .router
@@ -196,11 +203,21 @@ impl Ctx {
                     ));
                 }
             }
-            let backend_path = match &gw.apis[m.api].backend {
+            let api = if m.by_action() {
+                out.api = Some(m.api);
+                let chosen;
+                let budget = &self.state.body_budget;
+                (chosen, body) =
+                    action::choose(gw, &m, &parts, body, declared_len, budget).await?;
+                chosen
+            } else {
+                m.api
+            };
+            let backend_path = match &gw.apis[api].backend {
                 Backend::Http(b) => compose_backend_path(&b.path, &m),
                 Backend::Mock(_) => String::new(),
             };
-            (m.api, backend_path, path.len() - m.path.len())
+            (api, backend_path, path.len() - m.path.len())
         };
         out.api = Some(api_idx);
         let api = &gw.apis[api_idx];
@@ -308,14 +325,15 @@ impl Ctx {
         gw: &Gateway,
         api: &Api,
         parts: &Parts,
-        body: Incoming,
+        body: ReqBody,
         declared_len: Option<u64>,
         extra: &mut HeaderMap,
     ) -> Result<(Option<Identity>, Body), Reject> {
-        let stream = |body: Incoming| {
-            LimitedBody::new(body, api.max_body)
+        let stream = |body: ReqBody| match body {
+            ReqBody::Stream(body) => LimitedBody::new(body, api.max_body)
                 .counted(api.metrics.clone())
-                .boxed_unsync()
+                .boxed_unsync(),
+            ReqBody::Buffered(bytes, held) => HeldBody::new(bytes, held).boxed_unsync(),
         };
         let limit = match &api.auth {
             AuthMode::None => return Ok((None, stream(body))),
@@ -357,6 +375,19 @@ impl Ctx {
         let now = SystemTime::now();
         // The head alone first: a scheme that needs the body answers `NeedBody`
         // only once everything else it can check has passed.
+        // A v1 POST routed by its `Action` arrives read already (src/action.rs).
+        let body = match body {
+            ReqBody::Buffered(bytes, held) => {
+                let rp = RequestParts {
+                    body: Some(&bytes),
+                    ..rp
+                };
+                let verified = verify_scheme(gw, api, &rp, now)?;
+                let identity = self.admit(gw, api, verified).await?;
+                return Ok((Some(identity), HeldBody::new(bytes, held).boxed_unsync()));
+            }
+            ReqBody::Stream(body) => body,
+        };
         let (verified, forward_body) = match verify_scheme(gw, api, &rp, now) {
             Err(AuthError::NeedBody) => {
                 let Some(limit) = limit else {
@@ -380,8 +411,19 @@ impl Ctx {
                 (verified, HeldBody::new(bytes, held).boxed_unsync())
             }
             Err(e) => return Err(e.into()),
-            Ok(v) => (v, stream(body)),
+            Ok(v) => (v, stream(ReqBody::Stream(body))),
         };
+        let identity = self.admit(gw, api, verified).await?;
+        Ok((Some(identity), forward_body))
+    }
+
+    /// After a signature verified: the replay check, then the usage plan.
+    async fn admit(
+        &self,
+        gw: &Gateway,
+        api: &Api,
+        verified: auth::Verified,
+    ) -> Result<Identity, Reject> {
         let mode = gw.auth.replay;
         if let Some(r) = verified.replay.as_ref().filter(|r| mode.checks(r.kind)) {
             let (key, replay) = (&verified.key, &self.state.replay);
@@ -400,7 +442,7 @@ impl Ctx {
             plan,
             headers: vec![],
         };
-        Ok((Some(identity), forward_body))
+        Ok(identity)
     }
 
     async fn forward(
@@ -622,7 +664,7 @@ fn verify_scheme(
 /// Buffers a body of at most `limit` bytes, taking room from `budget` first:
 /// the declared length at once, else chunk by chunk. The reservation is
 /// returned with the bytes and released when it is dropped.
-async fn read_limited(
+pub(crate) async fn read_limited(
     mut body: Incoming,
     limit: usize,
     declared: Option<u64>,

@@ -1,5 +1,6 @@
 //! keygate: an authenticating reverse proxy enforcing API-gateway policies.
 
+pub mod action;
 pub mod admin;
 pub mod auth;
 pub mod authority;

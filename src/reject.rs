@@ -31,17 +31,35 @@ pub enum Reject {
     /// Cluster mode with `on_error = "deny"` while Redis cannot answer.
     #[error("shared rate-limit store unavailable; try again later")]
     ClusterUnavailable,
+    /// The path matched APIs chosen by cloud-API action, but none takes this one.
+    #[error("{0}")]
+    InvalidAction(String),
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
+///
+/// `http_status: false` (the default, `cloud_error_status = "200"`) answers the
+/// cloud and open-platform styles with HTTP 200, as those platforms do: their
+/// clients (the official SDKs) read the error code from a 200 body only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorStyle {
     /// `{"code","message","request_id"}`
     Json,
     /// `{"Response":{"Error":{"Code","Message"},"RequestId"}}` for tc3 / tc1 APIs.
-    Cloud,
+    Cloud { http_status: bool },
     /// `{"ret","msg"}` for open-platform APIs.
-    OpenApi,
+    OpenApi { http_status: bool },
+}
+
+impl ErrorStyle {
+    /// The status sent on the wire for a refusal whose real status is `real`.
+    pub fn wire_status(self, real: StatusCode) -> StatusCode {
+        match self {
+            ErrorStyle::Cloud { http_status: false }
+            | ErrorStyle::OpenApi { http_status: false } => StatusCode::OK,
+            _ => real,
+        }
+    }
 }
 
 impl Reject {
@@ -58,6 +76,7 @@ impl Reject {
             Reject::UpstreamUnavailable(_) => 502,
             Reject::Internal(_) => 500,
             Reject::ClusterUnavailable => 503,
+            Reject::InvalidAction(_) => 400,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -72,6 +91,7 @@ impl Reject {
                 "RequestLimitExceeded"
             }
             Reject::BodyTooLarge(_) => "InvalidParameter",
+            Reject::InvalidAction(_) => "InvalidAction",
             Reject::BodyTimeout(_) => "RequestTimeout",
             Reject::BadRequest(_) => "InvalidParameter",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
@@ -83,7 +103,7 @@ impl Reject {
     /// Metric / log label: which front-end check refused the request.
     pub fn reason(&self) -> &'static str {
         match self {
-            Reject::NoRoute => "route",
+            Reject::NoRoute | Reject::InvalidAction(_) => "route",
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
@@ -117,19 +137,19 @@ impl Reject {
                 "message": message,
                 "request_id": request_id,
             }),
-            ErrorStyle::Cloud => serde_json::json!({
+            ErrorStyle::Cloud { .. } => serde_json::json!({
                 "Response": {
                     "Error": { "Code": self.code(), "Message": message },
                     "RequestId": request_id,
                 }
             }),
-            ErrorStyle::OpenApi => serde_json::json!({
+            ErrorStyle::OpenApi { .. } => serde_json::json!({
                 "ret": self.openapi_ret(),
                 "msg": message,
             }),
         };
         let mut resp = Response::new(full(body.to_string()));
-        *resp.status_mut() = self.status();
+        *resp.status_mut() = style.wire_status(self.status());
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
@@ -142,7 +162,7 @@ impl Reject {
             Reject::BadRequest(_) | Reject::BodyTooLarge(_) => 1000002,
             Reject::Auth(_) | Reject::IpDenied(_) => 1000005,
             Reject::RateLimited { .. } | Reject::ClusterUnavailable => 1000030,
-            Reject::NoRoute => 1000004,
+            Reject::NoRoute | Reject::InvalidAction(_) => 1000004,
             _ => 1000001,
         }
     }
@@ -151,5 +171,50 @@ impl Reject {
 impl From<AuthError> for Reject {
     fn from(e: AuthError) -> Self {
         Reject::Auth(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn answer(r: Reject, style: ErrorStyle) -> (StatusCode, serde_json::Value) {
+        let resp = r.to_response(style, "rid", false);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn cloud_and_openapi_answer_200_unless_http_status_is_asked() {
+        let limited = || Reject::RateLimited {
+            message: "slow down".into(),
+            quota: false,
+        };
+        let (s, j) = answer(limited(), ErrorStyle::Cloud { http_status: false }).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(j["Response"]["Error"]["Code"], "RequestLimitExceeded");
+        assert_eq!(j["Response"]["RequestId"], "rid");
+        let (s, _) = answer(limited(), ErrorStyle::Cloud { http_status: true }).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        let (s, j) = answer(limited(), ErrorStyle::OpenApi { http_status: false }).await;
+        assert_eq!((s, j["ret"].as_i64()), (StatusCode::OK, Some(1000030)));
+        let (s, _) = answer(limited(), ErrorStyle::OpenApi { http_status: true }).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        // The plain JSON style always carries the real status.
+        let (s, j) = answer(limited(), ErrorStyle::Json).await;
+        assert_eq!(
+            (s, j["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("RequestLimitExceeded"))
+        );
+    }
+
+    #[test]
+    fn invalid_action_is_a_route_refusal() {
+        let r = Reject::InvalidAction("x".into());
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.code(), "InvalidAction");
+        assert_eq!(r.reason(), "route");
     }
 }

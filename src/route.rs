@@ -29,6 +29,12 @@
 //! A rule matches only when the method is allowed too; otherwise lower-priority rules
 //! (and shorter prefixes) are tried. Methods are GET POST PUT DELETE PATCH HEAD OPTIONS
 //! (case-insensitive) or ANY; an empty list means ANY. HEAD is not implied by GET.
+//!
+//! # Actions
+//! APIs of one table whose rules are written identically may share the rule when
+//! they list cloud-API `actions` (see [`action`]): the table keeps one entry for
+//! them, and [`RouteMatch::pick`] chooses the API once the action is known. At most
+//! one of them may list no actions; it takes the actions the others do not.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,8 +42,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use http::Method;
 
+pub mod action;
 mod rule;
 mod table;
+
+pub use action::{check_action_pattern, ActionSet, Candidate};
 
 use rule::{
     check_duplicates, compile_service, group_services, parse_rule, CompiledService, RuleKind, Seg,
@@ -65,6 +74,8 @@ pub struct ApiSpec {
     pub path: String,
     /// GET POST PUT DELETE PATCH HEAD OPTIONS or ANY; empty = ANY.
     pub methods: Vec<String>,
+    /// Cloud-API actions this API takes (exact or trailing-`*`); empty = any.
+    pub actions: Vec<String>,
 }
 
 /// The result of a successful lookup.
@@ -79,6 +90,41 @@ pub struct RouteMatch<'a> {
     /// Bytes of `path` consumed by the rule: exact/template = all, prefix = prefix
     /// length, regex = end of the match.
     pub matched_len: usize,
+    /// The APIs sharing the rule when they are chosen by action (then `api` is only
+    /// the first of them; call [`RouteMatch::pick`]); empty otherwise.
+    pub candidates: &'a [Candidate],
+}
+
+impl RouteMatch<'_> {
+    /// Whether the API must be chosen by action with [`RouteMatch::pick`].
+    #[inline]
+    pub fn by_action(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+
+    /// The API taking the request: `api` for a plain rule; for an action group the
+    /// first candidate allowing `method` whose actions take `action_of(api)` (the
+    /// action as that API's scheme carries it), or `None`.
+    pub fn pick<'s>(
+        &self,
+        method: &Method,
+        action_of: impl FnMut(usize) -> Option<&'s str>,
+    ) -> Option<usize> {
+        if self.candidates.is_empty() {
+            return Some(self.api);
+        }
+        action::pick(self.candidates, method, action_of)
+    }
+
+    /// The first API of the match allowing `method`, whatever the action (a CORS
+    /// preflight names none).
+    pub fn first_allowing(&self, method: &Method) -> usize {
+        let bit = method_bit(method);
+        self.candidates
+            .iter()
+            .find(|c| c.methods & bit != 0)
+            .map_or(self.api, |c| c.api)
+    }
 }
 
 /// Host + path router compiled from the services of one configuration.
@@ -119,11 +165,7 @@ impl Router {
             let members: Vec<&CompiledService> = members.iter().map(|&i| &compiled[i]).collect();
             check_duplicates(&members, &mut errors);
             let mut table = Table::default();
-            for svc in &members {
-                for rule in &svc.rules {
-                    table.add(rule);
-                }
-            }
+            add_rules(&mut table, &members);
             let entry = match host {
                 HostKey::Exact(h) => router.exact_hosts.entry(h.into()).or_default(),
                 HostKey::Wild(h) => router.wild_hosts.entry(h.into()).or_default(),
@@ -175,6 +217,40 @@ impl Router {
             }
         }
         self.any_host.lookup(path, bit)
+    }
+}
+
+/// Adds the rules of one table's services in declaration order; rules sharing a key
+/// with a rule that lists actions become one action-group entry, placed where the
+/// first of them was declared.
+fn add_rules(table: &mut Table, members: &[&CompiledService]) {
+    let rules = || members.iter().flat_map(|s| s.rules.iter());
+    let grouped: std::collections::HashSet<&str> = rules()
+        .filter(|r| !r.actions.is_any())
+        .map(|r| r.key.as_str())
+        .collect();
+    let mut done = std::collections::HashSet::new();
+    for rule in rules() {
+        if !grouped.contains(rule.key.as_str()) {
+            table.add(rule);
+            continue;
+        }
+        if !done.insert(rule.key.as_str()) {
+            continue;
+        }
+        let same = || rules().filter(|r| r.key == rule.key);
+        let mut candidates: Vec<Candidate> = same()
+            .filter(|r| !r.actions.is_any())
+            .chain(same().filter(|r| r.actions.is_any()))
+            .map(|r| Candidate {
+                api: r.api,
+                methods: r.methods,
+                actions: r.actions.clone(),
+            })
+            .collect();
+        candidates.dedup_by_key(|c| c.api);
+        let first = same().find(|r| !r.actions.is_any()).unwrap_or(rule);
+        table.add_group(first, candidates);
     }
 }
 

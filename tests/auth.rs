@@ -16,6 +16,8 @@ async fn setup(extra_auth: &str) -> (Keygate, std::net::SocketAddr) {
         r#"
 [auth]
 replay = "strict"  # these tests replay captured signatures
+# These tests check the real HTTP statuses (tests/interop_sdk.rs covers the default).
+cloud_error_status = "http"
 {extra_auth}
 
 [[keys]]

@@ -399,6 +399,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                         name: api.name.clone(),
                         path: api.path.clone(),
                         methods: api.methods.clone(),
+                        actions: api.actions.clone(),
                     });
                     apis.push(a);
                 }
@@ -589,11 +590,32 @@ fn compile_api(
     if api.tc3_service.is_some() && api.auth != "tc3" {
         e.push(err(at, "tc3_service is only used with auth = \"tc3\""));
     }
+    let http_status = api
+        .cloud_error_status
+        .unwrap_or(ctx.raw.auth.cloud_error_status)
+        == crate::config::raw::CloudErrorStatus::Http;
     let style = match api.auth.as_str() {
-        "tc3" | "tc1" => ErrorStyle::Cloud,
-        "openapi" => ErrorStyle::OpenApi,
+        "tc3" | "tc1" => ErrorStyle::Cloud { http_status },
+        "openapi" => ErrorStyle::OpenApi { http_status },
         _ => ErrorStyle::Json,
     };
+    if api.cloud_error_status.is_some() && matches!(style, ErrorStyle::Json) {
+        e.push(err(
+            at,
+            "cloud_error_status is only used with auth = \"tc3\", \"tc1\" or \"openapi\"",
+        ));
+    }
+    if !api.actions.is_empty() && !matches!(api.auth.as_str(), "tc3" | "tc1") {
+        e.push(err(
+            at,
+            "actions is only used with auth = \"tc3\" or \"tc1\"",
+        ));
+    }
+    for a in &api.actions {
+        if let Err(m) = crate::route::check_action_pattern(a) {
+            e.push(err(at, m));
+        }
+    }
 
     // Plugins: the service's, then the API's own.
     let mut ip = vec![];

@@ -217,6 +217,19 @@ pub struct RawAuth {
     pub tc1: RawTc1Auth,
     #[serde(default)]
     pub jwt: RawJwtAuth,
+    /// Status of gateway refusals on tc3 / tc1 / openapi APIs: "200" (as the cloud
+    /// API does; the official SDKs read error codes only from 200 answers) or "http".
+    #[serde(default)]
+    pub cloud_error_status: CloudErrorStatus,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum CloudErrorStatus {
+    #[default]
+    #[serde(rename = "200")]
+    Ok,
+    #[serde(rename = "http")]
+    Http,
 }
 impl Default for RawAuth {
     fn default() -> Self {
@@ -229,6 +242,7 @@ impl Default for RawAuth {
             tc3: RawTc3Auth::default(),
             tc1: RawTc1Auth::default(),
             jwt: RawJwtAuth::default(),
+            cloud_error_status: CloudErrorStatus::default(),
         }
     }
 }
@@ -579,6 +593,12 @@ pub struct RawApi {
     pub debug_signatures: Option<bool>,
     /// Per-API override of `[server] max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// Per-API override of `[auth] cloud_error_status`.
+    pub cloud_error_status: Option<CloudErrorStatus>,
+    /// tc3 / tc1 only: the cloud-API actions (`X-TC-Action` / `Action`) this API
+    /// takes, exact or a trailing-`*` prefix; empty = any.
+    #[serde(default)]
+    pub actions: Vec<String>,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<String> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use regex::{Regex, RegexBuilder};
 
-use super::{normalize_host, parse_methods, HostKey, ServiceSpec};
+use super::{normalize_host, parse_methods, ActionSet, HostKey, ServiceSpec};
 
 pub(crate) enum RuleKind {
     Exact(String),
@@ -30,6 +30,7 @@ pub(crate) struct CompiledRule {
     pub(crate) key: String,
     /// Literal text every matching path starts with (regex and template rules).
     pub(crate) literal: String,
+    pub(crate) actions: ActionSet,
 }
 
 pub(crate) struct CompiledService {
@@ -81,6 +82,7 @@ pub(crate) fn compile_service(s: &ServiceSpec, errors: &mut Vec<String>) -> Comp
                 kind,
                 key,
                 literal,
+                actions: ActionSet::new(&api.actions),
             });
         }
     }
@@ -252,7 +254,13 @@ pub(crate) fn check_duplicates(members: &[&CompiledService], errors: &mut Vec<St
         for rule in &svc.rules {
             let list = seen.entry(rule.key.as_str()).or_default();
             for (other_svc, other) in list.iter() {
-                if other.methods & rule.methods != 0 {
+                let by_action = !rule.actions.is_any() || !other.actions.is_any();
+                if by_action && rule.path != other.path {
+                    errors.push(format!(
+                        "service {} / api {} / path {:?}: APIs chosen by action must write the same rule identically (service {} / api {} has {:?})",
+                        svc.name, rule.api_name, rule.path, other_svc.name, other.api_name, other.path
+                    ));
+                } else if other.methods & rule.methods != 0 && !by_action {
                     errors.push(format!(
                         "service {} / api {} / path {:?}: same rule and method as service {} / api {} (it could never match)",
                         svc.name, rule.api_name, rule.path, other_svc.name, other.api_name

@@ -3,7 +3,7 @@
 use regex::Regex;
 
 use super::rule::{CompiledRule, RuleKind, Seg};
-use super::{FxMap, RouteMatch};
+use super::{Candidate, FxMap, RouteMatch};
 
 #[derive(Default)]
 pub(crate) struct Table {
@@ -15,17 +15,21 @@ pub(crate) struct Table {
     /// with: only patterns whose literal is a prefix of the path are tried.
     pattern_index: PrefixTree<u32>,
     prefix: PrefixTree<Entry>,
+    /// Action groups (`Entry::group` indexes here).
+    groups: Vec<Box<[Candidate]>>,
 }
+
+const NO_GROUP: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     api: usize,
     methods: u16,
+    group: u32,
 }
 
 struct Pattern {
-    api: usize,
-    methods: u16,
+    entry: Entry,
     matcher: Matcher,
 }
 
@@ -36,10 +40,41 @@ enum Matcher {
 
 impl Table {
     pub(crate) fn add(&mut self, r: &CompiledRule) {
-        let e = Entry {
-            api: r.api,
-            methods: r.methods,
-        };
+        self.add_entry(
+            r,
+            Entry {
+                api: r.api,
+                methods: r.methods,
+                group: NO_GROUP,
+            },
+        );
+    }
+
+    /// One entry for APIs sharing `r`'s rule, chosen by action among `candidates`
+    /// (their methods united: the entry matches when any of them allows the method).
+    pub(crate) fn add_group(&mut self, r: &CompiledRule, candidates: Vec<Candidate>) {
+        let group = u32::try_from(self.groups.len()).expect("fewer than 2^32 groups");
+        let methods = candidates.iter().fold(0, |m, c| m | c.methods);
+        self.groups.push(candidates.into());
+        self.add_entry(
+            r,
+            Entry {
+                api: r.api,
+                methods,
+                group,
+            },
+        );
+    }
+
+    #[inline]
+    fn candidates(&self, e: Entry) -> &[Candidate] {
+        match e.group {
+            NO_GROUP => &[],
+            g => self.groups.get(g as usize).map_or(&[], |c| &c[..]),
+        }
+    }
+
+    fn add_entry(&mut self, r: &CompiledRule, e: Entry) {
         match &r.kind {
             RuleKind::Exact(p) => self.exact.entry(p.as_str().into()).or_default().push(e),
             RuleKind::Pref(p) => self.pref.insert(p.as_bytes(), e),
@@ -47,53 +82,50 @@ impl Table {
             RuleKind::Regex { re, .. } => {
                 let named = re.capture_names().flatten().next().is_some();
                 let re = re.clone();
-                self.add_pattern(r, Matcher::Regex { re, named });
+                self.add_pattern(r, e, Matcher::Regex { re, named });
             }
             RuleKind::Template(segs) => {
                 let params = segs.iter().filter(|s| matches!(s, Seg::Param(_))).count();
                 let segs = segs.clone().into();
-                self.add_pattern(r, Matcher::Template { segs, params });
+                self.add_pattern(r, e, Matcher::Template { segs, params });
             }
         }
     }
 
-    fn add_pattern(&mut self, r: &CompiledRule, matcher: Matcher) {
+    fn add_pattern(&mut self, r: &CompiledRule, entry: Entry, matcher: Matcher) {
         let idx = u32::try_from(self.patterns.len()).expect("fewer than 2^32 rules");
-        self.patterns.push(Pattern {
-            api: r.api,
-            methods: r.methods,
-            matcher,
-        });
+        self.patterns.push(Pattern { entry, matcher });
         self.pattern_index.insert(r.literal.as_bytes(), idx);
     }
 
     #[inline]
     pub(crate) fn lookup<'a>(&'a self, path: &'a str, bit: u16) -> Option<RouteMatch<'a>> {
-        let hit = |api, matched_len| {
+        let hit = |e: Entry, matched_len| {
             Some(RouteMatch {
-                api,
+                api: e.api,
                 params: Vec::new(),
                 path,
                 matched_len,
+                candidates: self.candidates(e),
             })
         };
         if !self.exact.is_empty() {
             if let Some(es) = self.exact.get(path) {
                 if let Some(e) = es.iter().find(|e| e.methods & bit != 0) {
-                    return hit(e.api, path.len());
+                    return hit(*e, path.len());
                 }
             }
         }
-        if let Some((api, len)) = self.pref.longest(path, bit) {
-            return hit(api, len);
+        if let Some((e, len)) = self.pref.longest(path, bit) {
+            return hit(e, len);
         }
         if !self.patterns.is_empty() {
             if let Some(m) = self.match_patterns(path, bit) {
                 return Some(m);
             }
         }
-        let (api, len) = self.prefix.longest(path, bit)?;
-        hit(api, len)
+        let (e, len) = self.prefix.longest(path, bit)?;
+        hit(e, len)
     }
 
     /// Tries, in declaration order, the patterns whose literal is a prefix of `path`.
@@ -140,10 +172,12 @@ impl Table {
     #[inline]
     fn try_pattern<'a>(&'a self, idx: u32, path: &'a str, bit: u16) -> Option<RouteMatch<'a>> {
         let p = &self.patterns[idx as usize];
-        if p.methods & bit == 0 {
+        if p.entry.methods & bit == 0 {
             return None;
         }
-        p.try_match(path)
+        let mut m = p.try_match(path)?;
+        m.candidates = self.candidates(p.entry);
+        Some(m)
     }
 }
 
@@ -174,10 +208,11 @@ impl Pattern {
             }
         };
         Some(RouteMatch {
-            api: self.api,
+            api: self.entry.api,
             params,
             path,
             matched_len,
+            candidates: &[],
         })
     }
 }
@@ -313,16 +348,16 @@ impl<E> PrefixTree<E> {
 }
 
 impl PrefixTree<Entry> {
-    /// The deepest prefix of `path` with an entry allowing `bit`: (api, prefix length).
+    /// The deepest prefix of `path` with an entry allowing `bit`: (entry, prefix length).
     #[inline]
-    fn longest(&self, path: &str, bit: u16) -> Option<(usize, usize)> {
+    fn longest(&self, path: &str, bit: u16) -> Option<(Entry, usize)> {
         if self.root.children.is_empty() {
             return None;
         }
         Self::walk(&self.root, path.as_bytes(), 0, bit)
     }
 
-    fn walk(node: &Node<Entry>, path: &[u8], depth: usize, bit: u16) -> Option<(usize, usize)> {
+    fn walk(node: &Node<Entry>, path: &[u8], depth: usize, bit: u16) -> Option<(Entry, usize)> {
         let rest = &path[depth..];
         if let Some(&b) = rest.first() {
             if let Ok(i) = node.children.binary_search_by_key(&b, |c| c.label[0]) {
@@ -337,6 +372,6 @@ impl PrefixTree<Entry> {
         node.entries
             .iter()
             .find(|e| e.methods & bit != 0)
-            .map(|e| (e.api, depth))
+            .map(|e| (*e, depth))
     }
 }

@@ -25,6 +25,7 @@ fn service(
                     .filter(|m| !m.is_empty())
                     .map(str::to_owned)
                     .collect(),
+                actions: vec![],
             })
             .collect(),
     }
@@ -437,6 +438,7 @@ fn m<'a>(path: &'a str, matched_len: usize, params: Vec<(&'a str, &'a str)>) -> 
         params,
         path,
         matched_len,
+        candidates: &[],
     }
 }
 
@@ -500,4 +502,107 @@ fn backend_path_params_are_checked() {
     assert!(check_backend_path("/pet/{petid}", "/path/{petid").is_err());
     assert!(check_backend_path("/pet", "/path/}").is_err());
     assert_eq!(param_names("/a/{x}/b/{y}").unwrap(), vec!["x", "y"]);
+}
+
+fn with_actions(mut svc: ServiceSpec, actions: &[(usize, &[&str])]) -> ServiceSpec {
+    for (id, list) in actions {
+        if let Some(a) = svc.apis.iter_mut().find(|a| a.id == *id) {
+            a.actions = list.iter().map(|s| s.to_string()).collect();
+        }
+    }
+    svc
+}
+
+#[test]
+fn action_groups_share_one_rule() {
+    let svc = with_actions(
+        service(
+            "cloud",
+            &[],
+            None,
+            &[
+                (0, "=/", "POST"),
+                (1, "=/", "GET,POST"),
+                (2, "=/", "ANY"),
+                (3, "/other", ""),
+            ],
+        ),
+        &[(0, &["DescribeInstances"]), (1, &["Run*"])],
+    );
+    let r = Router::build(&[svc]).expect("valid");
+    let m = r.lookup(None, "/", &Method::POST).expect("match");
+    assert!(m.by_action());
+    assert_eq!(m.candidates.len(), 3);
+    assert_eq!(
+        m.pick(&Method::POST, |_| Some("DescribeInstances")),
+        Some(0)
+    );
+    assert_eq!(m.pick(&Method::POST, |_| Some("RunInstances")), Some(1));
+    assert_eq!(m.pick(&Method::POST, |_| Some("Other")), Some(2));
+    // GET: API 0 does not allow it; the fallback takes what API 1 does not.
+    assert_eq!(m.pick(&Method::GET, |_| Some("DescribeInstances")), Some(2));
+    assert_eq!(m.first_allowing(&Method::GET), 1);
+    assert_eq!(m.first_allowing(&Method::POST), 0);
+    // A plain rule picks its own API whatever the action.
+    let m = r.lookup(None, "/other", &Method::GET).expect("match");
+    assert!(!m.by_action());
+    assert_eq!(m.pick(&Method::GET, |_| Some("X")), Some(3));
+}
+
+#[test]
+fn action_group_without_fallback_and_across_services() {
+    let a = with_actions(
+        service("a", &["api.test"], None, &[(0, "/", "")]),
+        &[(0, &["A*"])],
+    );
+    let b = with_actions(
+        service("b", &["api.test"], None, &[(1, "/", "")]),
+        &[(1, &["B*"])],
+    );
+    let r = Router::build(&[a, b]).expect("valid");
+    let m = r
+        .lookup(Some("api.test:8443"), "/x", &Method::GET)
+        .expect("match");
+    assert_eq!(m.pick(&Method::GET, |_| Some("BX")), Some(1));
+    assert_eq!(m.pick(&Method::GET, |_| Some("AX")), Some(0));
+    assert_eq!(m.pick(&Method::GET, |_| Some("C")), None);
+    assert_eq!(m.pick(&Method::GET, |_| None), None);
+}
+
+#[test]
+fn action_group_errors() {
+    // Two APIs without actions on one rule stay a duplicate.
+    let svc = with_actions(
+        service(
+            "s",
+            &[],
+            None,
+            &[(0, "=/", ""), (1, "=/", ""), (2, "=/", "")],
+        ),
+        &[(0, &["A"])],
+    );
+    let errs = Router::build(&[svc]).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.contains("same rule and method")),
+        "{errs:?}"
+    );
+    // Equivalent templates written differently cannot share by action.
+    let svc = with_actions(
+        service("s", &[], None, &[(0, "/u/{id}", ""), (1, "/u/{uid}", "")]),
+        &[(0, &["A"]), (1, &["B"])],
+    );
+    let errs = Router::build(&[svc]).unwrap_err();
+    assert!(errs.iter().any(|e| e.contains("identically")), "{errs:?}");
+}
+
+#[test]
+fn action_group_on_template_keeps_params() {
+    let svc = with_actions(
+        service("s", &[], None, &[(0, "/u/{id}", ""), (1, "/u/{id}", "")]),
+        &[(0, &["A"]), (1, &["B"])],
+    );
+    let r = Router::build(&[svc]).expect("valid");
+    let m = r.lookup(None, "/u/7", &Method::GET).expect("match");
+    assert_eq!(m.params, vec![("id", "7")]);
+    assert_eq!(m.pick(&Method::GET, |_| Some("B")), Some(1));
 }
