@@ -7,9 +7,9 @@
 //! the SDK read. `.ci/test` installs the clients; a missing one fails the test with
 //! the install command.
 //!
-//! `[auth] replay = false` below: the signature-replay cache would refuse the
-//! deliberate second identical call (same second, same signature) that the real
-//! cloud API accepts; the replay default is another change's subject.
+//! The default replay mode (`nonce`) is kept: each client makes a deliberate
+//! second identical call (same second, same signature), which the real cloud API
+//! accepts and so must keygate; v1 calls carry a fresh `Nonce` each time.
 
 mod common;
 use bytes::Bytes;
@@ -141,9 +141,6 @@ async fn setup() -> Setup {
     let be = |addr: SocketAddr| format!("backend = {{ type = \"http\", url = \"http://{addr}\" }}");
     let cfg = format!(
         r#"
-[auth]
-replay = false
-
 [[keys]]
 id = "{ID}"
 secret = "{SECRET}"
