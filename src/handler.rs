@@ -12,7 +12,7 @@ use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
 use crate::state::State;
-use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded};
+use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded, ClientBodyError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -156,6 +156,11 @@ impl Ctx {
                 key_id = out.key_id.as_deref().unwrap_or("-"),
                 status = resp.status().as_u16(),
                 upstream_status = out.upstream_status.unwrap_or(0),
+                grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
             );
@@ -402,8 +407,18 @@ impl Ctx {
         body: Body,
     ) -> Result<Response<Body>, Reject> {
         let mut parts = parts;
+        // RFC 8441 websockets over HTTP/2 are not offered (the h2 server does not
+        // announce extended CONNECT); a plain CONNECT is not ours to tunnel.
+        if parts.method == http::Method::CONNECT {
+            return Err(Reject::BadRequest(
+                "CONNECT is not forwarded; websockets need HTTP/1.1 (RFC 8441 over HTTP/2 is not supported)"
+                    .into(),
+            ));
+        }
+        let client_version = parts.version;
         let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let wants_upgrade = parts.headers.contains_key(header::UPGRADE);
+        let request_id = parts.headers.get(REQUEST_ID).cloned();
         let req = Request::from_parts(parts, body);
         let mut resp = b.upstream.send(req, b.timeout, b.preserve_host).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -429,10 +444,16 @@ impl Ctx {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
-        ))
+        parts.headers.remove(header::TE);
+        // The client's connection sets the version: an HTTP/1.0 back end must not
+        // downgrade (and close) an HTTP/1.1 client's keep-alive connection.
+        parts.version = client_version;
+        let body = if is_grpc(&parts.headers) && !parts.headers.contains_key(GRPC_STATUS) {
+            GrpcStatusLog::wrap(body, request_id)
+        } else {
+            body
+        };
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -667,7 +688,7 @@ impl http_body::Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -707,6 +728,63 @@ impl http_body::Body for CountedBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(d) = frame.data_ref() {
                 self.route.add_bytes_out(d.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/grpc"))
+}
+
+/// A gRPC response body whose `grpc-status` trailer, arriving after the access
+/// line was written, is logged as a second `keygate::access` line with the same
+/// request id (a trailers-only answer has it in the access line itself).
+struct GrpcStatusLog {
+    inner: Body,
+    request_id: Option<HeaderValue>,
+}
+
+impl GrpcStatusLog {
+    fn wrap(inner: Body, request_id: Option<HeaderValue>) -> Body {
+        GrpcStatusLog { inner, request_id }.boxed_unsync()
+    }
+}
+
+impl http_body::Body for GrpcStatusLog {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(status) = frame.trailers_ref().and_then(|t| t.get(GRPC_STATUS)) {
+                tracing::info!(
+                    target: "keygate::access",
+                    request_id = self
+                        .request_id
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-"),
+                    grpc_status = status.to_str().unwrap_or("-"),
+                    "grpc trailers",
+                );
             }
         }
         polled

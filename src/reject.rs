@@ -31,6 +31,9 @@ pub enum Reject {
     /// Cluster mode with `on_error = "deny"` while Redis cannot answer.
     #[error("shared rate-limit store unavailable; try again later")]
     ClusterUnavailable,
+    /// The client went away before its request was complete; logged as nginx's 499.
+    #[error("client closed the request")]
+    ClientClosed,
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
@@ -58,6 +61,7 @@ impl Reject {
             Reject::UpstreamUnavailable(_) => 502,
             Reject::Internal(_) => 500,
             Reject::ClusterUnavailable => 503,
+            Reject::ClientClosed => 499,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -77,6 +81,7 @@ impl Reject {
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "InternalError"
             }
+            Reject::ClientClosed => "ClientClosedRequest",
         }
     }
 
@@ -92,6 +97,7 @@ impl Reject {
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"
             }
+            Reject::ClientClosed => "request",
         }
     }
 

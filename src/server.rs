@@ -388,8 +388,11 @@ async fn serve_conn<S>(
 {
     let _open = ctx.state.metrics.conn_guard();
     let info = ConnInfo { peer, tls };
-    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
+        if req.version() == hyper::Version::HTTP_2 {
+            authority_to_host(&mut req);
+        }
         // Boxed per request: hyper keeps room for one service future in every
         // connection, and the pipeline's future is several KiB that each idle
         // keep-alive connection would otherwise hold.
@@ -400,5 +403,18 @@ async fn serve_conn<S>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// HTTP/2 names the request's authority in `:authority`; the pipeline (routing,
+/// `X-Forwarded-Host`, `preserve_host`) and HTTP/1.1 back ends know `Host`.
+/// `:authority`, when present, wins over a `host` header (RFC 9113 §8.3.1).
+fn authority_to_host<B>(req: &mut hyper::Request<B>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let host = authority.as_str().rsplit('@').next().unwrap_or("");
+    if let Ok(v) = http::HeaderValue::from_str(host) {
+        req.headers_mut().insert(http::header::HOST, v);
     }
 }
