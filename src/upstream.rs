@@ -484,13 +484,13 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1),
-/// plus h2c upgrade material.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// plus h2c upgrade material. `Trailer` is end to end (RFC 9110 §6.6.2) and
+/// kept: HTTP/1.1 peers only get the trailer fields it declares.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("http2-settings"),
@@ -543,4 +543,76 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         return None;
     }
     Some(up.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_keeps_only_te_trailers_and_the_trailer_declaration() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("te", "gzip, trailers;q=1"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAA"),
+            ("x-end-to-end", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "trailer", "x-end-to-end"]);
+        assert_eq!(h["te"], "trailers");
+
+        let mut h = headers(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        // A `te` the Connection header names is still read for `trailers` first.
+        let mut h = headers(&[("connection", "te"), ("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn client_faults_are_told_apart() {
+        let framing = std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad chunk size");
+        assert!(matches!(ClientFault::of(&framing), ClientFault::Framing));
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof");
+        assert!(matches!(ClientFault::of(&eof), ClientFault::Closed));
+        let limit: BoxError = Box::new(BodyLimitExceeded(10));
+        assert!(matches!(
+            ClientFault::of(&*limit),
+            ClientFault::TooLarge(10)
+        ));
+        assert_eq!(ClientFault::Closed.reject().status().as_u16(), 499);
+        assert_eq!(ClientFault::Framing.reject().status().as_u16(), 400);
+        assert_eq!(ClientFault::TooLarge(10).reject().status().as_u16(), 413);
+    }
+
+    #[test]
+    fn event_streams_and_grpc_are_not_held() {
+        for (ct, held) in [
+            ("text/event-stream", false),
+            ("application/grpc+proto", false),
+            ("application/json", true),
+        ] {
+            let h = headers(&[("content-type", ct)]);
+            assert_eq!(holds_first_frame(&h), held, "{ct}");
+        }
+        assert!(holds_first_frame(&HeaderMap::new()));
+    }
 }
