@@ -201,13 +201,17 @@ impl Upstream {
             req.headers_mut().remove(header::TE);
         }
         let fault = Arc::new(OnceLock::new());
-        let req = req.map(|b| {
-            WatchedBody {
-                inner: b,
-                fault: fault.clone(),
-            }
-            .boxed_unsync()
-        });
+        let req = if req.body().is_end_stream() {
+            req
+        } else {
+            req.map(|b| {
+                WatchedBody {
+                    inner: b,
+                    fault: fault.clone(),
+                }
+                .boxed_unsync()
+            })
+        };
         let resp = match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
             Err(_) => {
                 if let Some(f) = fault.get() {

@@ -858,3 +858,84 @@ path = "/"
     );
     assert_eq!(collected.to_bytes(), "part one, part two");
 }
+
+/// `http2 = true` on an `https://` target negotiates `h2` by ALPN (the target
+/// offers nothing else); without it keygate offers only `http/1.1`, which this
+/// target refuses: a 502, not a silent HTTP/2.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_backend_over_tls_negotiates_h2_by_alpn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    std::fs::write(dir.path().join("be.pem"), ck.cert.pem()).expect("write");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server cert");
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let h2_conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = h2_conns.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let text = format!("{:?} {}", req.version(), req.uri().path());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let kg = Keygate::start_in(
+        dir,
+        &format!(
+            r#"
+[[services]]
+name = "s"
+[[services.apis]]
+name = "h2"
+path = "/h2/"
+[services.apis.backend]
+url = "https://localhost:{port}"
+path = "/"
+ca_file = "be.pem"
+http2 = true
+[[services.apis]]
+name = "h1"
+path = "/h1/"
+[services.apis.backend]
+url = "https://localhost:{port}"
+path = "/"
+ca_file = "be.pem"
+"#
+        ),
+    )
+    .await;
+    for _ in 0..3 {
+        let r = get(&kg.url("/h2/grpc")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.text(), "HTTP/2.0 /grpc");
+    }
+    // Concurrent requests are multiplexed on the pooled connection.
+    let url = kg.url("/h2/many");
+    let all = futures_util::future::join_all((0..10).map(|_| get(&url))).await;
+    assert!(all.iter().all(|r| r.status == StatusCode::OK));
+    assert_eq!(h2_conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let r = get(&kg.url("/h1/x")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+}
