@@ -200,22 +200,26 @@ impl Upstream {
             // `te: trailers` means something to an HTTP/2 back end only.
             req.headers_mut().remove(header::TE);
         }
-        let fault = Arc::new(OnceLock::new());
+        let watch = Arc::new(BodyWatch::default());
         let req = if req.body().is_end_stream() {
             req
         } else {
             req.map(|b| {
                 WatchedBody {
                     inner: b,
-                    fault: fault.clone(),
+                    watch: watch.clone(),
                 }
                 .boxed_unsync()
             })
         };
         let resp = match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
             Err(_) => {
-                if let Some(f) = fault.get() {
+                if let Some(f) = watch.fault.get() {
                     return Err(f.reject());
+                }
+                // Still waiting for the client's body: its slowness, not the target's.
+                if watch.waiting_on_client.load(Ordering::Relaxed) {
+                    return Err(Reject::BodyTimeout(timeout));
                 }
                 self.balancer.report(idx, false, Instant::now());
                 return Err(Reject::UpstreamTimeout);
@@ -223,7 +227,7 @@ impl Upstream {
             Ok(Err(e)) => {
                 // The request body's own error comes first: the client's fault is
                 // not the target's.
-                if let Some(f) = fault.get() {
+                if let Some(f) = watch.fault.get() {
                     return Err(f.reject());
                 }
                 if let Some(limit) = body_limit_error(&e) {
@@ -347,7 +351,15 @@ impl ClientFault {
 /// little (an HTTP/2 back end only sees a reset stream).
 struct WatchedBody {
     inner: Body,
-    fault: Arc<OnceLock<ClientFault>>,
+    watch: Arc<BodyWatch>,
+}
+
+#[derive(Default)]
+struct BodyWatch {
+    /// The first error of the client's side.
+    fault: OnceLock<ClientFault>,
+    /// The back end asked for more body and the client has not sent it yet.
+    waiting_on_client: std::sync::atomic::AtomicBool,
 }
 
 impl http_body::Body for WatchedBody {
@@ -359,8 +371,11 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.watch
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
         if let Poll::Ready(Some(Err(e))) = &polled {
-            let _ = self.fault.set(ClientFault::of(&**e));
+            let _ = self.watch.fault.set(ClientFault::of(&**e));
         }
         polled
     }

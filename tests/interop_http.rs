@@ -939,3 +939,62 @@ ca_file = "be.pem"
     let r = get(&kg.url("/h1/x")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
 }
+
+/// A client that stalls in the middle of its body past the back end's timeout
+/// gets 408 (its slowness), not 504, and the targets stay in (max_fails = 1).
+/// A back end that is slow by itself is still a 504 and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_client_body_is_408_and_slow_backend_is_504() {
+    let a = spawn_backend().await;
+    let b = spawn_backend().await;
+    let kg = Keygate::start(&format!(
+        r#"
+[[services]]
+name = "s"
+[[services.apis]]
+name = "echo"
+path = "/echo/"
+[services.apis.backend]
+urls = ["http://{a}", "http://{b}"]
+path = "/"
+timeout = "300ms"
+max_fails = 1
+fail_timeout = "60s"
+"#
+    ))
+    .await;
+    for _ in 0..2 {
+        let mut sock = TcpStream::connect(kg.addr).await.expect("connect");
+        sock.write_all(
+            b"POST /echo/x HTTP/1.1\r\nHost: kg\r\nContent-Length: 100\r\n\r\nten bytes.",
+        )
+        .await
+        .expect("write");
+        let head = read_head(&mut sock).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+    let mut hosts = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let r = get(&kg.url("/echo/after")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        hosts.insert(
+            r.json()["headers"]["host"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert_eq!(hosts.len(), 2, "no target was ejected: {hosts:?}");
+    let m = get(&format!("http://{}/metrics", kg.admin)).await.text();
+    assert!(
+        !m.contains("keygate_backend_errors_total{route=\"s/echo\",class=\"5xx\"}"),
+        "{m}"
+    );
+    let slow = get(&kg.url("/echo/slow/1000")).await;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
+    let m = get(&format!("http://{}/metrics", kg.admin)).await.text();
+    assert!(
+        m.contains("keygate_backend_errors_total{route=\"s/echo\",class=\"5xx\"} 1"),
+        "{m}"
+    );
+}
