@@ -448,11 +448,7 @@ impl Ctx {
         // The client's connection sets the version: an HTTP/1.0 back end must not
         // downgrade (and close) an HTTP/1.1 client's keep-alive connection.
         parts.version = client_version;
-        let body = if is_grpc(&parts.headers) && !parts.headers.contains_key(GRPC_STATUS) {
-            GrpcStatusLog::wrap(body, request_id)
-        } else {
-            body
-        };
+        let body = crate::grpc::log_trailer_status(&parts.headers, body, request_id);
         Ok(Response::from_parts(parts, body))
     }
 }
@@ -728,63 +724,6 @@ impl http_body::Body for CountedBody {
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(d) = frame.data_ref() {
                 self.route.add_bytes_out(d.len() as u64);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-
-fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/grpc"))
-}
-
-/// A gRPC response body whose `grpc-status` trailer, arriving after the access
-/// line was written, is logged as a second `keygate::access` line with the same
-/// request id (a trailers-only answer has it in the access line itself).
-struct GrpcStatusLog {
-    inner: Body,
-    request_id: Option<HeaderValue>,
-}
-
-impl GrpcStatusLog {
-    fn wrap(inner: Body, request_id: Option<HeaderValue>) -> Body {
-        GrpcStatusLog { inner, request_id }.boxed_unsync()
-    }
-}
-
-impl http_body::Body for GrpcStatusLog {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(status) = frame.trailers_ref().and_then(|t| t.get(GRPC_STATUS)) {
-                tracing::info!(
-                    target: "keygate::access",
-                    request_id = self
-                        .request_id
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-"),
-                    grpc_status = status.to_str().unwrap_or("-"),
-                    "grpc trailers",
-                );
             }
         }
         polled
