@@ -241,7 +241,10 @@ impl Upstream {
         };
         let (parts, mut body) = resp.into_parts();
         let mut first = None;
-        if holds_first_frame(&parts.headers) && !body.is_end_stream() {
+        if !parts.status.is_informational()
+            && holds_first_frame(&parts.headers)
+            && !body.is_end_stream()
+        {
             let hint = body.size_hint();
             let wait = deadline.min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
             match tokio::time::timeout_at(wait, body.frame()).await {
