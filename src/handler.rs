@@ -12,7 +12,9 @@ use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
 use crate::state::State;
-use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded, ClientBodyError};
+use crate::upstream::{
+    strip_hop_by_hop, upgrade_protocol, AbandonGuard, BodyLimitExceeded, ClientBodyError,
+};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -420,7 +422,10 @@ impl Ctx {
         let wants_upgrade = parts.headers.contains_key(header::UPGRADE);
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         let req = Request::from_parts(parts, body);
-        let mut resp = b.upstream.send(req, b.timeout, b.preserve_host).await?;
+        let abandon = AbandonGuard::new(request_id.clone());
+        let sent = b.upstream.send(req, b.timeout, b.preserve_host).await;
+        abandon.disarm();
+        let mut resp = sent?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The tunnel opens only now that the upstream agreed to switch.
             let Some(client_upgrade) = client_upgrade.filter(|_| wants_upgrade) else {

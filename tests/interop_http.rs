@@ -998,3 +998,63 @@ fail_timeout = "60s"
         "{m}"
     );
 }
+
+/// An h2 client that resets its stream while keygate waits for a slow back end
+/// is logged as 499 (nginx's client-closed), with its request id.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_gone_while_waiting_for_the_back_end_is_logged_499() {
+    let be = spawn_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin = "127.0.0.1:0"
+[log]
+format = "json"
+access_file = "access.log"
+[[services]]
+name = "s"
+[[services.apis]]
+name = "slow"
+path = "/slow/"
+[services.apis.backend]
+url = "http://{be}"
+"#
+        ),
+    )
+    .expect("write");
+    let (child, addr) = spawn_binary(&path);
+    let _kg = Proc(child);
+    let sock = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(sock))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/slow/3000"))
+        .header("x-request-id", "gone-1")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    // Dropping the pending response resets the stream (RST_STREAM CANCEL).
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+    assert!(gave_up.is_err(), "the back end answers only after 3 s");
+    let log = dir.path().join("access.log");
+    let mut line = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        line = text
+            .lines()
+            .find(|l| l.contains("\"request_id\":\"gone-1\""))
+            .map(str::to_string);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = line.expect("an access line for the abandoned request");
+    assert!(line.contains("\"status\":499"), "{line}");
+}
