@@ -255,19 +255,21 @@ impl Upstream {
                         "back end sent a malformed response body".into(),
                     ));
                 }
-                Ok(Some(Ok(frame))) => first = Some((frame, hint)),
-                Ok(None) => first = Some((Frame::data(Bytes::new()), hint)),
+                Ok(Some(Ok(frame))) => first = Some(Some((frame, hint))),
+                Ok(None) => first = Some(None),
                 Err(_) => {}
             }
         }
         self.balancer.report(idx, true, Instant::now());
         let body = match first {
-            Some((frame, hint)) => PrefixedBody {
+            Some(Some((frame, hint))) => PrefixedBody {
                 first: Some(frame),
                 hint,
                 rest: body,
             }
             .boxed_unsync(),
+            // Already over: no need to keep the back end's body around.
+            Some(None) => crate::body::empty(),
             None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
         };
         Ok(Response::from_parts(parts, body))
