@@ -418,3 +418,33 @@ fn authority_to_host<B>(req: &mut hyper::Request<B>) {
         req.headers_mut().insert(http::header::HOST, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::authority_to_host;
+
+    #[test]
+    fn authority_becomes_host_and_wins_over_a_host_header() {
+        let mut req = hyper::Request::get("https://api.example.com:8443/x")
+            .header("host", "other.example")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "api.example.com:8443");
+        assert_eq!(req.headers().get_all("host").iter().count(), 1);
+
+        let mut req = hyper::Request::get("http://user@h.example/x")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "h.example");
+
+        // No :authority (origin form): the request is left as it is.
+        let mut req = hyper::Request::get("/x")
+            .header("host", "kept.example")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "kept.example");
+    }
+}
