@@ -1058,3 +1058,40 @@ url = "http://{be}"
     let line = line.expect("an access line for the abandoned request");
     assert!(line.contains("\"status\":499"), "{line}");
 }
+
+/// `http2 = true` is a backend field `keygate check` knows; it cannot carry
+/// websocket upgrades, which is a configuration error with its location.
+#[test]
+fn check_knows_http2_and_refuses_it_for_websockets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, kind: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[[services]]\nname = \"s\"\n[[services.apis]]\nname = \"a\"\npath = \"/\"\n\
+                 [services.apis.backend]\ntype = \"{kind}\"\nurl = \"http://127.0.0.1:1\"\nhttp2 = true\n"
+            ),
+        )
+        .expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .expect("run keygate check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = check("h2.toml", "http");
+    assert!(ok, "{text}");
+    let (ok, text) = check("ws.toml", "websocket");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("http2 = true cannot carry websocket upgrades"),
+        "{text}"
+    );
+}
