@@ -105,7 +105,13 @@ http {{
 "#
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).expect("nginx.conf");
-        let child = Command::new("/usr/sbin/nginx")
+        // Debian's nginx lives in /usr/sbin, often not on a user's PATH.
+        let bin = if Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let child = Command::new(bin)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
