@@ -15,7 +15,9 @@ use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
 use crate::state::State;
-use crate::upstream::{strip_hop_by_hop, upgrade_protocol, BodyLimitExceeded};
+use crate::upstream::{
+    strip_hop_by_hop, upgrade_protocol, AbandonGuard, BodyLimitExceeded, ClientBodyError,
+};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -160,6 +162,11 @@ impl Ctx {
                 key_id = out.key_id.as_deref().unwrap_or("-"),
                 status,
                 upstream_status = out.upstream_status.unwrap_or(0),
+                grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
             );
@@ -452,10 +459,23 @@ impl Ctx {
         body: Body,
     ) -> Result<Response<Body>, Reject> {
         let mut parts = parts;
+        // RFC 8441 websockets over HTTP/2 are not offered (the h2 server does not
+        // announce extended CONNECT); a plain CONNECT is not ours to tunnel.
+        if parts.method == http::Method::CONNECT {
+            return Err(Reject::BadRequest(
+                "CONNECT is not forwarded; websockets need HTTP/1.1 (RFC 8441 over HTTP/2 is not supported)"
+                    .into(),
+            ));
+        }
+        let client_version = parts.version;
         let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let wants_upgrade = parts.headers.contains_key(header::UPGRADE);
+        let request_id = parts.headers.get(REQUEST_ID).cloned();
         let req = Request::from_parts(parts, body);
-        let mut resp = b.upstream.send(req, b.timeout, b.preserve_host).await?;
+        let abandon = AbandonGuard::new(request_id.clone());
+        let sent = b.upstream.send(req, b.timeout, b.preserve_host).await;
+        abandon.disarm();
+        let mut resp = sent?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The tunnel opens only now that the upstream agreed to switch.
             let Some(client_upgrade) = client_upgrade.filter(|_| wants_upgrade) else {
@@ -479,10 +499,12 @@ impl Ctx {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
-        ))
+        parts.headers.remove(header::TE);
+        // The client's connection sets the version: an HTTP/1.0 back end must not
+        // downgrade (and close) an HTTP/1.1 client's keep-alive connection.
+        parts.version = client_version;
+        let body = crate::grpc::log_trailer_status(&parts.headers, body, request_id);
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -779,7 +801,7 @@ impl http_body::Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

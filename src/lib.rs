@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod grpc;
 pub mod handler;
 pub mod logging;
 pub mod metrics;

@@ -34,6 +34,9 @@ pub enum Reject {
     /// The path matched APIs chosen by cloud-API action, but none takes this one.
     #[error("{0}")]
     InvalidAction(String),
+    /// The client went away before its request was complete; logged as nginx's 499.
+    #[error("client closed the request")]
+    ClientClosed,
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
@@ -77,6 +80,7 @@ impl Reject {
             Reject::Internal(_) => 500,
             Reject::ClusterUnavailable => 503,
             Reject::InvalidAction(_) => 400,
+            Reject::ClientClosed => 499,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -97,6 +101,7 @@ impl Reject {
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "InternalError"
             }
+            Reject::ClientClosed => "ClientClosedRequest",
         }
     }
 
@@ -112,6 +117,7 @@ impl Reject {
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"
             }
+            Reject::ClientClosed => "request",
         }
     }
 

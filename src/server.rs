@@ -389,8 +389,11 @@ async fn serve_conn<S>(
 {
     let _open = ctx.state.metrics.conn_guard();
     let info = ConnInfo { peer, tls };
-    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
         let ctx = ctx.clone();
+        if req.version() == hyper::Version::HTTP_2 {
+            authority_to_host(&mut req);
+        }
         // Boxed per request: hyper keeps room for one service future in every
         // connection, and the pipeline's future is several KiB that each idle
         // keep-alive connection would otherwise hold.
@@ -401,5 +404,48 @@ async fn serve_conn<S>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// HTTP/2 names the request's authority in `:authority`; the pipeline (routing,
+/// `X-Forwarded-Host`, `preserve_host`) and HTTP/1.1 back ends know `Host`.
+/// `:authority`, when present, wins over a `host` header (RFC 9113 §8.3.1).
+fn authority_to_host<B>(req: &mut hyper::Request<B>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let host = authority.as_str().rsplit('@').next().unwrap_or("");
+    if let Ok(v) = http::HeaderValue::from_str(host) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority_to_host;
+
+    #[test]
+    fn authority_becomes_host_and_wins_over_a_host_header() {
+        let mut req = hyper::Request::get("https://api.example.com:8443/x")
+            .header("host", "other.example")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "api.example.com:8443");
+        assert_eq!(req.headers().get_all("host").iter().count(), 1);
+
+        let mut req = hyper::Request::get("http://user@h.example/x")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "h.example");
+
+        // No :authority (origin form): the request is left as it is.
+        let mut req = hyper::Request::get("/x")
+            .header("host", "kept.example")
+            .body(())
+            .expect("request");
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "kept.example");
     }
 }

@@ -1,12 +1,21 @@
 //! Upstreams: a pooled keep-alive client over one or several targets, and the
 //! header hygiene of forwarding (hop-by-hop removal, X-Forwarded-*).
+//!
+//! A back end is spoken to in HTTP/1.1, or in HTTP/2 with `http2 = true` (prior
+//! knowledge for `http://`, ALPN `h2` for `https://`), whatever the client spoke.
+//! A failure is blamed on the target (and counts toward its ejection) only when
+//! the back end failed: a client that aborts or garbles its request body is a
+//! client fault (400 or 499), never a 502.
 
 use crate::balance::Balancer;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::reject::Reject;
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,9 +23,20 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::cell::Cell;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// Largest response head (status line and headers) accepted from a back end;
+/// a larger one is a 502, as nginx's "upstream sent too big header".
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How long the first bytes of a response body are awaited before the head is
+/// passed on, so that a body broken from its start (bad chunked framing) is a
+/// 502 rather than an empty reply. Streams (SSE, gRPC) are never held.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything that identifies an upstream's pool; equal specs share one pool
 /// across reloads.
@@ -27,6 +47,8 @@ pub struct UpstreamSpec {
     pub fail_timeout: Duration,
     pub connect_timeout: Duration,
     pub ca_file: Option<String>,
+    /// Speak HTTP/2 to the targets (`[services.apis.backend] http2`).
+    pub http2: bool,
 }
 
 impl UpstreamSpec {
@@ -53,6 +75,7 @@ pub struct Upstream {
     /// driven by another thread's runtime costs a cross-thread wake-up per
     /// request. With the shared runtime there is one.
     pools: Box<[OnceLock<Pool>]>,
+    http2: bool,
 }
 
 static POOLS_PER_UPSTREAM: AtomicUsize = AtomicUsize::new(1);
@@ -71,14 +94,21 @@ pub fn set_current_worker(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
-fn new_pool(connector: HttpsConnector<HttpConnector>) -> Pool {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+fn new_pool(connector: HttpsConnector<HttpConnector>, http2: bool) -> Pool {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .set_host(false)
-        .build(connector)
+        .http1_max_buf_size(MAX_RESPONSE_HEAD)
+        .http2_max_header_list_size(MAX_RESPONSE_HEAD as u32);
+    if http2 {
+        b.http2_only(true)
+            .http2_adaptive_window(true)
+            .http2_keep_alive_interval(Some(Duration::from_secs(30)));
+    }
+    b.build(connector)
 }
 
 impl Upstream {
@@ -96,32 +126,45 @@ impl Upstream {
         http.set_connect_timeout(Some(spec.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let tls = client_tls(spec.ca_file.as_deref().map(|f| base.join(f)).as_deref())?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+            .https_or_http();
+        // ALPN offers only what the pool speaks: `h2` alone with `http2 = true`.
+        let https = if spec.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         let n = POOLS_PER_UPSTREAM.load(Ordering::Relaxed);
         Ok(Upstream {
             balancer: Balancer::new(targets, spec.max_fails, spec.fail_timeout),
             connector: https,
             pools: (0..n).map(|_| OnceLock::new()).collect(),
+            http2: spec.http2,
         })
+    }
+
+    /// Does this upstream speak HTTP/2 to its targets?
+    pub fn is_http2(&self) -> bool {
+        self.http2
     }
 
     fn pool(&self) -> &Pool {
         let i = WORKER.with(Cell::get) % self.pools.len();
-        self.pools[i].get_or_init(|| new_pool(self.connector.clone()))
+        self.pools[i].get_or_init(|| new_pool(self.connector.clone(), self.http2))
     }
 
     /// Send `req`, whose URI holds only the path and query, to the next target.
+    /// The request goes out in the version the pool speaks, whatever the
+    /// client's; the answer's version is for the caller to set.
     pub async fn send(
         &self,
         mut req: Request<Body>,
         timeout: Duration,
         preserve_host: bool,
-    ) -> Result<Response<Incoming>, Reject> {
+    ) -> Result<Response<Body>, Reject> {
         let now = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
         let (idx, target) = self
             .balancer
             .pick(now)
@@ -146,33 +189,293 @@ impl Upstream {
         if !preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, target.host.clone());
         }
-        match tokio::time::timeout(timeout, self.pool().request(req)).await {
+        if self.http2 {
+            *req.version_mut() = Version::HTTP_2;
+            // `:authority` already names the target: no second copy in `host`.
+            if req.headers().get(header::HOST) == Some(&target.host) {
+                req.headers_mut().remove(header::HOST);
+            }
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            // `te: trailers` means something to an HTTP/2 back end only.
+            req.headers_mut().remove(header::TE);
+        }
+        let watch = Arc::new(BodyWatch::default());
+        let req = if req.body().is_end_stream() {
+            req
+        } else {
+            req.map(|b| {
+                WatchedBody {
+                    inner: b,
+                    watch: watch.clone(),
+                }
+                .boxed_unsync()
+            })
+        };
+        let resp = match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
             Err(_) => {
+                if let Some(f) = watch.fault.get() {
+                    return Err(f.reject());
+                }
+                // Still waiting for the client's body: its slowness, not the target's.
+                if watch.waiting_on_client.load(Ordering::Relaxed) {
+                    return Err(Reject::BodyTimeout(timeout));
+                }
                 self.balancer.report(idx, false, Instant::now());
-                Err(Reject::UpstreamTimeout)
+                return Err(Reject::UpstreamTimeout);
             }
             Ok(Err(e)) => {
+                // The request body's own error comes first: the client's fault is
+                // not the target's.
+                if let Some(f) = watch.fault.get() {
+                    return Err(f.reject());
+                }
                 if let Some(limit) = body_limit_error(&e) {
                     return Err(Reject::BodyTooLarge(limit));
                 }
                 self.balancer.report(idx, false, Instant::now());
-                if e.is_connect() {
-                    Err(Reject::UpstreamUnavailable(
-                        "connection to back end failed".into(),
-                    ))
-                } else {
-                    Err(Reject::UpstreamUnavailable(
-                        "back end closed the connection".into(),
-                    ))
+                tracing::debug!(error = ?e, "back-end request failed");
+                return Err(Reject::UpstreamUnavailable(describe(&e).into()));
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let (parts, mut body) = resp.into_parts();
+        let mut first = None;
+        if !parts.status.is_informational()
+            && holds_first_frame(&parts.headers)
+            && !body.is_end_stream()
+        {
+            let hint = body.size_hint();
+            let wait = deadline.min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
+            match tokio::time::timeout_at(wait, body.frame()).await {
+                Ok(Some(Err(e))) => {
+                    self.balancer.report(idx, false, Instant::now());
+                    tracing::debug!(error = ?e, "back-end response body failed");
+                    return Err(Reject::UpstreamUnavailable(
+                        "back end sent a malformed response body".into(),
+                    ));
+                }
+                Ok(Some(Ok(frame))) => first = Some(Some((frame, hint))),
+                Ok(None) => first = Some(None),
+                Err(_) => {}
+            }
+        }
+        self.balancer.report(idx, true, Instant::now());
+        let body = match first {
+            Some(Some((frame, hint))) => PrefixedBody {
+                first: Some(frame),
+                hint,
+                rest: body,
+            }
+            .boxed_unsync(),
+            // Already over: no need to keep the back end's body around.
+            Some(None) => crate::body::empty(),
+            None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A short, client-safe cause of a back-end failure.
+fn describe(e: &hyper_util::client::legacy::Error) -> &'static str {
+    if e.is_connect() {
+        return "connection to back end failed";
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return "back end sent a response head larger than the limit";
+            }
+            if h.is_parse() {
+                return "back end sent an invalid response";
+            }
+        }
+        cur = err.source();
+    }
+    "back end closed the connection"
+}
+
+/// Is the response's first body frame awaited before its head is passed on?
+/// Not for streams whose head is meaningful before any data.
+fn holds_first_frame(h: &HeaderMap) -> bool {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !(ct.starts_with("text/event-stream") || ct.starts_with("application/grpc"))
+}
+
+/// What went wrong on the client's side of a request body.
+#[derive(Debug, Clone, Copy)]
+enum ClientFault {
+    /// More than the API's body limit.
+    TooLarge(u64),
+    /// Broken framing (chunked encoding and the like).
+    Framing,
+    /// The client went away (connection closed, stream reset).
+    Closed,
+}
+
+impl ClientFault {
+    fn of(e: &(dyn std::error::Error + 'static)) -> ClientFault {
+        if let Some(limit) = body_limit_error(e) {
+            return ClientFault::TooLarge(limit);
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) {
+                    return ClientFault::Framing;
                 }
             }
-            Ok(Ok(resp)) => {
-                self.balancer.report(idx, true, Instant::now());
-                Ok(resp)
+            if let Some(h) = err.downcast_ref::<hyper::Error>() {
+                if h.is_parse() {
+                    return ClientFault::Framing;
+                }
             }
+            cur = err.source();
+        }
+        ClientFault::Closed
+    }
+
+    fn reject(self) -> Reject {
+        match self {
+            ClientFault::TooLarge(n) => Reject::BodyTooLarge(n),
+            ClientFault::Framing => Reject::BadRequest("malformed request body framing".into()),
+            ClientFault::Closed => Reject::ClientClosed,
         }
     }
 }
+
+/// The request body on its way to the back end, remembering the first error
+/// the client's side produced: the connection's error that follows says
+/// little (an HTTP/2 back end only sees a reset stream).
+struct WatchedBody {
+    inner: Body,
+    watch: Arc<BodyWatch>,
+}
+
+#[derive(Default)]
+struct BodyWatch {
+    /// The first error of the client's side.
+    fault: OnceLock<ClientFault>,
+    /// The back end asked for more body and the client has not sent it yet.
+    waiting_on_client: std::sync::atomic::AtomicBool,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.watch
+            .waiting_on_client
+            .store(polled.is_pending(), Ordering::Relaxed);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            let _ = self.watch.fault.set(ClientFault::of(&**e));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body whose first frame was already read.
+struct PrefixedBody {
+    first: Option<Frame<Bytes>>,
+    /// The size hint of the whole body, before its first frame was read.
+    hint: SizeHint,
+    rest: Incoming,
+}
+
+impl http_body::Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.first {
+            Some(_) => self.hint,
+            None => self.rest.size_hint(),
+        }
+    }
+}
+
+/// Armed while a request waits for its back end: if the client goes away
+/// meanwhile (hyper drops the request's future: a reset h2 stream, a closed
+/// connection), nothing else will log it, so the drop writes a `keygate::access`
+/// line with status 499, nginx's "client closed request". No target is blamed.
+pub struct AbandonGuard {
+    request_id: Option<HeaderValue>,
+    armed: bool,
+}
+
+impl AbandonGuard {
+    pub fn new(request_id: Option<HeaderValue>) -> Self {
+        AbandonGuard {
+            request_id,
+            armed: true,
+        }
+    }
+
+    /// The request was answered (or refused): nothing to log on drop.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::info!(
+                target: "keygate::access",
+                request_id = self
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-"),
+                status = 499u16,
+                upstream_status = 0u16,
+                "client went away before the back end answered",
+            );
+        }
+    }
+}
+
+/// Error a streamed request body yields when reading from the client failed
+/// (connection closed, stream reset, broken chunked framing).
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// Marker error a size-limited request body yields when the client sends too much.
 #[derive(Debug, thiserror::Error)]
@@ -246,20 +549,32 @@ fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
 }
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1),
-/// plus h2c upgrade material.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// plus h2c upgrade material. `Trailer` is end to end (RFC 9110 §6.6.2) and
+/// kept: HTTP/1.1 peers only get the trailer fields it declares.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     HeaderName::from_static("http2-settings"),
 ];
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
+/// `te: trailers` (gRPC's) is kept as that single value: [`Upstream::send`]
+/// passes it to HTTP/2 back ends only.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -272,6 +587,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for h in &HOP_BY_HOP {
         headers.remove(h);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -290,4 +608,76 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         return None;
     }
     Some(up.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_keeps_only_te_trailers_and_the_trailer_declaration() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("te", "gzip, trailers;q=1"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAA"),
+            ("x-end-to-end", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "trailer", "x-end-to-end"]);
+        assert_eq!(h["te"], "trailers");
+
+        let mut h = headers(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        // A `te` the Connection header names is still read for `trailers` first.
+        let mut h = headers(&[("connection", "te"), ("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn client_faults_are_told_apart() {
+        let framing = std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad chunk size");
+        assert!(matches!(ClientFault::of(&framing), ClientFault::Framing));
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof");
+        assert!(matches!(ClientFault::of(&eof), ClientFault::Closed));
+        let limit: BoxError = Box::new(BodyLimitExceeded(10));
+        assert!(matches!(
+            ClientFault::of(&*limit),
+            ClientFault::TooLarge(10)
+        ));
+        assert_eq!(ClientFault::Closed.reject().status().as_u16(), 499);
+        assert_eq!(ClientFault::Framing.reject().status().as_u16(), 400);
+        assert_eq!(ClientFault::TooLarge(10).reject().status().as_u16(), 413);
+    }
+
+    #[test]
+    fn event_streams_and_grpc_are_not_held() {
+        for (ct, held) in [
+            ("text/event-stream", false),
+            ("application/grpc+proto", false),
+            ("application/json", true),
+        ] {
+            let h = headers(&[("content-type", ct)]);
+            assert_eq!(holds_first_frame(&h), held, "{ct}");
+        }
+        assert!(holds_first_frame(&HeaderMap::new()));
+    }
 }

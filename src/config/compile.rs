@@ -830,7 +830,14 @@ fn compile_backend(
                     .unwrap_or(Duration::from_secs(5))
                     .min(timeout),
                 ca_file: b.ca_file.clone(),
+                http2: b.http2,
             };
+            if websocket && b.http2 {
+                e.push(err(
+                    &at,
+                    "http2 = true cannot carry websocket upgrades; use HTTP/1.1 for this back end",
+                ));
+            }
             let upstream = match ctx.state.upstream(&spec) {
                 Ok(u) => u,
                 Err(m) => {

@@ -643,6 +643,9 @@ pub struct RawBackend {
     pub fail_timeout: Duration,
     /// PEM CA bundle for https upstreams (default: system roots).
     pub ca_file: Option<String>,
+    /// Speak HTTP/2 to the back end (prior knowledge on http://, ALPN on https://).
+    #[serde(default)]
+    pub http2: bool,
     // mock
     pub status: Option<u16>,
     pub body: Option<String>,
