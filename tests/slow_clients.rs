@@ -73,6 +73,7 @@ async fn idle_keep_alive_is_closed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_body_of_a_buffering_scheme_gets_408() {
     let toml = "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nbody_read_timeout = \"1s\"\n\
+         [auth]\ncloud_error_status = \"http\"\n\
          [[services]]\nname = \"s\"\n[[services.apis]]\nname = \"v1\"\npath = \"/v1\"\nmethods = [\"POST\"]\nauth = \"tc1\"\n\
          [services.apis.backend]\ntype = \"mock\"\nbody = \"ok\"\n";
     let kg = Keygate::start(toml).await;
