@@ -19,7 +19,7 @@ use crate::upstream::UpstreamSpec;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,15 +42,26 @@ fn err(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// Read and parse a config file (no compilation).
 pub fn read_file(path: &Path) -> Result<(RawConfig, String), Vec<ConfigError>> {
+    let (text, hash) = read_text(path)?;
+    Ok((parse_file(path, &text)?, hash))
+}
+
+/// A config file's text and the hex SHA-256 of its bytes (the config version).
+pub fn read_text(path: &Path) -> Result<(String, String), Vec<ConfigError>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![err(path.display().to_string(), format!("cannot read: {e}"))])?;
-    let raw = parse(&text).map_err(|e| {
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    Ok((text, hash))
+}
+
+/// Parse the text of the file at `path`; errors are located in that file.
+pub fn parse_file(path: &Path, text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    parse(text).map_err(|e| {
         vec![ConfigError {
             location: format!("{} {}", path.display(), e.location),
             message: e.message,
         }]
-    })?;
-    Ok((raw, hex::encode(Sha256::digest(text.as_bytes()))))
+    })
 }
 
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
@@ -208,6 +219,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
 
     // Keys.
     let mut keys: Keys = HashMap::new();
+    let mut key_prints = BTreeMap::new();
     for (i, k) in raw.keys.iter().enumerate() {
         let at = format!("keys[{i}] ({})", k.id);
         if k.id.is_empty()
@@ -230,6 +242,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         match secret {
             Ok(s) if s.is_empty() => e.push(err(&at, "secret is empty")),
             Ok(s) => {
+                let print = (&k.id, &k.app, k.enabled, Sha256::digest(s.as_bytes()));
+                key_prints.insert(k.id.clone(), fingerprint(&print));
                 let key = Key::new(k.id.clone(), s, k.app.clone(), k.enabled);
                 if keys.insert(k.id.clone(), Arc::new(key)).is_some() {
                     e.push(err(&at, "duplicate key id"));
@@ -319,9 +333,16 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     let mut apis = vec![];
     let mut specs = vec![];
     let mut inventory = Inventory {
-        keys: keys.keys().cloned().collect(),
-        plugins: plugins.keys().map(|s| s.to_string()).collect(),
-        plans: plans.keys().map(|s| s.to_string()).collect(),
+        keys: key_prints,
+        plugins: raw
+            .plugins
+            .iter()
+            .map(|p| (p.name().to_string(), fingerprint(p)))
+            .collect(),
+        plans: plans
+            .iter()
+            .map(|(n, p)| (n.to_string(), fingerprint(p)))
+            .collect(),
         ..Default::default()
     };
     let mut service_names = HashSet::new();
@@ -383,9 +404,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             };
             match compile_api(&ctx, svc, api, &at) {
                 Ok(a) => {
-                    inventory
-                        .routes
-                        .insert(format!("{}/{} {}", svc.name, api.name, api.path));
+                    let print = (&svc.hosts, &svc.environment, svc.qps, api);
+                    let print = (print, &svc.usage_plans, &svc.plugins);
+                    inventory.routes.insert(
+                        format!("{}/{} {}", svc.name, api.name, api.path),
+                        fingerprint(&print),
+                    );
                     spec.apis.push(ApiSpec {
                         id: apis.len(),
                         name: api.name.clone(),
