@@ -91,10 +91,12 @@ impl Ctx {
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut out = Outcome::default();
         let mut refused = None;
+        let mut error_code = None;
         let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => r,
             Err(reject) => {
                 refused = Some(reject.reason());
+                error_code = Some(reject.code());
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
@@ -156,6 +158,7 @@ impl Ctx {
                 key_id = out.key_id.as_deref().unwrap_or("-"),
                 status = resp.status().as_u16(),
                 upstream_status = out.upstream_status.unwrap_or(0),
+                error_code = error_code.unwrap_or("-"),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
             );

@@ -1,6 +1,7 @@
 //! Raw config + long-lived state → an immutable `Gateway` snapshot. All
 //! validation lives here; every problem is reported with its location.
 
+use super::locate::did_you_mean;
 use super::raw::*;
 use crate::auth::hmac::HmacSettings;
 use crate::auth::jwt::JwtProvider;
@@ -66,6 +67,10 @@ pub fn parse_file(path: &Path, text: &str) -> Result<RawConfig, Vec<ConfigError>
 
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str::<RawConfig>(text).map_err(|e| {
+        // A problem inside one [[plugins]] item: its own line and name.
+        if let Some(p) = super::locate::plugin_problem(text) {
+            return p;
+        }
         let location = match e.span() {
             Some(span) => {
                 let line = text.as_bytes()[..span.start.min(text.len())]
@@ -79,7 +84,7 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
         };
         ConfigError {
             location,
-            message: e.message().to_string(),
+            message: super::locate::suggest_in_message(e.message()),
         }
     })
 }
@@ -151,6 +156,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     if raw.server.max_headers == 0 {
         e.push(err("server.max_headers", "must be positive"));
     }
+    e.extend(super::bounds::check(raw));
     let certs = match &raw.server.tls {
         Some(tls) => {
             for (i, l) in tls.listen.iter().enumerate() {
@@ -189,7 +195,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             }
             Err(m) => e.push(err("cluster.redis", m)),
         }
-        if c.timeout.is_zero() || c.timeout > Duration::from_secs(10) {
+        if c.timeout < super::bounds::MIN_DURATION || c.timeout > Duration::from_secs(10) {
             e.push(err(
                 "cluster.timeout",
                 "must be between 1ms and 10s (it is added to a request when Redis stalls)",
@@ -291,13 +297,20 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         }
         for k in &p.keys {
             if !raw_key_ids.contains(k.as_str()) {
-                e.push(err(&at, format!("key {k:?} is not defined in [[keys]]")));
+                let hint = did_you_mean(k, raw_key_ids.iter().copied());
+                e.push(err(
+                    &at,
+                    format!("key {k:?} is not defined in [[keys]]{hint}"),
+                ));
             }
         }
     }
 
     // Plugins.
     let mut plugins: HashMap<&str, Plugin> = HashMap::new();
+    // Every plugin the file defines, valid or not: a reference to one that
+    // failed is not reported again ("not defined" would be a follow-on error).
+    let declared: HashSet<&str> = raw.plugins.iter().map(|p| p.name()).collect();
     for p in &raw.plugins {
         let name = p.name();
         let at = format!("plugins ({name})");
@@ -371,8 +384,9 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         }
         let key_plans = service_plans(svc, &plans, &sat, &mut e);
         for p in &svc.plugins {
-            if !plugins.contains_key(p.as_str()) {
-                e.push(err(&sat, format!("plugin {p:?} is not defined")));
+            if !declared.contains(p.as_str()) {
+                let hint = did_you_mean(p, declared.iter().copied());
+                e.push(err(&sat, format!("plugin {p:?} is not defined{hint}")));
             }
         }
         let mut spec = ServiceSpec {
@@ -394,6 +408,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 raw,
                 state,
                 plugins: &plugins,
+                declared: &declared,
                 jwt: &jwt,
                 key_plans: key_plans.clone(),
                 plan_limits: svc
@@ -480,6 +495,7 @@ struct ApiCtx<'a> {
     raw: &'a RawConfig,
     state: &'a State,
     plugins: &'a HashMap<&'a str, Plugin>,
+    declared: &'a HashSet<&'a str>,
     jwt: &'a HashMap<String, Arc<JwtProvider>>,
     key_plans: Option<Arc<HashMap<String, Arc<str>>>>,
     plan_limits: Vec<Arc<PlanLimits>>,
@@ -498,7 +514,8 @@ fn service_plans(
     let mut map: HashMap<String, Arc<str>> = HashMap::new();
     for name in &svc.usage_plans {
         let Some(plan) = plans.get(name.as_str()) else {
-            e.push(err(at, format!("usage plan {name:?} is not defined")));
+            let hint = did_you_mean(name, plans.keys().copied());
+            e.push(err(at, format!("usage plan {name:?} is not defined{hint}")));
             continue;
         };
         let pname: Arc<str> = Arc::from(name.as_str());
@@ -550,7 +567,15 @@ fn compile_api(
         "jwt" => match api.jwt_provider.as_deref().map(|p| (p, ctx.jwt.get(p))) {
             Some((_, Some(p))) => AuthMode::Jwt(p.clone()),
             Some((name, None)) => {
-                e.push(err(at, format!("jwt_provider {name:?} is not defined")));
+                // A provider that failed to load was reported already.
+                if !ctx.raw.jwt_providers.iter().any(|p| p.name == name) {
+                    let names = ctx.raw.jwt_providers.iter().map(|p| p.name.as_str());
+                    let hint = did_you_mean(name, names);
+                    e.push(err(
+                        at,
+                        format!("jwt_provider {name:?} is not defined{hint}"),
+                    ));
+                }
                 AuthMode::None
             }
             None => {
@@ -561,7 +586,10 @@ fn compile_api(
         other => {
             e.push(err(
                 at,
-                format!("auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi"),
+                format!(
+                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi{}",
+                    did_you_mean(other, ["none", "hmac", "tc3", "tc1", "jwt", "openapi"])
+                ),
             ));
             AuthMode::None
         }
@@ -591,8 +619,9 @@ fn compile_api(
         }
         match ctx.plugins.get(name.as_str()) {
             None => {
-                if api.plugins.contains(name) {
-                    e.push(err(at, format!("plugin {name:?} is not defined")));
+                if api.plugins.contains(name) && !ctx.declared.contains(name.as_str()) {
+                    let hint = did_you_mean(name, ctx.declared.iter().copied());
+                    e.push(err(at, format!("plugin {name:?} is not defined{hint}")));
                 }
             }
             Some(Plugin::Ip(p)) => ip.push((Arc::from(name.as_str()), p.clone())),
@@ -746,7 +775,7 @@ fn compile_backend(
                 Duration::from_secs(15)
             };
             let timeout = b.timeout.unwrap_or(if websocket { max } else { default });
-            if timeout.is_zero() || timeout > max {
+            if timeout < super::bounds::MIN_DURATION || timeout > max {
                 e.push(err(
                     &at,
                     format!(
