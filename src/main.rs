@@ -201,28 +201,34 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
             tokio::spawn(keygate::demo::serve(l));
         }
         let running = server::start(path).await?;
-        let mut listeners = vec![];
+        let mut listeners: Vec<(&str, String)> = vec![];
         for a in &running.http {
-            listeners.push(format!("http://{a}"));
-            announce(json, "listening on", &format!("http://{a}"));
+            listeners.push(("listening on", format!("http://{a}")));
         }
         for a in &running.https {
-            listeners.push(format!("https://{a}"));
-            announce(json, "listening on", &format!("https://{a}"));
+            listeners.push(("listening on", format!("https://{a}")));
         }
         if let Some(a) = running.admin {
-            listeners.push(format!("admin http://{a}"));
-            announce(json, "admin on", &format!("http://{a}"));
+            listeners.push(("admin on", format!("http://{a}")));
         }
+        // Logged before the listeners are announced: whoever waits for the
+        // announcement finds the startup line in the log already.
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %path.display(),
             hash = %running.live.load().version.hash,
-            listeners = %listeners.join(", "),
+            listeners = %listeners
+                .iter()
+                .map(|(what, url)| if *what == "admin on" { format!("admin {url}") } else { url.clone() })
+                .collect::<Vec<_>>()
+                .join(", "),
             runtime,
             workers,
             "keygate started"
         );
+        for (what, url) in &listeners {
+            announce(json, what, url);
+        }
         wait_for_stop().await;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
