@@ -482,3 +482,63 @@ fn run_with_timeout(cfg: &Path, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue 14 item 3: a changed plugin, usage plan, key setting or API is named
+/// as changed (not only added and removed ones), and nothing else is.
+#[test]
+fn inventory_names_changed_items() {
+    use keygate::config::compile::{compile, parse};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = keygate::policy::limits::LimitState::in_memory();
+    let state = keygate::state::State::new(dir.path(), 16, limits);
+    let text = |ips: &str, qps: u32, enabled: bool, body: &str| {
+        format!(
+            "[[keys]]\nid = \"k1\"\nsecret = \"s\"\nenabled = {enabled}\n\
+             [[keys]]\nid = \"k2\"\nsecret = \"s\"\n\
+             [[usage_plans]]\nname = \"gold\"\nqps = {qps}\nkeys = [\"k1\"]\n\
+             [[usage_plans]]\nname = \"free\"\nkeys = [\"k2\"]\n\
+             [[plugins]]\nname = \"wall\"\ntype = \"ip_control\"\nmode = \"white\"\nips = \"{ips}\"\n\
+             [[plugins]]\nname = \"flow\"\ntype = \"traffic_control\"\nexpire_type = \"minute\"\nip_rate_limit = 5\n\
+             [[services]]\nname = \"s\"\nusage_plans = [\"gold\", \"free\"]\nplugins = [\"flow\"]\n\
+             [[services.apis]]\nname = \"a\"\npath = \"/a\"\nauth = \"hmac\"\nplugins = [\"wall\"]\n\
+             backend = {{ type = \"mock\", body = \"{body}\" }}\n\
+             [[services.apis]]\nname = \"b\"\npath = \"/b\"\nbackend = {{ type = \"mock\" }}\n"
+        )
+    };
+    let build = |t: String| {
+        let raw = parse(&t).expect("parses");
+        compile(&raw, "h".into(), &state)
+            .expect("compiles")
+            .inventory
+    };
+    let old = build(text("10.0.0.0/8", 10, true, "x"));
+    assert!(build(text("10.0.0.0/8", 10, true, "x"))
+        .diff(&old)
+        .is_empty());
+    let new = build(text("10.0.0.0/16", 20, false, "y"));
+    assert_eq!(
+        new.diff(&old),
+        vec![
+            "routes changed: s/a /a",
+            "keys changed: k1",
+            "plugins changed: wall",
+            "usage plans changed: gold",
+        ]
+    );
+}
+
+/// Issue 14 item 6: a traffic_control plugin with a per-IP limit only.
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_control_with_a_per_ip_limit_only() {
+    let kg = Keygate::start(
+        "[[plugins]]\nname = \"per-ip\"\ntype = \"traffic_control\"\nexpire_type = \"day\"\nip_rate_limit = 2\n\
+         [[services]]\nname = \"s\"\nplugins = [\"per-ip\"]\n\
+         [[services.apis]]\nname = \"a\"\npath = \"/a\"\nbackend = { type = \"mock\", body = \"A\" }\n",
+    )
+    .await;
+    let mut statuses = vec![];
+    for _ in 0..3 {
+        statuses.push(get(&kg.url("/a")).await.status.as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+}
