@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use keygate::config::{compile, preflight};
+use keygate::config::{compile, locate, preflight};
 use keygate::server;
 use keygate::state::State;
 use std::net::SocketAddr;
@@ -88,9 +88,11 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let errors = match compile::read_file(path) {
+    let read = compile::read_text(path)
+        .and_then(|(text, hash)| Ok((compile::parse_file(path, &text)?, hash, text)));
+    let errors = match read {
         Err(errors) => errors,
-        Ok((raw, hash)) => {
+        Ok((raw, hash, text)) => {
             let limits = keygate::policy::limits::LimitState::in_memory();
             let state = State::new(&server::base_dir(path), 16, limits);
             let pre = preflight::check(&raw, &server::base_dir(path));
@@ -100,7 +102,7 @@ fn check(path: &Path) -> ExitCode {
             match compile::compile(&raw, hash, &state) {
                 Err(mut errors) => {
                     errors.extend(pre.errors);
-                    errors
+                    locate::with_lines(&text, errors)
                 }
                 Ok(_) if !pre.errors.is_empty() => pre.errors,
                 Ok(gw) => {

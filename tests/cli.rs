@@ -280,9 +280,9 @@ fn plugin_errors_are_located_named_and_not_repeated() {
         1,
         "one problem for wall, no follow-on:\n{err}"
     );
-    assert!(err.contains("plugins (wall)"), "{err}");
+    assert!(err.contains("line 2: plugins (wall): "), "{err}");
     assert!(
-        err.contains("plugin \"ratelimits\" is not defined; did you mean \"ratelimit\"?"),
+        err.contains("line 15: services (s) / apis (a): plugin \"ratelimits\" is not defined; did you mean \"ratelimit\"?"),
         "{err}"
     );
     // traffic_control with a per-IP limit only is valid.

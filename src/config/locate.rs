@@ -107,9 +107,116 @@ pub fn plugin_problem(text: &str) -> Option<ConfigError> {
     None
 }
 
+/// The line of `field = "value"` at or after line `from` (0-based), 1-based.
+fn value_line(text: &str, from: usize, field: &str, value: &str) -> Option<usize> {
+    let quoted = format!("{value:?}");
+    text.lines().enumerate().skip(from).find_map(|(i, l)| {
+        let rest = l.trim_start().strip_prefix(field)?.trim_start();
+        let v = rest.strip_prefix('=')?.trim();
+        let v = v.split(" #").next().unwrap_or(v).trim();
+        (v == quoted || v == format!("'{value}'")).then_some(i + 1)
+    })
+}
+
+/// Names between parentheses in a location: `services (s) / apis (a)` → s, a.
+fn names(location: &str) -> Vec<&str> {
+    location
+        .split('(')
+        .skip(1)
+        .filter_map(|p| p.split_once(')').map(|(n, _)| n))
+        .collect()
+}
+
+/// Prefix each compile error about a named item (`plugins (x)`, `services (s) /
+/// apis (a)`, `keys[0] (k1)`, `usage_plans (p)`, `jwt_providers (j)`) with the
+/// line where that item's name is, when it can be found in `text`.
+pub fn with_lines(text: &str, errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors
+        .into_iter()
+        .map(|mut e| {
+            if e.location.starts_with("line ") {
+                return e;
+            }
+            let field = if e.location.starts_with("keys[") {
+                "id"
+            } else if [
+                "plugins (",
+                "services (",
+                "usage_plans (",
+                "jwt_providers (",
+            ]
+            .iter()
+            .any(|p| e.location.starts_with(p))
+            {
+                "name"
+            } else {
+                return e;
+            };
+            // Search from the first `[[section]]` header of the item's kind.
+            let section = e
+                .location
+                .split(['[', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let Some(mut from) = text.lines().position(|l| {
+                let t: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+                t.starts_with(&format!("[[{section}]]"))
+            }) else {
+                return e;
+            };
+            let mut line = None;
+            for n in names(&e.location) {
+                match value_line(text, from, field, n) {
+                    Some(l) => {
+                        line = Some(l);
+                        from = l;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(l) = line {
+                e.location = format!("line {l}: {}", e.location);
+            }
+            e
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compile_errors_get_the_line_of_their_item() {
+        let text = "[[keys]]\nid = \"k1\"\n[[plugins]]\nname = \"a\"\n[[plugins]]\nname = \"b\"\n\
+                    [[services]]\nname = \"s\"\n[[services.apis]]\nname = \"b\"\n";
+        let e = |l: &str| ConfigError {
+            location: l.into(),
+            message: "m".into(),
+        };
+        let out = with_lines(
+            text,
+            vec![
+                e("plugins (b)"),
+                e("services (s) / apis (b) / backend"),
+                e("keys[0] (k1)"),
+                e("server.admin"),
+                e("plugins (zz)"),
+            ],
+        );
+        let locs: Vec<&str> = out.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(
+            locs,
+            [
+                "line 6: plugins (b)",
+                "line 10: services (s) / apis (b) / backend",
+                "line 2: keys[0] (k1)",
+                "server.admin",
+                "plugins (zz)",
+            ]
+        );
+    }
 
     #[test]
     fn suggestions() {

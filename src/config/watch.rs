@@ -116,8 +116,11 @@ impl Reloader {
                 message: "this content was refused already".into(),
             }]);
         }
-        let result = compile::parse_file(&self.path, &text)
-            .and_then(|raw| compile::compile(&raw, hash.clone(), &self.state).map(|g| (g, raw)));
+        let result = compile::parse_file(&self.path, &text).and_then(|raw| {
+            compile::compile(&raw, hash.clone(), &self.state)
+                .map(|g| (g, raw))
+                .map_err(|errors| super::locate::with_lines(&text, errors))
+        });
         let (gw, raw) = match result {
             Ok(x) => x,
             Err(errors) => return self.refuse(source, &mut attempts, Some(hash), errors),
