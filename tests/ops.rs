@@ -542,3 +542,45 @@ async fn traffic_control_with_a_per_ip_limit_only() {
     }
     assert_eq!(statuses, vec![200, 200, 429]);
 }
+
+/// On a terminal the text log is coloured, unless `NO_COLOR` is set. The
+/// terminal is a pty from util-linux `script`; keygate runs under `timeout`
+/// so that it stops by itself (SIGTERM: drain and exit).
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("keygate.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n",
+    )
+    .expect("write");
+    let cmd = format!(
+        "timeout 2 {} run -c {}",
+        env!("CARGO_BIN_EXE_keygate"),
+        cfg.display()
+    );
+    let on_pty = |no_color: bool| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let out = c.output().unwrap_or_else(|e| {
+            panic!("this test needs `script` (util-linux) to run keygate on a pty: {e}")
+        });
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_pty(false);
+    assert!(coloured.contains("keygate started"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "a terminal gets colour: {coloured:?}"
+    );
+    let plain = on_pty(true);
+    assert!(plain.contains("keygate started"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+}
