@@ -51,7 +51,7 @@ fn benches(c: &mut Criterion) {
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,
-            api_rate_limit: u64::MAX,
+            api_rate_limit: Some(u64::MAX),
             app_rate_limit: Some(u64::MAX),
             ip_rate_limit: Some(u64::MAX),
             spec_app_rate_limits: vec![],

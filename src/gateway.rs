@@ -18,7 +18,7 @@ use crate::tls::CertStore;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -62,12 +62,25 @@ pub struct LogSettings {
     pub access: bool,
 }
 
+/// What a snapshot holds, by kind: item name → fingerprint of its settings
+/// (a hash of the item's parsed form), so that a reload can log what was
+/// added, removed and changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Inventory {
-    pub routes: BTreeSet<String>,
-    pub keys: BTreeSet<String>,
-    pub plugins: BTreeSet<String>,
-    pub plans: BTreeSet<String>,
+    pub routes: BTreeMap<String, u64>,
+    pub keys: BTreeMap<String, u64>,
+    pub plugins: BTreeMap<String, u64>,
+    pub plans: BTreeMap<String, u64>,
+}
+
+/// A stable fingerprint of a config item's settings (not a secret: keys are
+/// fingerprinted over a hash of their secret, and the value is never shown).
+pub fn fingerprint(item: &impl std::fmt::Debug) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{item:?}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
 }
 
 impl Inventory {
@@ -80,13 +93,25 @@ impl Inventory {
             ("plugin", &self.plugins, &old.plugins),
             ("usage plan", &self.plans, &old.plans),
         ] {
-            let added: Vec<_> = new.difference(old).cloned().collect();
-            let removed: Vec<_> = old.difference(new).cloned().collect();
-            if !added.is_empty() {
-                out.push(format!("{what}s added: {}", added.join(", ")));
-            }
-            if !removed.is_empty() {
-                out.push(format!("{what}s removed: {}", removed.join(", ")));
+            let added: Vec<&str> = new
+                .keys()
+                .filter(|k| !old.contains_key(*k))
+                .map(|k| k.as_str())
+                .collect();
+            let removed: Vec<&str> = old
+                .keys()
+                .filter(|k| !new.contains_key(*k))
+                .map(|k| k.as_str())
+                .collect();
+            let changed: Vec<&str> = new
+                .iter()
+                .filter(|(k, f)| old.get(*k).is_some_and(|o| o != *f))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            for (how, names) in [("added", added), ("removed", removed), ("changed", changed)] {
+                if !names.is_empty() {
+                    out.push(format!("{what}s {how}: {}", names.join(", ")));
+                }
             }
         }
         out

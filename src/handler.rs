@@ -95,11 +95,13 @@ impl Ctx {
         // A refusal's real status: metrics and the access log count it even when the
         // API's error style answers it with HTTP 200 (`cloud_error_status`).
         let mut refused_status = None;
+        let mut error_code = None;
         let mut resp = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => r,
             Err(reject) => {
                 refused = Some(reject.reason());
                 refused_status = Some(reject.status());
+                error_code = Some(reject.code());
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
@@ -167,6 +169,7 @@ impl Ctx {
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-"),
+                error_code = error_code.unwrap_or("-"),
                 bytes_out = bytes_out.unwrap_or(0),
                 latency_us = latency.as_micros() as u64,
             );

@@ -6,9 +6,13 @@
 //! behind, new lines are dropped (and counted, see [`dropped_lines`]) rather
 //! than blocking a runtime worker. A proxy that hangs because its log pipe is
 //! full is worse than a gap in the log, and the gap is visible in `/metrics`.
+//!
+//! Text lines carry ANSI colour only when stderr is a terminal and `NO_COLOR`
+//! is not set; the `access_file` never does.
 
 use crate::config::raw::RawLog;
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::OnceLock;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
@@ -73,8 +77,13 @@ pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
     let _ = COUNTERS.set(counters);
 
     let is_access = |m: &tracing::Metadata<'_>| m.target() == ACCESS_TARGET;
-    let app = tracing_subscriber::fmt::layer().with_writer(app_writer);
-    let access = tracing_subscriber::fmt::layer().with_writer(access_writer);
+    let stderr_colour = colour(std::io::stderr().is_terminal(), no_color());
+    let app = tracing_subscriber::fmt::layer()
+        .with_ansi(stderr_colour)
+        .with_writer(app_writer);
+    let access = tracing_subscriber::fmt::layer()
+        .with_ansi(cfg.access_file.is_none() && stderr_colour)
+        .with_writer(access_writer);
     let (app, access) = if json {
         (
             app.json().boxed(),
@@ -90,6 +99,17 @@ pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
     // A second init (tests calling this twice) keeps the first subscriber.
     let _ = registry.try_init();
     Ok(LogGuard { _guards: guards })
+}
+
+/// `NO_COLOR` set to anything but the empty string (https://no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// ANSI colour in text logs only on a terminal, and never under `NO_COLOR`:
+/// a file, a pipe or journald get plain text.
+pub fn colour(is_terminal: bool, no_color: bool) -> bool {
+    is_terminal && !no_color
 }
 
 fn builder() -> NonBlockingBuilder {

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use keygate::config::compile;
+use keygate::config::{compile, locate, preflight};
 use keygate::server;
 use keygate::state::State;
 use std::net::SocketAddr;
@@ -38,7 +38,7 @@ enum Cmd {
     },
     /// Validate a config file: exit 0 when valid, else print every problem.
     Check {
-        #[arg(short, long)]
+        #[arg(short, long, default_value = "config/keygate.toml")]
         config: PathBuf,
     },
     /// Print the Date and Authorization headers of the `hmac` scheme.
@@ -88,12 +88,23 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let errors = match compile::read_file(path) {
+    let read = compile::read_text(path)
+        .and_then(|(text, hash)| Ok((compile::parse_file(path, &text)?, hash, text)));
+    let errors = match read {
         Err(errors) => errors,
-        Ok((raw, hash)) => {
+        Ok((raw, hash, text)) => {
             let limits = keygate::policy::limits::LimitState::in_memory();
             let state = State::new(&server::base_dir(path), 16, limits);
+            let pre = preflight::check(&raw, &server::base_dir(path));
+            for w in &pre.warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
             match compile::compile(&raw, hash, &state) {
+                Err(mut errors) => {
+                    errors.extend(pre.errors);
+                    locate::with_lines(&text, errors)
+                }
+                Ok(_) if !pre.errors.is_empty() => pre.errors,
                 Ok(gw) => {
                     println!(
                         "{}: ok ({} routes, {} keys, {} plugins, {} usage plans)",
@@ -105,7 +116,6 @@ fn check(path: &Path) -> ExitCode {
                     );
                     return ExitCode::SUCCESS;
                 }
-                Err(errors) => errors,
             }
         }
     };
@@ -144,8 +154,32 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
                 .join("\n")
         )
     })?;
+    // Bounds first: `workers` sizes the runtime built below.
+    let bounds = keygate::config::bounds::check(&raw);
+    if !bounds.is_empty() {
+        bail!(
+            "invalid configuration:\n{}",
+            bounds
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     let _log =
         keygate::logging::init(&raw.log, &server::base_dir(path)).map_err(anyhow::Error::msg)?;
+    for w in preflight::check(&raw, &server::base_dir(path)).warnings {
+        tracing::warn!("{w}");
+    }
+    let json = raw.log.format == "json";
+    let runtime = match raw.server.runtime {
+        keygate::config::raw::RuntimeKind::PerCore => "per-core",
+        keygate::config::raw::RuntimeKind::Multi => "multi",
+    };
+    let workers = match raw.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     // Per-core: the proxy's own worker threads are started by `server::start`;
     // this runtime only hosts the admin listener, reloads and signals.
     let mut rt = match raw.server.runtime {
@@ -165,18 +199,37 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
     rt.block_on(async move {
         if let Some(addr) = demo_backend {
             let (local, l) = keygate::demo::bind(addr).await.context("demo back end")?;
-            announce(&format!("demo back end on http://{local}"));
+            announce(json, "demo back end on", &format!("http://{local}"));
             tokio::spawn(keygate::demo::serve(l));
         }
         let running = server::start(path).await?;
+        let mut listeners: Vec<(&str, String)> = vec![];
         for a in &running.http {
-            announce(&format!("listening on http://{a}"));
+            listeners.push(("listening on", format!("http://{a}")));
         }
         for a in &running.https {
-            announce(&format!("listening on https://{a}"));
+            listeners.push(("listening on", format!("https://{a}")));
         }
         if let Some(a) = running.admin {
-            announce(&format!("admin on http://{a}"));
+            listeners.push(("admin on", format!("http://{a}")));
+        }
+        // Logged before the listeners are announced: whoever waits for the
+        // announcement finds the startup line in the log already.
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %path.display(),
+            hash = %running.live.load().version.hash,
+            listeners = %listeners
+                .iter()
+                .map(|(what, url)| if *what == "admin on" { format!("admin {url}") } else { url.clone() })
+                .collect::<Vec<_>>()
+                .join(", "),
+            runtime,
+            workers,
+            "keygate started"
+        );
+        for (what, url) in &listeners {
+            announce(json, what, url);
         }
         wait_for_stop().await;
         tracing::info!("shutting down: draining in-flight requests");
@@ -197,12 +250,25 @@ fn no_huge_pages() {
     }
 }
 
-/// One machine-readable line on stdout per bound address. A closed stdout (a
-/// supervisor that stopped reading) must not take the server down.
-fn announce(line: &str) {
+/// One machine-readable line on stdout per bound address: `keygate: listening
+/// on URL`, or with `[log] format = "json"` a JSON object shaped like the log
+/// lines (`fields.message`, `fields.url`). A closed stdout (a supervisor that
+/// stopped reading) must not take the server down.
+fn announce(json: bool, what: &str, url: &str) {
     use std::io::Write;
+    let line = if json {
+        serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            "level": "INFO",
+            "fields": {"message": format!("{what} {url}"), "url": url},
+            "target": "keygate",
+        })
+        .to_string()
+    } else {
+        format!("keygate: {what} {url}")
+    };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "keygate: {line}");
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 

@@ -98,6 +98,11 @@ impl Running {
 pub async fn start(path: &Path) -> Result<Running, ServeError> {
     let path = path.to_path_buf();
     let (raw, hash) = compile::read_file(&path).map_err(ServeError::Config)?;
+    // Before the per-core workers are spawned: `workers` is bounded.
+    let bounds = crate::config::bounds::check(&raw);
+    if !bounds.is_empty() {
+        return Err(ServeError::Config(bounds));
+    }
     let base = base_dir(&path);
     let state_dir = base.join(&raw.server.state_dir);
     let limits = crate::policy::limits::LimitState::open(&state_dir)

@@ -96,7 +96,18 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         .ok_or_else(|| format!("no private key in {}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| format!("unsupported key {}: {e}", key.display()))?;
-    Ok(CertifiedKey::new(chain, signing))
+    let ck = CertifiedKey::new(chain, signing);
+    // A key of another certificate would fail every handshake, silently.
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        ck.keys_match()
+    {
+        return Err(format!(
+            "the key {} does not match the certificate {}",
+            key.display(),
+            cert.display()
+        ));
+    }
+    Ok(ck)
 }
 
 /// rustls resolver over the live snapshot. No SNI and no default: no certificate,

@@ -156,3 +156,135 @@ fn keygen_prints_an_id_and_a_secret() {
     let (_, again, _) = keygate(&["keygen"]);
     assert_ne!(out, again);
 }
+
+fn check_file(dir: &std::path::Path, text: &str) -> (bool, String, String) {
+    let path = dir.join("keygate.toml");
+    std::fs::write(&path, text).expect("write");
+    keygate(&["check", "-c", path.to_str().expect("utf8")])
+}
+
+/// `check` refuses what `run` would refuse: a TLS key of another certificate,
+/// a state_dir that cannot be created, an access_file in a missing directory;
+/// and warns about an admin listener off loopback.
+#[test]
+fn check_catches_what_run_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    for name in ["a", "b"] {
+        let ck = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).expect("cert");
+        std::fs::write(d.join(format!("{name}.pem")), ck.cert.pem()).expect("write");
+        std::fs::write(d.join(format!("{name}.key")), ck.key_pair.serialize_pem()).expect("write");
+    }
+    std::fs::write(d.join("plain"), "not a directory").expect("write");
+    let (ok, _, err) = check_file(
+        d,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nstate_dir = \"plain/state\"\n\
+         [server.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+         [[server.tls.certs]]\nhosts = [\"a.test\"]\ncert = \"a.pem\"\nkey = \"b.key\"\n\
+         [log]\naccess_file = \"logs/access.log\"\n",
+    );
+    assert!(!ok);
+    for want in [
+        "does not match the certificate",
+        "server.state_dir: cannot be created or written",
+        "log.access_file: directory",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+
+    // Fixed: ok, with a warning for the admin listener.
+    std::fs::create_dir(d.join("logs")).expect("mkdir");
+    let (ok, out, err) = check_file(
+        d,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"0.0.0.0:9901\"\nstate_dir = \"state\"\n\
+         [server.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+         [[server.tls.certs]]\nhosts = [\"a.test\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+         [log]\naccess_file = \"logs/access.log\"\n",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("warning: server.admin: 0.0.0.0:9901 is not a loopback address"),
+        "{err}"
+    );
+}
+
+/// Without `-c`, `check` reads config/keygate.toml like `run`.
+#[test]
+fn check_defaults_to_config_keygate_toml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("config/keygate.toml"),
+        "[server]\nworkers = 2000\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check")
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("config/keygate.toml"), "{err}");
+    assert!(
+        err.contains("workers = 2000 is over the maximum of 1024"),
+        "{err}"
+    );
+}
+
+/// Bounds: a back-end timeout under the documented 1 ms minimum is refused.
+#[test]
+fn check_refuses_durations_under_their_minimum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = check_file(
+        dir.path(),
+        "[[services]]\nname = \"s\"\n[[services.apis]]\nname = \"a\"\npath = \"/a\"\n\
+         [services.apis.backend]\nurl = \"http://127.0.0.1:1\"\ntimeout = \"1ns\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("services (s) / apis (a) / backend: timeout must be between 1ms and 30s"),
+        "{err}"
+    );
+}
+
+/// A problem in the second [[plugins]] item is reported at its line with its
+/// name, with a suggestion; references to a plugin that failed are not
+/// reported again; an unknown plugin name gets a suggestion.
+#[test]
+fn plugin_errors_are_located_named_and_not_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = check_file(
+        dir.path(),
+        "[[plugins]]\nname = \"cors1\"\ntype = \"cors\"\n\n\
+         [[plugins]]\nname = \"wall\"\ntype = \"ip_control\"\nmode = \"white\"\nipz = \"10.0.0.0/8\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("line 9: plugins (wall): unknown field `ipz`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean \"ips\"?"), "{err}");
+
+    let (ok, _, err) = check_file(
+        dir.path(),
+        "[[plugins]]\nname = \"wall\"\ntype = \"ip_control\"\nmode = \"grey\"\nips = \"10.0.0.0/8\"\n\
+         [[plugins]]\nname = \"ratelimit\"\ntype = \"traffic_control\"\nexpire_type = \"second\"\nip_rate_limit = 5\n\
+         [[services]]\nname = \"s\"\nplugins = [\"wall\"]\n\
+         [[services.apis]]\nname = \"a\"\npath = \"/a\"\nplugins = [\"wall\", \"ratelimits\"]\n\
+         [services.apis.backend]\ntype = \"mock\"\n",
+    );
+    assert!(!ok);
+    assert_eq!(
+        err.matches("wall").count(),
+        1,
+        "one problem for wall, no follow-on:\n{err}"
+    );
+    assert!(err.contains("line 2: plugins (wall): "), "{err}");
+    assert!(
+        err.contains("line 15: services (s) / apis (a): plugin \"ratelimits\" is not defined; did you mean \"ratelimit\"?"),
+        "{err}"
+    );
+    // traffic_control with a per-IP limit only is valid.
+    assert!(!err.contains("plugins (ratelimit)"), "{err}");
+}

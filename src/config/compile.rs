@@ -1,6 +1,7 @@
 //! Raw config + long-lived state → an immutable `Gateway` snapshot. All
 //! validation lives here; every problem is reported with its location.
 
+use super::locate::did_you_mean;
 use super::raw::*;
 use crate::auth::hmac::HmacSettings;
 use crate::auth::jwt::JwtProvider;
@@ -19,7 +20,7 @@ use crate::upstream::UpstreamSpec;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,19 +43,34 @@ fn err(location: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// Read and parse a config file (no compilation).
 pub fn read_file(path: &Path) -> Result<(RawConfig, String), Vec<ConfigError>> {
+    let (text, hash) = read_text(path)?;
+    Ok((parse_file(path, &text)?, hash))
+}
+
+/// A config file's text and the hex SHA-256 of its bytes (the config version).
+pub fn read_text(path: &Path) -> Result<(String, String), Vec<ConfigError>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![err(path.display().to_string(), format!("cannot read: {e}"))])?;
-    let raw = parse(&text).map_err(|e| {
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    Ok((text, hash))
+}
+
+/// Parse the text of the file at `path`; errors are located in that file.
+pub fn parse_file(path: &Path, text: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    parse(text).map_err(|e| {
         vec![ConfigError {
             location: format!("{} {}", path.display(), e.location),
             message: e.message,
         }]
-    })?;
-    Ok((raw, hex::encode(Sha256::digest(text.as_bytes()))))
+    })
 }
 
 pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str::<RawConfig>(text).map_err(|e| {
+        // A problem inside one [[plugins]] item: its own line and name.
+        if let Some(p) = super::locate::plugin_problem(text) {
+            return p;
+        }
         let location = match e.span() {
             Some(span) => {
                 let line = text.as_bytes()[..span.start.min(text.len())]
@@ -68,7 +84,7 @@ pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
         };
         ConfigError {
             location,
-            message: e.message().to_string(),
+            message: super::locate::suggest_in_message(e.message()),
         }
     })
 }
@@ -148,6 +164,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     if raw.server.max_headers == 0 {
         e.push(err("server.max_headers", "must be positive"));
     }
+    e.extend(super::bounds::check(raw));
     let certs = match &raw.server.tls {
         Some(tls) => {
             for (i, l) in tls.listen.iter().enumerate() {
@@ -186,7 +203,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             }
             Err(m) => e.push(err("cluster.redis", m)),
         }
-        if c.timeout.is_zero() || c.timeout > Duration::from_secs(10) {
+        if c.timeout < super::bounds::MIN_DURATION || c.timeout > Duration::from_secs(10) {
             e.push(err(
                 "cluster.timeout",
                 "must be between 1ms and 10s (it is added to a request when Redis stalls)",
@@ -216,6 +233,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
 
     // Keys.
     let mut keys: Keys = HashMap::new();
+    let mut key_prints = BTreeMap::new();
     for (i, k) in raw.keys.iter().enumerate() {
         let at = format!("keys[{i}] ({})", k.id);
         if k.id.is_empty()
@@ -238,6 +256,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         match secret {
             Ok(s) if s.is_empty() => e.push(err(&at, "secret is empty")),
             Ok(s) => {
+                let print = (&k.id, &k.app, k.enabled, Sha256::digest(s.as_bytes()));
+                key_prints.insert(k.id.clone(), fingerprint(&print));
                 let key = Key::new(k.id.clone(), s, k.app.clone(), k.enabled);
                 if keys.insert(k.id.clone(), Arc::new(key)).is_some() {
                     e.push(err(&at, "duplicate key id"));
@@ -285,13 +305,20 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         }
         for k in &p.keys {
             if !raw_key_ids.contains(k.as_str()) {
-                e.push(err(&at, format!("key {k:?} is not defined in [[keys]]")));
+                let hint = did_you_mean(k, raw_key_ids.iter().copied());
+                e.push(err(
+                    &at,
+                    format!("key {k:?} is not defined in [[keys]]{hint}"),
+                ));
             }
         }
     }
 
     // Plugins.
     let mut plugins: HashMap<&str, Plugin> = HashMap::new();
+    // Every plugin the file defines, valid or not: a reference to one that
+    // failed is not reported again ("not defined" would be a follow-on error).
+    let declared: HashSet<&str> = raw.plugins.iter().map(|p| p.name()).collect();
     for p in &raw.plugins {
         let name = p.name();
         let at = format!("plugins ({name})");
@@ -327,9 +354,16 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     let mut apis = vec![];
     let mut specs = vec![];
     let mut inventory = Inventory {
-        keys: keys.keys().cloned().collect(),
-        plugins: plugins.keys().map(|s| s.to_string()).collect(),
-        plans: plans.keys().map(|s| s.to_string()).collect(),
+        keys: key_prints,
+        plugins: raw
+            .plugins
+            .iter()
+            .map(|p| (p.name().to_string(), fingerprint(p)))
+            .collect(),
+        plans: plans
+            .iter()
+            .map(|(n, p)| (n.to_string(), fingerprint(p)))
+            .collect(),
         ..Default::default()
     };
     let mut service_names = HashSet::new();
@@ -358,8 +392,9 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         }
         let key_plans = service_plans(svc, &plans, &sat, &mut e);
         for p in &svc.plugins {
-            if !plugins.contains_key(p.as_str()) {
-                e.push(err(&sat, format!("plugin {p:?} is not defined")));
+            if !declared.contains(p.as_str()) {
+                let hint = did_you_mean(p, declared.iter().copied());
+                e.push(err(&sat, format!("plugin {p:?} is not defined{hint}")));
             }
         }
         let mut spec = ServiceSpec {
@@ -381,6 +416,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 raw,
                 state,
                 plugins: &plugins,
+                declared: &declared,
                 jwt: &jwt,
                 key_plans: key_plans.clone(),
                 plan_limits: svc
@@ -391,9 +427,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             };
             match compile_api(&ctx, svc, api, &at) {
                 Ok(a) => {
-                    inventory
-                        .routes
-                        .insert(format!("{}/{} {}", svc.name, api.name, api.path));
+                    let print = (&svc.hosts, &svc.environment, svc.qps, api);
+                    let print = (print, &svc.usage_plans, &svc.plugins);
+                    inventory.routes.insert(
+                        format!("{}/{} {}", svc.name, api.name, api.path),
+                        fingerprint(&print),
+                    );
                     spec.apis.push(ApiSpec {
                         id: apis.len(),
                         name: api.name.clone(),
@@ -473,6 +512,7 @@ struct ApiCtx<'a> {
     raw: &'a RawConfig,
     state: &'a State,
     plugins: &'a HashMap<&'a str, Plugin>,
+    declared: &'a HashSet<&'a str>,
     jwt: &'a HashMap<String, Arc<JwtProvider>>,
     key_plans: Option<Arc<HashMap<String, Arc<str>>>>,
     plan_limits: Vec<Arc<PlanLimits>>,
@@ -491,7 +531,8 @@ fn service_plans(
     let mut map: HashMap<String, Arc<str>> = HashMap::new();
     for name in &svc.usage_plans {
         let Some(plan) = plans.get(name.as_str()) else {
-            e.push(err(at, format!("usage plan {name:?} is not defined")));
+            let hint = did_you_mean(name, plans.keys().copied());
+            e.push(err(at, format!("usage plan {name:?} is not defined{hint}")));
             continue;
         };
         let pname: Arc<str> = Arc::from(name.as_str());
@@ -562,7 +603,15 @@ fn compile_api(
         "jwt" => match api.jwt_provider.as_deref().map(|p| (p, ctx.jwt.get(p))) {
             Some((_, Some(p))) => AuthMode::Jwt(p.clone()),
             Some((name, None)) => {
-                e.push(err(at, format!("jwt_provider {name:?} is not defined")));
+                // A provider that failed to load was reported already.
+                if !ctx.raw.jwt_providers.iter().any(|p| p.name == name) {
+                    let names = ctx.raw.jwt_providers.iter().map(|p| p.name.as_str());
+                    let hint = did_you_mean(name, names);
+                    e.push(err(
+                        at,
+                        format!("jwt_provider {name:?} is not defined{hint}"),
+                    ));
+                }
                 AuthMode::None
             }
             None => {
@@ -573,7 +622,10 @@ fn compile_api(
         other => {
             e.push(err(
                 at,
-                format!("auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi"),
+                format!(
+                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi{}",
+                    did_you_mean(other, ["none", "hmac", "tc3", "tc1", "jwt", "openapi"])
+                ),
             ));
             AuthMode::None
         }
@@ -630,8 +682,9 @@ fn compile_api(
         }
         match ctx.plugins.get(name.as_str()) {
             None => {
-                if api.plugins.contains(name) {
-                    e.push(err(at, format!("plugin {name:?} is not defined")));
+                if api.plugins.contains(name) && !ctx.declared.contains(name.as_str()) {
+                    let hint = did_you_mean(name, ctx.declared.iter().copied());
+                    e.push(err(at, format!("plugin {name:?} is not defined{hint}")));
                 }
             }
             Some(Plugin::Ip(p)) => ip.push((Arc::from(name.as_str()), p.clone())),
@@ -785,7 +838,7 @@ fn compile_backend(
                 Duration::from_secs(15)
             };
             let timeout = b.timeout.unwrap_or(if websocket { max } else { default });
-            if timeout.is_zero() || timeout > max {
+            if timeout < super::bounds::MIN_DURATION || timeout > max {
                 e.push(err(
                     &at,
                     format!(

@@ -462,7 +462,8 @@ pub struct RawTrafficControl {
     pub expire_type: String,
     #[serde(default = "default_one")]
     pub expire: u64,
-    pub api_rate_limit: u64,
+    /// Limit for the whole API; every dimension is optional, at least one is needed.
+    pub api_rate_limit: Option<u64>,
     pub app_rate_limit: Option<u64>,
     pub ip_rate_limit: Option<u64>,
     #[serde(default)]

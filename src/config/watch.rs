@@ -16,7 +16,15 @@ pub struct Reloader {
     live: Arc<ArcSwap<Gateway>>,
     state: Arc<State>,
     /// One reload at a time; the bound listeners they were started with.
-    lock: Mutex<BoundSettings>,
+    lock: Mutex<Attempts>,
+}
+
+/// What a reload remembers between attempts (behind the reload lock).
+struct Attempts {
+    bound: BoundSettings,
+    /// Hash of the file content the last refused reload read: the watcher does
+    /// not try the same broken content again (an explicit reload does).
+    refused: Option<String>,
 }
 
 /// Settings a reload cannot change (listeners are never re-bound).
@@ -34,6 +42,12 @@ pub struct ReloadOutcome {
     pub changes: Vec<String>,
 }
 
+/// Who asked for a reload. The file watcher's attempts are deduplicated by
+/// content; an operator's (SIGHUP, admin) always get an answer.
+fn explicit(source: &str) -> bool {
+    source != "file"
+}
+
 impl Reloader {
     pub fn new(path: PathBuf, live: Arc<ArcSwap<Gateway>>, state: Arc<State>) -> Reloader {
         let bound = match compile::read_file(&path) {
@@ -48,7 +62,10 @@ impl Reloader {
             path,
             live,
             state,
-            lock: Mutex::new(bound),
+            lock: Mutex::new(Attempts {
+                bound,
+                refused: None,
+            }),
         }
     }
 
@@ -61,60 +78,100 @@ impl Reloader {
     }
 
     /// Re-read the file and swap it in when valid. Blocking: call it from a
-    /// blocking context.
+    /// blocking context. `source` is `file`, `sighup` or `admin`.
+    ///
+    /// The same content is never compiled twice by the watcher: an unchanged
+    /// file is a no-op, and a content that was refused is refused again
+    /// silently (not logged, not counted) until the file changes.
     pub fn reload(&self, source: &str) -> Result<ReloadOutcome, Vec<ConfigError>> {
-        let bound = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = compile::read_file(&self.path).and_then(|(raw, hash)| {
-            if hash == self.live.load().version.hash {
-                return Ok((None, raw));
+        let mut attempts = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let unchanged = |hash: &str| {
+            if explicit(source) {
+                tracing::info!(source, hash, "configuration unchanged; nothing to reload");
+            } else {
+                tracing::debug!(source, hash, "configuration unchanged");
             }
-            compile::compile(&raw, hash, &self.state).map(|g| (Some(g), raw))
-        });
-        match result {
-            Ok((None, _)) => Ok(ReloadOutcome {
+            Ok(ReloadOutcome {
                 version: self.live.load().version.clone(),
                 changed: false,
                 changes: vec![],
-            }),
-            Ok((Some(gw), raw)) => {
-                let changes = gw.inventory.diff(&self.live.load().inventory);
-                if crate::cluster::fingerprint(raw.cluster.as_ref()) != self.state.cluster_settings
-                {
-                    tracing::warn!(
-                        "[cluster] changed in the file; it takes effect on restart only"
-                    );
-                }
-                if bound_of(&raw) != *bound {
-                    tracing::warn!(
-                        "listener addresses changed in the file; they take effect on restart only"
-                    );
-                }
-                let version = gw.version.clone();
-                self.live.store(Arc::new(gw));
-                self.state.note_reload(Some(&version));
-                tracing::info!(source, hash = %version.hash, "configuration reloaded");
-                for c in &changes {
-                    tracing::info!(source, "config change: {c}");
-                }
-                Ok(ReloadOutcome {
-                    version,
-                    changed: true,
-                    changes,
-                })
-            }
-            Err(errors) => {
-                self.state.note_reload(None);
-                tracing::error!(
-                    source,
-                    problems = errors.len(),
-                    "reload refused; the running configuration stays"
-                );
-                for e in &errors {
-                    tracing::error!(source, "config problem: {e}");
-                }
-                Err(errors)
-            }
+            })
+        };
+        let (text, hash) = match compile::read_text(&self.path) {
+            Ok(x) => x,
+            Err(errors) => return self.refuse(source, &mut attempts, None, errors),
+        };
+        if hash == self.live.load().version.hash {
+            attempts.refused = None;
+            return unchanged(&hash);
         }
+        if !explicit(source) && attempts.refused.as_deref() == Some(hash.as_str()) {
+            tracing::debug!(
+                source,
+                hash,
+                "file content already refused; waiting for a change"
+            );
+            return Err(vec![ConfigError {
+                location: self.path.display().to_string(),
+                message: "this content was refused already".into(),
+            }]);
+        }
+        let result = compile::parse_file(&self.path, &text).and_then(|raw| {
+            compile::compile(&raw, hash.clone(), &self.state)
+                .map(|g| (g, raw))
+                .map_err(|errors| super::locate::with_lines(&text, errors))
+        });
+        let (gw, raw) = match result {
+            Ok(x) => x,
+            Err(errors) => return self.refuse(source, &mut attempts, Some(hash), errors),
+        };
+        attempts.refused = None;
+        let changes = gw.inventory.diff(&self.live.load().inventory);
+        if crate::cluster::fingerprint(raw.cluster.as_ref()) != self.state.cluster_settings {
+            tracing::warn!("[cluster] changed in the file; it takes effect on restart only");
+        }
+        if bound_of(&raw) != attempts.bound {
+            tracing::warn!(
+                "listener addresses changed in the file; they take effect on restart only"
+            );
+        }
+        let version = gw.version.clone();
+        self.live.store(Arc::new(gw));
+        self.state.note_reload(Some(&version));
+        if changes.is_empty() {
+            tracing::info!(source, hash = %version.hash, "configuration reloaded (no routes, keys, plugins or usage plans changed)");
+        } else {
+            tracing::info!(source, hash = %version.hash, changes = %changes.join("; "), "configuration reloaded");
+        }
+        Ok(ReloadOutcome {
+            version,
+            changed: true,
+            changes,
+        })
+    }
+
+    /// Count and log a refused reload: one ERROR line with every problem.
+    fn refuse(
+        &self,
+        source: &str,
+        attempts: &mut Attempts,
+        hash: Option<String>,
+        errors: Vec<ConfigError>,
+    ) -> Result<ReloadOutcome, Vec<ConfigError>> {
+        self.state.note_reload(None);
+        attempts.refused = hash;
+        let problems = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::error!(
+            source,
+            count = errors.len(),
+            problems = %problems,
+            "reload refused; the running configuration stays"
+        );
+        Err(errors)
     }
 
     pub async fn reload_async(
@@ -153,6 +210,22 @@ fn bound_of(raw: &super::raw::RawConfig) -> BoundSettings {
 /// A reload that finds the same file hash is a no-op.
 const KUBELET_DATA_LINK: &str = "..data";
 
+/// The file must have been quiet this long before the watcher reads it: a file
+/// rewritten in place in several writes is never loaded half-written (as long
+/// as the writer pauses less than this between writes; an atomic rename is
+/// always safe).
+pub const DEBOUNCE: Duration = Duration::from_millis(400);
+
+/// Events that can change what the file holds. Opening and reading it (which
+/// the reload itself does) are not among them.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
+}
+
 pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let path = reloader.path.clone();
@@ -160,11 +233,12 @@ pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>
     let dir = crate::server::base_dir(&path);
     let handler = move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if ev
-                .paths
-                .iter()
-                .filter_map(|p| p.file_name())
-                .any(|f| Some(f) == file_name.as_deref() || f == KUBELET_DATA_LINK)
+            if changes_content(&ev.kind)
+                && ev
+                    .paths
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .any(|f| Some(f) == file_name.as_deref() || f == KUBELET_DATA_LINK)
             {
                 let _ = tx.try_send(());
             }
@@ -188,9 +262,15 @@ pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>
                 _ = stop.changed() => break,
                 got = rx.recv() => {
                     if got.is_none() { break; }
-                    // Let the writer finish, then fold the burst of events into one reload.
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                    while rx.try_recv().is_ok() {}
+                    // Wait until the file has been quiet for DEBOUNCE: every new
+                    // event restarts the wait.
+                    loop {
+                        match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                            Ok(Some(())) => continue,
+                            Ok(None) => return,
+                            Err(_) => break,
+                        }
+                    }
                     let _ = reloader.reload_async("file").await;
                 }
             }

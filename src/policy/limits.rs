@@ -661,7 +661,7 @@ mod tests {
             name: name.into(),
             expire_type: expire_type.into(),
             expire: 1,
-            api_rate_limit: api,
+            api_rate_limit: Some(api),
             app_rate_limit: None,
             ip_rate_limit: None,
             spec_app_rate_limits: vec![],

@@ -222,7 +222,7 @@ mod tests {
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,
-            api_rate_limit: 10,
+            api_rate_limit: Some(10),
             app_rate_limit: None,
             ip_rate_limit: Some(5),
             spec_app_rate_limits: vec![],

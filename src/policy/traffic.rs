@@ -5,7 +5,9 @@
 //! - A special app (`spec_app_rate_limits`) gets its own limit instead of
 //!   `app_rate_limit`; a special IP/CIDR (`spec_ip_rate_limits`, most specific
 //!   match wins) gets its own limit instead of `ip_rate_limit`. The API limit
-//!   always applies. Special entries count even when the generic limit is unset.
+//!   applies when set. Special entries count even when the generic limit is unset.
+//! - Every dimension is optional (per-IP or per-app limits alone are common);
+//!   at least one is required.
 //! - Counting is per app and per client address; with `ipv6_prefix` IPv6 clients
 //!   are counted per prefix (e.g. /64). IPv4-mapped IPv6 addresses count as IPv4.
 //! - Check order: client IP, app, API (the most specific refusal is reported).
@@ -25,8 +27,9 @@ pub const MAX_SPECIAL: usize = 30;
 pub struct TrafficPolicy {
     name: Box<str>,
     window: Window,
-    api_limit: u64,
-    api: Arc<Single<WindowCell>>,
+    /// The whole API's limit and counter, when `api_rate_limit` is set.
+    api_limit: Option<u64>,
+    api: Option<Arc<Single<WindowCell>>>,
     app_limit: Option<u64>,
     spec_apps: Vec<(Box<str>, u64)>,
     apps: Option<Arc<Table<String, WindowCell>>>,
@@ -108,7 +111,8 @@ fn settings(raw: &RawTrafficControl) -> String {
         "v1|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
         raw.expire_type,
         raw.expire,
-        raw.api_rate_limit,
+        // As before the limit became optional, so that persisted counters keep their identity.
+        raw.api_rate_limit.map_or(String::new(), |v| v.to_string()),
         raw.app_rate_limit,
         raw.ip_rate_limit,
         apps,
@@ -138,7 +142,21 @@ impl TrafficPolicy {
         if window_secs.is_none_or(|w| w > 366 * 86_400) {
             errs.push("expire: window longer than a year".into());
         }
-        positive(&mut errs, "api_rate_limit", raw.api_rate_limit);
+        if let Some(v) = raw.api_rate_limit {
+            positive(&mut errs, "api_rate_limit", v);
+        }
+        if raw.api_rate_limit.is_none()
+            && raw.app_rate_limit.is_none()
+            && raw.ip_rate_limit.is_none()
+            && raw.spec_app_rate_limits.is_empty()
+            && raw.spec_ip_rate_limits.is_empty()
+        {
+            errs.push(
+                "no limit: set at least one of api_rate_limit, app_rate_limit, ip_rate_limit, \
+                 spec_app_rate_limits, spec_ip_rate_limits"
+                    .into(),
+            );
+        }
         if let Some(v) = raw.app_rate_limit {
             positive(&mut errs, "app_rate_limit", v);
         }
@@ -182,7 +200,9 @@ impl TrafficPolicy {
             name: raw.name.as_str().into(),
             window,
             api_limit: raw.api_rate_limit,
-            api: state.single(&format!("{id}/api"), window),
+            api: raw
+                .api_rate_limit
+                .map(|_| state.single(&format!("{id}/api"), window)),
             app_limit: raw.app_rate_limit,
             spec_apps,
             apps: has_apps.then(|| state.table(&format!("{id}/app"), window)),
@@ -242,7 +262,8 @@ impl TrafficPolicy {
             Some(t) => t.get(&self.ip_bucket(ip)).map_or(0, |c| c.count(w, now)),
             None => 0,
         };
-        (self.api.cell().count(w, now), app, ip)
+        let api = self.api.as_ref().map_or(0, |a| a.cell().count(w, now));
+        (api, app, ip)
     }
 
     pub(crate) fn check<'a>(
@@ -276,17 +297,20 @@ impl TrafficPolicy {
                 }
             }
         }
+        let (Some(api), Some(limit)) = (&self.api, self.api_limit) else {
+            return Ok(());
+        };
         let p = PolicyRef {
             kind: PolicyKind::TrafficApi,
             name: &self.labels[0],
         };
         run.window(
             p,
-            CellRef::Borrowed(self.api.cell()),
+            CellRef::Borrowed(api.cell()),
             w,
-            self.api_limit,
+            limit,
             now,
-            CounterId::whole(self.api.identity()),
+            CounterId::whole(api.identity()),
         )
     }
 }
@@ -301,7 +325,7 @@ mod tests {
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,
-            api_rate_limit: 10,
+            api_rate_limit: Some(10),
             app_rate_limit: None,
             ip_rate_limit: None,
             spec_app_rate_limits: vec![],
@@ -341,7 +365,7 @@ mod tests {
         let mut r = raw();
         r.expire_type = "week".into();
         r.expire = 0;
-        r.api_rate_limit = 0;
+        r.api_rate_limit = Some(0);
         r.app_rate_limit = Some(0);
         r.ip_rate_limit = Some(0);
         r.ipv6_prefix = Some(0);
@@ -417,5 +441,53 @@ mod tests {
             vec!["spec_app_rate_limits[1].app_id: \"x\" listed twice"]
         );
         assert!(errors(&raw()).is_empty());
+    }
+
+    #[test]
+    fn every_dimension_is_optional_but_one_is_needed() {
+        let mut r = raw();
+        r.api_rate_limit = None;
+        let e = errors(&r);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("no limit: set at least one of"), "{e:?}");
+
+        // Per-IP alone: the API as a whole is not counted, each address is.
+        r.ip_rate_limit = Some(2);
+        let st = LimitState::in_memory();
+        let p = TrafficPolicy::compile(&r, &st).expect("ip only");
+        let limits =
+            crate::policy::limits::RouteLimits::new(None, None, Some(p.clone()), None, vec![]);
+        let now = Timestamp::from_millis(1_767_225_600_000);
+        let headers = http::HeaderMap::new();
+        let mut refused = 0;
+        for ip in [
+            "192.0.2.1",
+            "192.0.2.1",
+            "192.0.2.1",
+            "192.0.2.2",
+            "192.0.2.2",
+        ] {
+            let req = crate::policy::limits::LimitRequest {
+                key_id: None,
+                app: None,
+                plan: None,
+                client_ip: ip.parse().expect("ip"),
+                method: &http::Method::GET,
+                path: "/",
+                headers: &headers,
+                query: None,
+            };
+            if limits.check(&req, now).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 1, "only the third request of one address is over");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert_eq!(p.counts(None, b, now), (0, 0, 2));
+
+        let mut r = raw();
+        r.api_rate_limit = None;
+        r.app_rate_limit = Some(5);
+        assert!(errors(&r).is_empty());
     }
 }

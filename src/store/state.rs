@@ -308,7 +308,7 @@ mod tests {
             name: "flow".into(),
             expire_type: expire_type.into(),
             expire,
-            api_rate_limit: api,
+            api_rate_limit: Some(api),
             app_rate_limit: Some(1000),
             ip_rate_limit: None,
             spec_app_rate_limits: vec![],

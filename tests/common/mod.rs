@@ -204,7 +204,7 @@ pub async fn dead_port() -> SocketAddr {
 }
 
 /// Run the real `keygate` binary on `config`; returns the child and its first
-/// plain listener's address (read from the `keygate: listening on` line).
+/// plain listener's address (read from the `listening on` line, text or JSON).
 /// stdout keeps being drained so that later lines never meet a closed pipe.
 pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
     use std::io::BufRead;
@@ -221,8 +221,14 @@ pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAdd
         .by_ref()
         .map_while(Result::ok)
         .find_map(|l| {
-            l.strip_prefix("keygate: listening on http://")
-                .map(str::to_string)
+            // Text (`keygate: listening on URL`) or, with `format = "json"`, JSON.
+            let json = serde_json::from_str::<serde_json::Value>(&l).ok();
+            let url = json.as_ref().and_then(|v| v["fields"]["url"].as_str());
+            match url {
+                Some(u) if l.contains("listening on") => u.strip_prefix("http://"),
+                _ => l.strip_prefix("keygate: listening on http://"),
+            }
+            .map(str::to_string)
         })
         .expect("listening line")
         .parse()
