@@ -5,8 +5,11 @@
 //!   primary), through redis-rs's connection manager, which reconnects.
 //! - `sentinels = ["host:port", …]` + `master_name`: the primary is asked of the
 //!   sentinels; a call that fails drops the connection, and the next call asks
-//!   the sentinels again, so the connection follows the primary after a failover
-//!   (a demoted primary answers writes with `READONLY`, which counts as a failure).
+//!   the sentinels again (a demoted primary answers writes with `READONLY`,
+//!   which counts as a failure). A watcher also asks the sentinels every
+//!   [`SENTINEL_POLL`] and drops the connection as soon as they name another
+//!   primary, so the connection follows the primary after a failover even while
+//!   the old one still answers (which it does until Sentinel demotes it).
 //! - `nodes = ["host:port" | "redis://…" | "rediss://…", …]`: Redis Cluster,
 //!   through redis-rs's cluster client (slot map, `MOVED`/`ASK`, reconnects). The
 //!   counter keys are hash-tagged by the caller (see `crate::cluster`).
@@ -25,11 +28,14 @@ use redis::{
     RedisResult, TlsCertificates, TlsMode, Value,
 };
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// How long a new TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the sentinels are asked which server is the primary.
+pub const SENTINEL_POLL: Duration = Duration::from_millis(200);
 
 /// Which of the three topologies a `[cluster]` section names, or why none.
 pub enum Topology<'a> {
@@ -202,7 +208,7 @@ fn load_ca(file: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
 /// connection for one call.
 pub enum Store {
     Single(ConnectionManager),
-    Sentinel(SentinelStore),
+    Sentinel(Arc<SentinelStore>),
     Cluster(ClusterConnection),
 }
 
@@ -271,13 +277,15 @@ impl Store {
                     builder = builder.set_client_to_redis_password(p);
                 }
                 let client = builder.build().map_err(|e| bad("cluster.sentinels", e))?;
-                Ok(Store::Sentinel(SentinelStore {
+                let store = Arc::new(SentinelStore {
                     client: tokio::sync::Mutex::new(client),
                     current: Mutex::new(None),
                     config: AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(CONNECT_TIMEOUT))
                         .set_response_timeout(Some(response_timeout)),
-                }))
+                });
+                tokio::spawn(SentinelStore::watch(Arc::downgrade(&store)));
+                Ok(Store::Sentinel(store))
             }
             Topology::Cluster(nodes) => {
                 let mut urls = Vec::new();
@@ -336,7 +344,8 @@ pub struct SentinelStore {
     /// Locked while asking the sentinels, so that one failure does not make every
     /// waiting request ask them too.
     client: tokio::sync::Mutex<SentinelClient>,
-    current: Mutex<Option<MultiplexedConnection>>,
+    /// The primary's address and the connection to it.
+    current: Mutex<Option<(ConnectionAddr, MultiplexedConnection)>>,
     config: AsyncConnectionConfig,
 }
 
@@ -345,7 +354,8 @@ impl SentinelStore {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(_, c)| c.clone())
     }
 
     async fn get(&self) -> RedisResult<MultiplexedConnection> {
@@ -356,15 +366,43 @@ impl SentinelStore {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let c = client
-            .get_async_connection_with_config(&self.config)
+        let primary = client.async_get_client().await?;
+        let addr = primary.get_connection_info().addr().clone();
+        let c = primary
+            .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((addr, c.clone()));
         Ok(c)
     }
 
     fn drop_connection(&self) {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Every [`SENTINEL_POLL`], while the store lives: when the sentinels name
+    /// another primary than the one connected to, drop the connection.
+    async fn watch(store: Weak<SentinelStore>) {
+        loop {
+            tokio::time::sleep(SENTINEL_POLL).await;
+            let Some(s) = store.upgrade() else { return };
+            let connected = s
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|(addr, _)| addr.clone());
+            let Some(connected) = connected else { continue };
+            let named = {
+                let mut client = s.client.lock().await;
+                tokio::time::timeout(CONNECT_TIMEOUT, client.async_get_client()).await
+            };
+            if let Ok(Ok(primary)) = named {
+                if *primary.get_connection_info().addr() != connected {
+                    tracing::info!("redis sentinel: the primary changed, reconnecting");
+                    s.drop_connection();
+                }
+            }
+        }
     }
 }
 
