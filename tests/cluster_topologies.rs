@@ -645,6 +645,14 @@ fn check_wants_exactly_one_topology_and_locates_errors() {
             "[cluster]\nredis = \"redis://h:1\"\nmaster_name = \"m\"",
             "cluster.master_name: only goes with sentinels",
         ),
+        (
+            "[cluster]\nredis = \"redis://h:1\"\ntls = true",
+            "cluster.tls: applies to sentinels and nodes",
+        ),
+        (
+            "[cluster]\nnodes = [\"h:1\"]\nca_file = \"/dev/null\"",
+            "cluster.ca_file: is for TLS",
+        ),
     ] {
         let (ok, err) = check(cluster);
         assert!(!ok, "{cluster:?} accepted");
@@ -660,5 +668,47 @@ fn check_wants_exactly_one_topology_and_locates_errors() {
     ] {
         let (ok, err) = check(cluster);
         assert!(ok, "{cluster:?} refused:\n{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_sentinels_and_nodes_fall_back_without_blocking_startup() {
+    let dead = dead_port().await;
+    for (topology, on_error, want) in [
+        (
+            format!("sentinels = [\"{dead}\"]\nmaster_name = \"mymaster\""),
+            "local",
+            StatusCode::OK,
+        ),
+        (
+            format!("sentinels = [\"{dead}\"]\nmaster_name = \"mymaster\""),
+            "deny",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (format!("nodes = [\"{dead}\"]"), "local", StatusCode::OK),
+        (
+            format!("nodes = [\"{dead}\"]"),
+            "deny",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    ] {
+        let cluster =
+            format!("[cluster]\n{topology}\non_error = \"{on_error}\"\ntimeout = \"200ms\"\n");
+        let started = Instant::now();
+        let kg = tokio::time::timeout(
+            Duration::from_secs(10),
+            Keygate::start(&config(&cluster, 5)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{topology}: startup blocked"));
+        let startup = started.elapsed();
+        let r = tokio::time::timeout(Duration::from_secs(10), get(&kg.url("/limited")))
+            .await
+            .unwrap_or_else(|_| panic!("{topology}: request hung"));
+        assert_eq!(r.status, want, "{topology}, {on_error}: {}", r.text());
+        println!(
+            "{topology} ({on_error}): started in {startup:?}, answered {}",
+            r.status
+        );
     }
 }

@@ -185,6 +185,26 @@ pub fn check(raw: &RawCluster, base_dir: &Path) -> Vec<(&'static str, String)> {
             errors.push(("cluster.ca_file", m));
         }
     }
+    if let Ok(t) = topology(raw) {
+        let single = matches!(t, Topology::Single(_));
+        if raw.tls && single {
+            errors.push((
+                "cluster.tls",
+                "applies to sentinels and nodes; with redis, write rediss://".into(),
+            ));
+        }
+        let uses_tls = match t {
+            Topology::Single(url) => url.starts_with("rediss://"),
+            Topology::Sentinel { .. } => raw.tls,
+            Topology::Cluster(nodes) => raw.tls || nodes.iter().any(|n| n.starts_with("rediss://")),
+        };
+        if raw.ca_file.is_some() && !uses_tls {
+            errors.push((
+                "cluster.ca_file",
+                "is for TLS: use rediss:// (or tls = true with sentinels or nodes)".into(),
+            ));
+        }
+    }
     errors
 }
 
