@@ -523,19 +523,47 @@ fn primary_take(p: &mut Proc) {
 
 // --- Redis Cluster ------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_three_master_cluster_keeps_each_decision_in_one_slot() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `redis-cli` on `port`, over TLS (trusting `pki`'s CA) when given.
+fn cli_on(port: u16, pki: Option<&Pki>, args: &[&str]) -> Option<String> {
+    let mut a = Vec::new();
+    if let Some(p) = pki {
+        a.extend(["--tls".to_string(), "--cacert".into(), path_str(&p.ca)]);
+    }
+    a.extend(["-p".to_string(), port.to_string()]);
+    a.extend(args.iter().map(|s| s.to_string()));
+    cli(&a)
+}
+
+/// Three primaries (no replicas) on loopback, over TLS only when `pki` is given;
+/// returns them once every node says `cluster_state:ok`.
+fn redis_cluster(dir: &Path, pki: Option<&Pki>) -> Vec<(Proc, u16)> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let d = dir.path().to_path_buf();
+        let d = dir.to_path_buf();
         nodes.push(start_server(
             "redis-server --cluster-enabled",
             |port| {
                 let nd = d.join(format!("n{port}"));
                 std::fs::create_dir_all(&nd).expect("dir");
-                let mut a = s(&["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-                a.extend(s(&["--save", "", "--appendonly", "no"]));
+                let mut a = match pki {
+                    None => s(&["--port", &port.to_string()]),
+                    Some(p) => {
+                        let mut a = s(&["--port", "0", "--tls-port", &port.to_string()]);
+                        a.extend(s(&["--tls-cluster", "yes", "--tls-auth-clients", "no"]));
+                        a.extend(["--tls-cert-file".into(), path_str(&p.cert)]);
+                        a.extend(["--tls-key-file".into(), path_str(&p.key)]);
+                        a.extend(["--tls-ca-cert-file".into(), path_str(&p.ca)]);
+                        a
+                    }
+                };
+                a.extend(s(&[
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]));
                 a.extend(s(&["--cluster-enabled", "yes"]));
                 a.extend(s(&["--cluster-config-file", "nodes.conf"]));
                 a.extend(s(&["--cluster-node-timeout", "5000"]));
@@ -544,22 +572,33 @@ async fn a_three_master_cluster_keeps_each_decision_in_one_slot() {
                 a.extend(["--dir".into(), path_str(&nd)]);
                 a
             },
-            pong,
+            |port| cli_on(port, pki, &["ping"]).is_some_and(|o| o.contains("PONG")),
         ));
     }
     let ports: Vec<u16> = nodes.iter().map(|(_, p)| *p).collect();
-    let mut create = s(&["--cluster", "create"]);
+    let mut create = Vec::new();
+    if let Some(p) = pki {
+        create.extend(["--tls".to_string(), "--cacert".into(), path_str(&p.ca)]);
+    }
+    create.extend(s(&["--cluster", "create"]));
     create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
     create.extend(s(&["--cluster-replicas", "0", "--cluster-yes"]));
     assert!(cli(&create).is_some(), "redis-cli --cluster create failed");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ports
-        .iter()
-        .all(|p| cli_port(*p, &["cluster", "info"]).is_some_and(|o| o.contains("cluster_state:ok")))
-    {
+    while !ports.iter().all(|p| {
+        cli_on(*p, pki, &["cluster", "info"]).is_some_and(|o| o.contains("cluster_state:ok"))
+    }) {
         assert!(Instant::now() < deadline, "the cluster did not form");
         std::thread::sleep(Duration::from_millis(100));
     }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_master_cluster_keeps_each_decision_in_one_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = redis_cluster(dir.path(), None);
+    let ports: Vec<u16> = nodes.iter().map(|(_, p)| *p).collect();
     away_from_hour_boundary().await;
 
     // One node given is enough: the client learns the slot map from it.
@@ -588,6 +627,21 @@ async fn a_three_master_cluster_keeps_each_decision_in_one_slot() {
     }
     assert_eq!(with_counters, 1, "counters in one slot");
     assert!(replay_keys >= 10, "{replay_keys} replay keys");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_cluster_with_a_private_ca_shares_counters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let nodes = redis_cluster(dir.path(), Some(&pki));
+    away_from_hour_boundary().await;
+    let topology = format!(
+        "nodes = [\"127.0.0.1:{}\"]\ntls = true\nca_file = \"{}\"",
+        nodes[0].1,
+        path_str(&pki.ca)
+    );
+    let kgs = start_n(2, &config(&cluster_section(&topology), 25)).await;
+    shared_counting_works(&kgs, 25, "redis cluster over TLS").await;
 }
 
 // --- keygate check ------------------------------------------------------------
