@@ -521,6 +521,65 @@ fn primary_take(p: &mut Proc) {
     let _ = p.0.wait();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_with_tls_primaries_shares_counters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki(dir.path());
+    let tls_files = |a: &mut Vec<String>| {
+        a.extend(["--tls-cert-file".into(), path_str(&pki.cert)]);
+        a.extend(["--tls-key-file".into(), path_str(&pki.key)]);
+        a.extend(["--tls-ca-cert-file".into(), path_str(&pki.ca)]);
+        a.extend(s(&["--tls-auth-clients", "no", "--tls-replication", "yes"]));
+    };
+    let (_primary, primary_port) = start_server(
+        "redis-server --tls-port",
+        |port| {
+            let mut a = s(&["--port", "0", "--tls-port", &port.to_string()]);
+            a.extend(s(&[
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]));
+            a.extend(["--dir".into(), path_str(dir.path())]);
+            tls_files(&mut a);
+            a
+        },
+        |port| cli_on(port, Some(&pki), &["ping"]).is_some_and(|o| o.contains("PONG")),
+    );
+    let d = dir.path().to_path_buf();
+    // The sentinel listens in clear text and speaks TLS to the primary.
+    let (_sentinel, sentinel_port) = start_server(
+        "redis-sentinel",
+        |port| {
+            let conf = d.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor mymaster 127.0.0.1 {primary_port} 1\n",
+                    path_str(&d)
+                ),
+            )
+            .expect("sentinel conf");
+            let mut a = vec![path_str(&conf), "--sentinel".into()];
+            tls_files(&mut a);
+            a
+        },
+        |port| sentinel_master_port(port) == Some(primary_port),
+    );
+    away_from_hour_boundary().await;
+    let topology = format!(
+        "sentinels = [\"127.0.0.1:{sentinel_port}\"]\nmaster_name = \"mymaster\"\n\
+         tls = true\nca_file = \"{}\"",
+        path_str(&pki.ca)
+    );
+    let kgs = start_n(2, &config(&cluster_section(&topology), 15)).await;
+    shared_counting_works(&kgs, 15, "sentinel, TLS primary").await;
+}
+
 // --- Redis Cluster ------------------------------------------------------------
 
 /// `redis-cli` on `port`, over TLS (trusting `pki`'s CA) when given.
