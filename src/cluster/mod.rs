@@ -125,8 +125,6 @@ impl OnError {
 pub enum ClusterError {
     #[error("cluster.on_error: {0:?} is not one of local, allow, deny")]
     OnError(String),
-    #[error("{0}")]
-    Url(String),
     #[error("cluster: cannot start the Redis client: {0}")]
     Client(String),
 }
