@@ -522,7 +522,7 @@ fn primary_take(p: &mut Proc) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sentinel_with_tls_primaries_shares_counters() {
+async fn sentinel_with_a_tls_primary_and_a_password_shares_counters() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki(dir.path());
     let tls_files = |a: &mut Vec<String>| {
@@ -545,9 +545,17 @@ async fn sentinel_with_tls_primaries_shares_counters() {
             ]));
             a.extend(["--dir".into(), path_str(dir.path())]);
             tls_files(&mut a);
+            a.extend(s(&["--requirepass", "redis-pw"]));
             a
         },
-        |port| cli_on(port, Some(&pki), &["ping"]).is_some_and(|o| o.contains("PONG")),
+        |port| {
+            cli_on(
+                port,
+                Some(&pki),
+                &["--no-auth-warning", "-a", "redis-pw", "ping"],
+            )
+            .is_some_and(|o| o.contains("PONG"))
+        },
     );
     let d = dir.path().to_path_buf();
     // The sentinel listens in clear text and speaks TLS to the primary.
@@ -559,7 +567,8 @@ async fn sentinel_with_tls_primaries_shares_counters() {
                 &conf,
                 format!(
                     "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor mymaster 127.0.0.1 {primary_port} 1\n",
+                     sentinel monitor mymaster 127.0.0.1 {primary_port} 1\n\
+                     sentinel auth-pass mymaster redis-pw\n",
                     path_str(&d)
                 ),
             )
@@ -573,7 +582,7 @@ async fn sentinel_with_tls_primaries_shares_counters() {
     away_from_hour_boundary().await;
     let topology = format!(
         "sentinels = [\"127.0.0.1:{sentinel_port}\"]\nmaster_name = \"mymaster\"\n\
-         tls = true\nca_file = \"{}\"",
+         tls = true\nca_file = \"{}\"\npassword = \"redis-pw\"",
         path_str(&pki.ca)
     );
     let kgs = start_n(2, &config(&cluster_section(&topology), 15)).await;
