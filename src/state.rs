@@ -58,8 +58,7 @@ impl State {
     /// wait for Redis: the connection is made in the background.
     pub fn start_cluster(&mut self, raw: Option<&RawCluster>) -> Result<(), ClusterError> {
         let Some(raw) = raw else { return Ok(()) };
-        let url = crate::config::compile::expand_env(&raw.redis).map_err(ClusterError::Url)?;
-        self.cluster = Some(Cluster::start(raw, &url, self.metrics.clone())?);
+        self.cluster = Some(Cluster::start(raw, &self.base_dir, self.metrics.clone())?);
         self.cluster_settings = crate::cluster::fingerprint(Some(raw));
         Ok(())
     }

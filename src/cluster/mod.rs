@@ -16,16 +16,27 @@
 //!   While the breaker is open no call waits on Redis at all; a probe every
 //!   second closes it again when Redis answers. Transitions are logged and shown
 //!   by `keygate_cluster_mode{mode}`.
-//! - The connection is made in the background (redis-rs's connection manager,
-//!   which also reconnects), so a dead Redis never delays startup.
+//! - The connection is made in the background, so a dead Redis never delays
+//!   startup. Three topologies ([`conn`]): one server (`redis`, `rediss://` for
+//!   TLS), Redis Sentinel (`sentinels` + `master_name`; the connection follows
+//!   the primary after a failover) and Redis Cluster (`nodes`).
+//! - Redis Cluster: the counter keys of one decision must be in one hash slot
+//!   for one script to touch them all. Counters are shared across requests of
+//!   different shapes (an API's window by every caller, a key's plan quota by
+//!   every API it calls), so any per-API or per-key tag would split some
+//!   request's counters across slots; instead every counter key carries the
+//!   hash tag `{PREFIX}` (one slot, one primary), which keeps each decision one
+//!   atomic script exactly as with one server. Replay keys are single keys and
+//!   carry no tag: they spread over all primaries.
 //!
 //! Limits of the design, stated: counts made while falling back are not pushed
 //! to Redis afterwards; a call that timed out may still be applied by Redis once
-//! it wakes up (at most a few requests counted twice); a standalone Redis (or a
-//! primary) is required, not Redis Cluster (the window keys are derived inside
-//! the script).
+//! it wakes up (at most a few requests counted twice); with Redis Cluster the
+//! counters are served by the one primary that owns their slot (the window keys
+//! are derived inside the script, within that slot).
 
 pub mod breaker;
+pub mod conn;
 
 use crate::auth::replay::ReplayCache;
 use crate::auth::AuthError;
@@ -36,8 +47,8 @@ use crate::policy::limits::{
 };
 use crate::reject::Reject;
 use breaker::{Breaker, Transition};
+use conn::Store;
 use hmac::{Hmac, Mac};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -114,8 +125,6 @@ impl OnError {
 pub enum ClusterError {
     #[error("cluster.on_error: {0:?} is not one of local, allow, deny")]
     OnError(String),
-    #[error("cluster.redis: {0}")]
-    Url(String),
     #[error("cluster: cannot start the Redis client: {0}")]
     Client(String),
 }
@@ -143,24 +152,7 @@ impl CallError {
     }
 }
 
-/// Checks the URL of `[cluster] redis` (after `${ENV}` expansion) as this build
-/// supports it. `rediss://` needs a TLS-enabled build, which this one is not.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("rediss://") {
-        return Err(
-            "rediss:// (TLS) is not supported by this build; use redis:// \
-                    (e.g. through a local TLS tunnel)"
-                .into(),
-        );
-    }
-    if !url.starts_with("redis://") {
-        return Err("must be a redis:// URL".into());
-    }
-    redis::Client::open(url)
-        .map(|_| ())
-        // The parser's message may quote the URL, and with it a password.
-        .map_err(|_| "not a valid redis:// URL".into())
-}
+pub use conn::check_url;
 
 /// Identity of the cluster settings: a reload that changes it needs a restart.
 pub fn fingerprint(raw: Option<&RawCluster>) -> String {
@@ -168,8 +160,18 @@ pub fn fingerprint(raw: Option<&RawCluster>) -> String {
         None => String::new(),
         Some(c) => {
             let s = format!(
-                "{}|{}|{:?}|{}|{}",
-                c.redis, c.on_error, c.timeout, c.shared_qps, c.prefix
+                "{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{}|{}",
+                c.redis,
+                c.sentinels,
+                c.master_name,
+                c.nodes,
+                c.tls,
+                c.ca_file,
+                c.password,
+                c.on_error,
+                c.timeout,
+                c.shared_qps,
+                c.prefix
             );
             hex::encode(Sha256::digest(s.as_bytes()))
         }
@@ -178,7 +180,10 @@ pub fn fingerprint(raw: Option<&RawCluster>) -> String {
 
 /// The shared store: a Redis connection, its breaker and the failure policy.
 pub struct Cluster {
-    conn: ConnectionManager,
+    store: Store,
+    /// Counter keys start with this: `PREFIX`, or `{PREFIX}` (one hash slot)
+    /// with Redis Cluster.
+    counter_prefix: String,
     limit_script: Script,
     timeout: Duration,
     on_error: OnError,
@@ -201,36 +206,41 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     /// Starts the client without waiting for Redis (the connection is made in the
-    /// background on first use). `url` is `[cluster] redis` after `${ENV}`
-    /// expansion. Must be called inside the Tokio runtime.
+    /// background on first use). `base_dir` is the config's directory (for
+    /// `ca_file`). Must be called inside the Tokio runtime.
     pub fn start(
         raw: &RawCluster,
-        url: &str,
+        base_dir: &std::path::Path,
         metrics: Arc<Metrics>,
     ) -> Result<Cluster, ClusterError> {
         let on_error = OnError::parse(&raw.on_error)
             .ok_or_else(|| ClusterError::OnError(raw.on_error.clone()))?;
-        check_url(url).map_err(ClusterError::Url)?;
-        let client = redis::Client::open(url)
-            .map_err(|_| ClusterError::Url("not a valid redis:// URL".into()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(raw.timeout.max(Duration::from_millis(1)) * 4))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ClusterError::Client(e.to_string()))?;
+        let timeout = raw.timeout.max(Duration::from_millis(1));
+        let store = Store::start(raw, base_dir, timeout).map_err(ClusterError::Client)?;
+        let counter_prefix = if store.is_cluster() {
+            format!("{{{}}}", raw.prefix)
+        } else {
+            raw.prefix.clone()
+        };
         metrics.set_cluster_mode("shared");
         tracing::info!(
+            topology = if store.is_cluster() {
+                "cluster"
+            } else if raw.sentinels.is_empty() {
+                "single"
+            } else {
+                "sentinel"
+            },
             on_error = on_error.name(),
             timeout_ms = raw.timeout.as_millis() as u64,
             shared_qps = raw.shared_qps,
             "cluster mode: window counters, quotas and the replay cache are shared through Redis"
         );
         Ok(Cluster {
-            conn,
+            store,
+            counter_prefix,
             limit_script: Script::new(LIMIT_SCRIPT),
-            timeout: raw.timeout.max(Duration::from_millis(1)),
+            timeout,
             on_error,
             shared_qps: raw.shared_qps,
             prefix: raw.prefix.clone(),
@@ -273,6 +283,7 @@ impl Cluster {
                 }
             }
             Err(e) => {
+                self.store.failed();
                 self.metrics.cluster_error(e.kind());
                 self.metrics.cluster_fallback();
                 tracing::debug!(error = %e, "redis call failed");
@@ -347,12 +358,14 @@ impl Cluster {
     ) -> impl Future<Output = Result<Vec<i64>, CallError>> + Send + 's {
         let mut inv = self.limit_script.prepare_invoke();
         for op in ops {
-            inv.key(format!("{}:{}", self.prefix, op.key));
+            inv.key(format!("{}:{}", self.counter_prefix, op.key));
             inv.arg(op.limit);
             inv.arg(op.window);
         }
-        let mut conn = self.conn.clone();
-        async move { Ok(inv.invoke_async::<Vec<i64>>(&mut conn).await?) }
+        async move {
+            let mut conn = self.store.handle().await?;
+            Ok(inv.invoke_async::<Vec<i64>>(&mut conn).await?)
+        }
     }
 
     /// The replay check in cluster mode (SPEC §8): `SET NX PX` in Redis; on
@@ -373,10 +386,10 @@ impl Cluster {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let fresh = self
             .call(|| {
-                let mut conn = self.conn.clone();
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
                 async move {
+                    let mut conn = self.store.handle().await?;
                     let r: RedisResult<Option<String>> = cmd.query_async(&mut conn).await;
                     Ok(r?.is_some())
                 }
@@ -476,13 +489,5 @@ mod tests {
         assert_eq!(a, replay_digest("k", "secret", "sig"));
         assert_ne!(a, replay_digest("ks", "secret", "ig"));
         assert_ne!(a, replay_digest("k", "other", "sig"));
-    }
-
-    #[test]
-    fn urls_are_checked_without_echoing_them() {
-        assert!(check_url("redis://127.0.0.1:6379").is_ok());
-        assert!(check_url("redis://:pw@10.0.0.1:6379/2").is_ok());
-        assert!(check_url("rediss://h:6380").unwrap_err().contains("TLS"));
-        assert!(check_url("http://h").is_err());
     }
 }

@@ -195,13 +195,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 format!("{:?} is not one of local, allow, deny", c.on_error),
             ));
         }
-        match expand_env(&c.redis) {
-            Ok(u) => {
-                if let Err(m) = crate::cluster::check_url(&u) {
-                    e.push(err("cluster.redis", m));
-                }
-            }
-            Err(m) => e.push(err("cluster.redis", m)),
+        for (field, m) in crate::cluster::conn::check(c, &base) {
+            e.push(err(field, m));
         }
         if c.timeout < super::bounds::MIN_DURATION || c.timeout > Duration::from_secs(10) {
             e.push(err(

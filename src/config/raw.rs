@@ -173,7 +173,27 @@ pub struct RawCert {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
-    pub redis: String,
+    /// One server: `redis://` or `rediss://` (TLS). Exactly one of `redis`,
+    /// `sentinels`, `nodes` (see `crate::cluster::conn`).
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// Redis Sentinel: `host:port` of the sentinels, with `master_name`.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    #[serde(default)]
+    pub master_name: Option<String>,
+    /// Redis Cluster: `host:port` (or `redis[s]://` URLs) of some nodes.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// TLS to `host:port` nodes and to the primaries found through Sentinel.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA that TLS servers are checked against instead of the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Password of the Sentinel primaries and Cluster nodes (`${ENV}` expanded).
+    #[serde(default)]
+    pub password: Option<String>,
     #[serde(default = "default_on_error")]
     pub on_error: String,
     #[serde(default = "default_redis_timeout", deserialize_with = "de_duration")]
