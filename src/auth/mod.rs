@@ -3,6 +3,7 @@
 
 pub mod hmac;
 pub mod jwt;
+pub mod key;
 pub mod openapi;
 pub mod replay;
 pub mod sign;

@@ -217,6 +217,8 @@ pub struct RawAuth {
     pub tc1: RawTc1Auth,
     #[serde(default)]
     pub jwt: RawJwtAuth,
+    #[serde(default)]
+    pub key: RawKeyAuth,
 }
 impl Default for RawAuth {
     fn default() -> Self {
@@ -229,6 +231,7 @@ impl Default for RawAuth {
             tc3: RawTc3Auth::default(),
             tc1: RawTc1Auth::default(),
             jwt: RawJwtAuth::default(),
+            key: RawKeyAuth::default(),
         }
     }
 }
@@ -326,6 +329,33 @@ impl Default for RawJwtAuth {
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+
+/// `[auth.key]`: where `auth = "key"` APIs read the API key by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyAuth {
+    /// Header carrying the key (default `X-API-Key`).
+    pub key_header: Option<String>,
+    /// Query parameter carrying the key; unset: the query is not read.
+    pub key_query: Option<String>,
+}
+
+/// `[services.apis.request_headers]` / `[services.apis.response_headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    /// name -> value template; replaces any value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// name -> value template; appended to the values present.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// old name -> new name (requests only).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -438,6 +468,10 @@ pub struct RawIpControl {
     pub mode: String,
     /// IPs / CIDRs separated by `;` or newlines.
     pub ips: String,
+    /// Status of this plugin's refusals (default 403).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Hash)]
@@ -457,6 +491,10 @@ pub struct RawTrafficControl {
     pub spec_ip_rate_limits: Vec<RawSpecIp>,
     /// Bucket IPv6 clients by this prefix length for `ip_rate_limit` (e.g. 64); none = per address.
     pub ipv6_prefix: Option<u8>,
+    /// Status of this plugin's refusals (default 429).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 fn default_one() -> u64 {
     1
@@ -486,6 +524,10 @@ pub struct RawParamTrafficControl {
     pub default_rate_limit: u64,
     #[serde(default)]
     pub strategies: Vec<RawStrategy>,
+    /// Status of this plugin's refusals (default 429).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Hash)]
@@ -579,6 +621,27 @@ pub struct RawApi {
     pub debug_signatures: Option<bool>,
     /// Per-API override of `[server] max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// `auth = "key"`: per-API override of `[auth.key] key_header`.
+    pub key_header: Option<String>,
+    /// `auth = "key"`: per-API override of `[auth.key] key_query`.
+    pub key_query: Option<String>,
+    /// Caller access lists, checked after authentication (403).
+    #[serde(default)]
+    pub allow_apps: Vec<String>,
+    #[serde(default)]
+    pub deny_apps: Vec<String>,
+    #[serde(default)]
+    pub allow_keys: Vec<String>,
+    #[serde(default)]
+    pub deny_keys: Vec<String>,
+    /// Status of this API's authentication refusals (401/403 by default).
+    pub auth_rejected_code: Option<u16>,
+    /// Message of this API's authentication refusals.
+    pub auth_rejected_msg: Option<String>,
+    #[serde(default)]
+    pub request_headers: RawHeaderRules,
+    #[serde(default)]
+    pub response_headers: RawHeaderRules,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<String> {
