@@ -340,7 +340,13 @@ impl Ctx {
         let limit = match &api.auth {
             AuthMode::None => return Ok((None, stream(body))),
             AuthMode::Jwt(p) => {
-                let id = p.verify(&parts.headers, gw.auth.jwt_leeway, SystemTime::now())?;
+                p.ready().await;
+                let id = p.verify_request(
+                    &parts.headers,
+                    parts.uri.query(),
+                    gw.auth.jwt_leeway,
+                    SystemTime::now(),
+                )?;
                 let (key_id, app) = match gw.keys.get(&id.subject) {
                     Some(k) if !k.enabled => return Err(AuthError::DisabledKey.into()),
                     Some(k) => (k.id.clone(), k.app.clone()),
@@ -527,6 +533,10 @@ fn prepare_forward(
             Some(name) => auth::key::strip_query(query, name),
             None => query.into(),
         },
+        AuthMode::Jwt(p) if gw.auth.strip_credentials => match p.token_query() {
+            Some(name) => auth::key::strip_query(query, name),
+            None => query.into(),
+        },
         _ => query.into(),
     };
     if !query.is_empty() || !b.const_query.is_empty() {
@@ -558,9 +568,17 @@ fn prepare_forward(
     // Identity headers are ours alone: a client's copies are dropped, in any
     // spelling and on every API.
     gw.reserved.strip(h);
-    if let AuthMode::Key(k) = &api.auth {
-        if gw.auth.strip_credentials {
-            h.remove(&k.header);
+    if gw.auth.strip_credentials {
+        match &api.auth {
+            AuthMode::Key(k) => {
+                h.remove(&k.header);
+            }
+            AuthMode::Jwt(p) => {
+                if let Some(c) = p.token_cookie() {
+                    auth::jwt::strip_cookie(h, c);
+                }
+            }
+            _ => {}
         }
     }
     // Header rules run before the headers below are set, and may not name them.

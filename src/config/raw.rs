@@ -402,7 +402,7 @@ pub struct RawKey {
     pub enabled: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwtProvider {
     pub name: String,
@@ -419,6 +419,36 @@ pub struct RawJwtProvider {
     pub claims_to_headers: BTreeMap<String, String>,
     /// Claim naming the caller's key for usage plans and limits (default `sub`).
     pub key_claim: Option<String>,
+    /// Algorithm of RSA keys that declare none (PEM keys, JWKs without `alg`):
+    /// RS256 (default), RS384, RS512, PS256, PS384 or PS512.
+    pub algorithm: Option<String>,
+    /// Cookie carrying the token when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// Query parameter carrying the token when there is no header or cookie.
+    pub token_query: Option<String>,
+    /// claim -> required value, or list of accepted values (`scope`/`scp`
+    /// strings are split on spaces).
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, RawClaimValue>,
+    /// JWKS fetched at start and every `jwks_refresh` (default 5m); the last
+    /// good set is kept when a fetch fails.
+    pub jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub jwks_refresh: Option<Duration>,
+    /// Bound of one JWKS fetch (default 5s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub jwks_timeout: Option<Duration>,
+    /// Longest accepted token lifetime (`exp - iat`, and `exp - now`).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_lifetime: Option<Duration>,
+}
+
+/// A required claim value: one value or a list of accepted ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawClaimValue {
+    One(String),
+    Any(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
