@@ -1,21 +1,30 @@
 //! `jwt` authentication (SPEC §3.4): `Authorization: Bearer <jwt>` (or the
-//! documented `Bearer id_token="<jwt>"`), RS256 / ES256 only, verified against a
-//! configured JWK, JWKS file or PEM public key.
+//! documented `Bearer id_token="<jwt>"`), else the `token_cookie` cookie, else
+//! the `token_query` parameter; verified against a configured JWK, JWKS file,
+//! PEM public key or a JWKS fetched from `jwks_url` (see `super::jwks`).
 //!
-//! Decisions where the spec is silent:
-//! - Only RS256 and ES256 exist. The algorithm of every key is fixed when the
-//!   config is compiled (RSA key → RS256, P-256 key → ES256) and a token is only
-//!   checked against keys of its own `alg`: `none`, `HS*` and algorithm confusion
+//! `jsonwebtoken` parses the keys (`DecodingKey::from_jwk`, `from_*_pem`) and
+//! checks signatures. What stays ours:
+//! - The algorithm of every key is pinned when it is loaded: a JWK's declared
+//!   `alg`, else for RSA keys the provider's `algorithm` (default RS256), EC
+//!   P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA. A token is only checked
+//!   against keys pinned to its own `alg`: `none`, `HS*` and algorithm confusion
 //!   (an RSA public key used as an HMAC secret) cannot happen.
+//! - Fractional `exp` / `nbf` (NumericDate allows them) are compared exactly as
+//!   numbers: a token with `exp = 100.5` is valid until 100.5 s (plus leeway),
+//!   neither rounded down nor up. `max_lifetime` bounds `exp - iat` and
+//!   `exp - now`.
 //! - `exp` is mandatory by default ([`JwtProvider::set_require_exp`]); `exp` and
 //!   `nbf` are checked with the leeway when present; `iat` is not checked.
 //! - Key choice: a token with a `kid` is checked against the keys with that `kid`
 //!   (or, failing those, keys that have no `kid`); a token without `kid` is tried
 //!   against every key of its algorithm.
-//! - In a JWKS file, keys this module cannot use (other key types or curves,
-//!   `use` other than `sig`, `alg` other than RS256/ES256) are skipped; malformed
-//!   keys are config errors, and so is a set without one usable key.
-//! - RSA keys must have 2048 to 8192 bit moduli (the verifier refuses others).
+//! - In a JWKS, keys this module cannot use (other key types or curves, `use`
+//!   other than `sig`, an `alg` that does not suit the key) are skipped; malformed
+//!   keys are config errors, and so is a set without one usable key. A fetched
+//!   set that fails to parse is logged and the last good set kept.
+//! - RSA keys must have 2048 to 8192 bit moduli (checked when a JWK is loaded;
+//!   the verifier refuses other PEM keys).
 //! - Tokens with a `crit` header are refused (RFC 7515 §4.1.11: we understand no
 //!   extension). Tokens over 16 KiB are refused before any parsing.
 //! - The subject (`key_claim`, default `sub`) must be a non-empty string or a
