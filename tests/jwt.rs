@@ -109,7 +109,11 @@ async fn eventually(kg: &Keygate, t: &str, want: StatusCode) {
 async fn start(answer: &Answer) -> Keygate {
     let jwks_addr = jwks_server(answer.clone()).await;
     let be = spawn_backend().await;
-    Keygate::start(&format!(
+    Keygate::start(&config(jwks_addr, be)).await
+}
+
+fn config(jwks_addr: SocketAddr, be: SocketAddr) -> String {
+    format!(
         r#"
 [[jwt_providers]]
 name = "idp"
@@ -130,8 +134,7 @@ jwt_provider = "idp"
 [services.apis.backend]
 url = "http://{be}"
 "#
-    ))
-    .await
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -195,4 +198,26 @@ async fn token_from_cookie_or_query_is_stripped_and_claims_are_required() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["code"], "AuthFailure.TokenFailure");
     assert!(r.text().contains("scope"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_while_the_idp_is_down_keeps_the_last_good_keys() {
+    let answer: Answer = Arc::new(Mutex::new((200, jwks("a", KEY_A_X))));
+    let jwks_addr = jwks_server(answer.clone()).await;
+    let be = spawn_backend().await;
+    let kg = Keygate::start(&config(jwks_addr, be)).await;
+    let a = token("a", KEY_A, claims("orders:read"));
+    assert_eq!(bearer(&kg, &a).await.status, StatusCode::OK);
+
+    *answer.lock().expect("lock") = (503, String::new());
+    // Another route, so that the reload builds a new snapshot with a new provider.
+    kg.write_config(&format!(
+        "{}\n[[services.apis]]\nname = \"more\"\npath = \"/more/\"\n[services.apis.backend]\ntype = \"mock\"\n",
+        config(jwks_addr, be)
+    ));
+    let (status, text) = kg.reload().await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(get(&kg.url("/more/")).await.status, StatusCode::OK);
+    let r = bearer(&kg, &a).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }

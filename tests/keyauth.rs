@@ -465,6 +465,9 @@ fn check_reports_key_acl_header_and_refusal_mistakes_with_locations() {
     let backend = "[services.apis.backend]\ntype = \"mock\"\n";
     let (ok, err) = check(&format!(
         r#"
+[auth.key]
+key_query = "a=b"
+
 [[keys]]
 id = "k1"
 secret = "same"
@@ -504,7 +507,13 @@ rename = {{ "a" = "b" }}
 "#
     ));
     assert!(!ok, "{err}");
+    assert_eq!(
+        err.matches("\"a=b\"").count(),
+        1,
+        "one problem, once: {err}"
+    );
     for want in [
+        "auth.key: key_query \"a=b\" must be a non-empty name",
         "keys (k2): same secret as key \"k1\"",
         "plugins (blocked): rejected_code 99 is not an HTTP status 200-599",
         "services (svc) / apis (anon): allow_apps, deny_apps, allow_keys and deny_keys need an auth scheme",

@@ -178,14 +178,16 @@ impl JwtProvider {
             if timeout.is_zero() || timeout > Duration::from_secs(30) {
                 return Err(ctx("jwks_timeout must be between 1ms and 30s".into()));
             }
+            // A reload starts from the set the previous snapshot last fetched.
+            let cached = last_good(&url, algorithm);
             remote = Some(Arc::new(Remote {
                 url,
                 refresh,
                 timeout,
                 algorithm,
-                tried: tokio::sync::watch::Sender::new(false),
+                tried: tokio::sync::watch::Sender::new(cached.is_some()),
             }));
-            Vec::new()
+            cached.unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -286,7 +288,10 @@ impl JwtProvider {
                     .and_then(|t| parse_jwks(&t, remote.algorithm));
                 let Some(set) = keys.upgrade() else { return };
                 match got {
-                    Ok(k) => set.store(Arc::new(k)),
+                    Ok(k) => {
+                        remember(&remote.url, remote.algorithm, &k);
+                        set.store(Arc::new(k));
+                    }
                     Err(e) => tracing::warn!(
                         provider = %name,
                         url = %remote.url,
@@ -554,6 +559,29 @@ impl JwtProvider {
 
 fn invalid(msg: String) -> AuthError {
     AuthError::InvalidToken(msg)
+}
+
+type CacheKey = (String, Option<Algorithm>);
+
+/// The last good set fetched from each `jwks_url`, so that a reload does not
+/// start without keys (nor lose them when the IdP is down at that moment).
+static LAST_GOOD: std::sync::Mutex<Vec<(CacheKey, Vec<ProviderKey>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn last_good(url: &http::Uri, alg: Option<Algorithm>) -> Option<Vec<ProviderKey>> {
+    let key = (url.to_string(), alg);
+    let cache = LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn remember(url: &http::Uri, alg: Option<Algorithm>, keys: &[ProviderKey]) {
+    let key = (url.to_string(), alg);
+    let mut cache = LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner());
+    cache.retain(|(k, _)| *k != key);
+    cache.push((key, keys.to_vec()));
 }
 
 /// Keys to try for a token: those of its `kid` (or, failing those, keys

@@ -264,6 +264,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     let reserved =
         crate::reserved::ReservedHeaders::new(jwt.values().flat_map(|p| p.header_names()));
     let key_index = crate::auth::key::KeyIndex::new(&keys);
+    if let Err(m) = crate::auth::key::KeySource::new(
+        raw.auth.key.key_header.as_deref(),
+        raw.auth.key.key_query.as_deref(),
+    ) {
+        e.push(err("auth.key", m));
+    }
     if raw
         .services
         .iter()
@@ -599,7 +605,10 @@ fn compile_api(
             match crate::auth::key::KeySource::new(header, query) {
                 Ok(s) => AuthMode::Key(Arc::new(s)),
                 Err(m) => {
-                    e.push(err(at, m));
+                    // A mistake of [auth.key] alone is reported once, there.
+                    if api.key_header.is_some() || api.key_query.is_some() {
+                        e.push(err(at, m));
+                    }
                     AuthMode::None
                 }
             }
