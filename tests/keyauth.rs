@@ -369,6 +369,17 @@ expire_type = "day"
 api_rate_limit = 1
 rejected_code = 503
 rejected_msg = "slow down, friend"
+[[plugins]]
+name = "per-user"
+type = "param_traffic_control"
+default_window = 0
+rejected_msg = "one per user"
+[[plugins.strategies]]
+name = "users"
+strategy_weight = 1
+parameters = [{{ type = "header", name = "x-user" }}]
+rate_limit = 1
+window = 60
 
 [[services]]
 name = "svc"
@@ -381,6 +392,11 @@ plugins = ["blocked"]
 name = "flow"
 path = "/flow/"
 plugins = ["flow"]
+{http}
+[[services.apis]]
+name = "param"
+path = "/param/"
+plugins = ["per-user"]
 {http}
 [[services.apis]]
 name = "auth"
@@ -412,6 +428,18 @@ auth_rejected_msg = "sign it properly"
     let j = r.json();
     assert_eq!(j["code"], "RequestLimitExceeded", "{j}");
     assert_eq!(j["message"], "slow down, friend", "{j}");
+
+    // Only the message: status 429 and the code stay.
+    let user = |u: &'static str| [("x-user", u)];
+    let r = send(Method::GET, &kg.url("/param/x"), &user("u1"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = send(Method::GET, &kg.url("/param/x"), &user("u1"), "").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let j = r.json();
+    assert_eq!(j["code"], "RequestLimitExceeded", "{j}");
+    assert_eq!(j["message"], "one per user", "{j}");
+    let r = send(Method::GET, &kg.url("/param/x"), &user("u2"), "").await;
+    assert_eq!(r.status, StatusCode::OK);
 
     for headers in [
         vec![],
