@@ -96,9 +96,10 @@ impl Ctx {
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
-                // A Redis outage under on_error = deny is logged once by the breaker.
+                // A Redis outage under on_error = deny is logged once by the breaker;
+                // a configured `rejected_code` of 5xx is a refusal, not a failure.
                 if reject.status().is_server_error()
-                    && !matches!(reject, Reject::ClusterUnavailable)
+                    && !matches!(reject, Reject::ClusterUnavailable | Reject::Custom(_))
                 {
                     tracing::warn!(request_id = %request_id, error = %reject, "request failed");
                 }
