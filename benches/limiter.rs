@@ -48,6 +48,8 @@ fn benches(c: &mut Criterion) {
 
     let tc = TrafficPolicy::compile(
         &RawTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,
@@ -68,6 +70,8 @@ fn benches(c: &mut Criterion) {
 
     let pc = ParamPolicy::compile(
         &RawParamTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "pflow".into(),
             default_window: 0,
             default_rate_limit: 0,

@@ -75,6 +75,7 @@ fn jwt(c: &mut Criterion) {
         audiences: vec![],
         claims_to_headers: BTreeMap::from([("email".to_string(), "x-email".to_string())]),
         key_claim: None,
+        ..Default::default()
     };
     let provider = JwtProvider::from_raw(&raw, Path::new(".")).unwrap();
     let now = SystemTime::now();

@@ -55,6 +55,8 @@ pub struct AuthSettings {
     pub tc3: Tc3Settings,
     pub tc1: Tc1Settings,
     pub jwt_leeway: Duration,
+    /// SHA-256(secret) -> key, for `auth = "key"`.
+    pub key_index: crate::auth::key::KeyIndex,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,23 @@ pub struct Api {
     pub plans: Option<Arc<HashMap<String, Arc<str>>>>,
     pub limits: RouteLimits,
     pub backend: Backend,
+    /// `allow_*` / `deny_*` caller lists, checked after authentication.
+    pub acl: Option<Arc<crate::policy::acl::CallerAcl>>,
+    /// `[services.apis.request_headers]`, applied to the forwarded request.
+    pub request_headers: Option<Arc<crate::policy::headers::HeaderRules>>,
+    /// `[services.apis.response_headers]`, applied to the back end's answer.
+    pub response_headers: Option<Arc<crate::policy::headers::HeaderRules>>,
+    /// Configured `rejected_code` / `rejected_msg` of this API's refusals.
+    pub refusals: Refusals,
+}
+
+/// Custom refusals: the API's for authentication (and access lists), its
+/// `ip_control` plugins' by plugin name, its traffic-control plugin's.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub auth: Option<crate::reject::Refusal>,
+    pub plugins: HashMap<Arc<str>, crate::reject::Refusal>,
+    pub traffic: Option<crate::reject::Refusal>,
 }
 
 pub enum AuthMode {
@@ -151,6 +170,8 @@ pub enum AuthMode {
     Tc1,
     Jwt(Arc<JwtProvider>),
     OpenApi,
+    /// A plain API key read from this header / query parameter.
+    Key(Arc<crate::auth::key::KeySource>),
 }
 
 impl AuthMode {
@@ -162,6 +183,7 @@ impl AuthMode {
             AuthMode::Tc1 => "tc1",
             AuthMode::Jwt(_) => "jwt",
             AuthMode::OpenApi => "openapi",
+            AuthMode::Key(_) => "key",
         }
     }
 }

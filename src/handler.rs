@@ -105,9 +105,10 @@ impl Ctx {
                 let api = out.api.map(|i| &gw.apis[i]);
                 let style = api.map(|a| a.style).unwrap_or(ErrorStyle::Json);
                 let debug = api.is_some_and(|a| a.debug_signatures);
-                // A Redis outage under on_error = deny is logged once by the breaker.
+                // A Redis outage under on_error = deny is logged once by the breaker;
+                // a configured `rejected_code` of 5xx is a refusal, not a failure.
                 if reject.status().is_server_error()
-                    && !matches!(reject, Reject::ClusterUnavailable)
+                    && !matches!(reject, Reject::ClusterUnavailable | Reject::Custom(_))
                 {
                     tracing::warn!(request_id = %request_id, error = %reject, "request failed");
                 }
@@ -254,15 +255,25 @@ impl Ctx {
         out.client_ip = Some(ip);
         for (name, policy) in &api.ip {
             if !policy.allows(ip) {
-                return Err(Reject::IpDenied(name.to_string()));
+                let reject = Reject::IpDenied(name.to_string());
+                return Err(match api.refusals.plugins.get(name) {
+                    Some(r) => r.apply(reject),
+                    None => reject,
+                });
             }
         }
 
         // 4. Authentication.
         let (identity, body) = self
             .authenticate(gw, api, &parts, body, declared_len, &mut out.extra)
-            .await?;
+            .await
+            .map_err(|r| custom_auth_refusal(api, r))?;
         out.key_id = identity.as_ref().map(|i| i.key_id.clone());
+        if let (Some(acl), Some(id)) = (&api.acl, &identity) {
+            if !acl.allows(&id.key_id, &id.app) {
+                return Err(custom_auth_refusal(api, AuthError::NotAllowed.into()));
+            }
+        }
 
         // 5. Limits: usage plan QPS and quota, service, API, traffic plugins.
         if !api.limits.is_empty() {
@@ -284,9 +295,13 @@ impl Ctx {
                 Ok(report) => report.write_headers(&mut out.extra),
                 Err(report) => {
                     report.write_headers(&mut out.extra);
-                    return Err(Reject::RateLimited {
+                    let reject = Reject::RateLimited {
                         message: report.message(),
                         quota: report.is_quota(),
+                    };
+                    return Err(match (&api.refusals.traffic, report.policy()) {
+                        (Some(r), Some(p)) if is_plugin_limit(p.kind) => r.apply(reject),
+                        _ => reject,
                     });
                 }
             }
@@ -314,6 +329,12 @@ impl Ctx {
         };
 
         // 7. Decorate.
+        if let Some(rules) = &api.response_headers {
+            rules.apply(
+                resp.headers_mut(),
+                &header_vars(identity.as_ref(), ip, request_id),
+            );
+        }
         if let Some(plan) = identity.as_ref().and_then(|i| i.plan.as_deref()) {
             if !out.extra.contains_key("x-usageplan-id") {
                 if let Ok(v) = HeaderValue::from_str(plan) {
@@ -348,7 +369,13 @@ impl Ctx {
         let limit = match &api.auth {
             AuthMode::None => return Ok((None, stream(body))),
             AuthMode::Jwt(p) => {
-                let id = p.verify(&parts.headers, gw.auth.jwt_leeway, SystemTime::now())?;
+                p.ready().await;
+                let id = p.verify_request(
+                    &parts.headers,
+                    parts.uri.query(),
+                    gw.auth.jwt_leeway,
+                    SystemTime::now(),
+                )?;
                 let (key_id, app) = match gw.keys.get(&id.subject) {
                     Some(k) if !k.enabled => return Err(AuthError::DisabledKey.into()),
                     Some(k) => (k.id.clone(), k.app.clone()),
@@ -369,6 +396,7 @@ impl Ctx {
             AuthMode::Tc3 { .. } => auth::tc3::body_limit(&parts.method, &parts.headers),
             AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
             AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
+            AuthMode::Key(_) => None,
         };
         if let (Some(limit), Some(len)) = (limit, declared_len) {
             if len > limit as u64 {
@@ -511,6 +539,36 @@ impl Ctx {
     }
 }
 
+/// An authentication refusal (401/403) in the API's `auth_rejected_*` terms.
+fn custom_auth_refusal(api: &Api, reject: Reject) -> Reject {
+    match (&api.refusals.auth, &reject) {
+        (Some(r), Reject::Auth(e)) if matches!(e.status(), 401 | 403) => r.apply(reject),
+        _ => reject,
+    }
+}
+
+/// A refusal by a traffic-control plugin (rather than a plan or a `qps`).
+fn is_plugin_limit(kind: crate::policy::limits::PolicyKind) -> bool {
+    use crate::policy::limits::PolicyKind as K;
+    matches!(
+        kind,
+        K::TrafficApi | K::TrafficApp | K::TrafficIp | K::ParamDefault | K::ParamStrategy
+    )
+}
+
+fn header_vars<'a>(
+    identity: Option<&'a Identity>,
+    client_ip: IpAddr,
+    request_id: &'a str,
+) -> crate::policy::headers::Vars<'a> {
+    crate::policy::headers::Vars {
+        key_id: identity.map(|i| i.key_id.as_str()),
+        app: identity.map(|i| i.app.as_str()),
+        client_ip,
+        request_id,
+    }
+}
+
 fn plan_of(api: &Api, key_id: &str) -> Result<Option<Arc<str>>, Reject> {
     match &api.plans {
         None => Ok(None),
@@ -538,6 +596,17 @@ fn prepare_forward(
 ) -> Result<(), Reject> {
     let mut pq = backend_path;
     let query = parts.uri.query().unwrap_or("");
+    let query: &str = &match &api.auth {
+        AuthMode::Key(k) if gw.auth.strip_credentials => match &k.query {
+            Some(name) => auth::key::strip_query(query, name),
+            None => query.into(),
+        },
+        AuthMode::Jwt(p) if gw.auth.strip_credentials => match p.token_query() {
+            Some(name) => auth::key::strip_query(query, name),
+            None => query.into(),
+        },
+        _ => query.into(),
+    };
     if !query.is_empty() || !b.const_query.is_empty() {
         pq.push('?');
         pq.push_str(query);
@@ -567,6 +636,23 @@ fn prepare_forward(
     // Identity headers are ours alone: a client's copies are dropped, in any
     // spelling and on every API.
     gw.reserved.strip(h);
+    if gw.auth.strip_credentials {
+        match &api.auth {
+            AuthMode::Key(k) => {
+                h.remove(&k.header);
+            }
+            AuthMode::Jwt(p) => {
+                if let Some(c) = p.token_cookie() {
+                    auth::jwt::strip_cookie(h, c);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Header rules run before the headers below are set, and may not name them.
+    if let Some(rules) = &api.request_headers {
+        rules.apply(h, &header_vars(identity, client, request_id));
+    }
     if let Some(id) = identity {
         if let Ok(v) = HeaderValue::from_str(&id.key_id) {
             h.insert(KEY_ID_HEADER, v);
@@ -682,6 +768,7 @@ fn verify_scheme(
         ),
         AuthMode::Tc1 => auth::tc1::verify(&gw.auth.tc1, rp, &gw.keys, now),
         AuthMode::OpenApi => auth::openapi::verify(rp, &gw.keys),
+        AuthMode::Key(source) => auth::key::verify(source, &gw.auth.key_index, rp),
         AuthMode::None | AuthMode::Jwt(_) => Err(AuthError::Missing("a signature scheme".into())),
     }
 }

@@ -37,6 +37,61 @@ pub enum Reject {
     /// The client went away before its request was complete; logged as nginx's 499.
     #[error("client closed the request")]
     ClientClosed,
+    /// A refusal with the status and/or message its plugin or API configured
+    /// (`rejected_code`, `rejected_msg`); code and envelope stay the inner one's.
+    #[error("{0}")]
+    Custom(Box<CustomReject>),
+}
+
+/// A configured `rejected_code` / `rejected_msg` pair (APISIX naming).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: Option<StatusCode>,
+    pub message: Option<std::sync::Arc<str>>,
+}
+
+impl Refusal {
+    /// From the raw settings; `None` when neither is set.
+    pub fn new(code: Option<u16>, message: Option<&str>) -> Result<Option<Refusal>, String> {
+        let status = match code {
+            None => None,
+            Some(c) => match StatusCode::from_u16(c) {
+                Ok(s) if (200..=599).contains(&c) => Some(s),
+                _ => return Err(format!("rejected_code {c} is not an HTTP status 200-599")),
+            },
+        };
+        if message.is_some_and(str::is_empty) {
+            return Err("rejected_msg must not be empty (omit it for the default)".into());
+        }
+        let r = Refusal {
+            status,
+            message: message.map(Into::into),
+        };
+        Ok((r != Refusal::default()).then_some(r))
+    }
+
+    /// `reject` answered with this status and message.
+    pub fn apply(&self, reject: Reject) -> Reject {
+        Reject::Custom(Box::new(CustomReject {
+            inner: reject,
+            refusal: self.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct CustomReject {
+    pub inner: Reject,
+    pub refusal: Refusal,
+}
+
+impl std::fmt::Display for CustomReject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.refusal.message {
+            Some(m) => f.write_str(m),
+            None => self.inner.fmt(f),
+        }
+    }
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
@@ -81,12 +136,14 @@ impl Reject {
             Reject::ClusterUnavailable => 503,
             Reject::InvalidAction(_) => 400,
             Reject::ClientClosed => 499,
+            Reject::Custom(c) => return c.refusal.status.unwrap_or_else(|| c.inner.status()),
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     pub fn code(&self) -> &'static str {
         match self {
+            Reject::Custom(c) => c.inner.code(),
             Reject::NoRoute => "ResourceNotFound",
             Reject::Auth(e) => e.code(),
             Reject::IpDenied(_) => "UnauthorizedOperation",
@@ -108,6 +165,7 @@ impl Reject {
     /// Metric / log label: which front-end check refused the request.
     pub fn reason(&self) -> &'static str {
         match self {
+            Reject::Custom(c) => c.inner.reason(),
             Reject::NoRoute | Reject::InvalidAction(_) => "route",
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
@@ -126,6 +184,10 @@ impl Reject {
             Reject::Auth(AuthError::BadSignature { debug: Some(s) }) if show_debug => {
                 format!("signature mismatch; the server's string to sign was: {s:?}")
             }
+            Reject::Custom(c) => match &c.refusal.message {
+                Some(m) => m.to_string(),
+                None => c.inner.message(show_debug),
+            },
             other => other.to_string(),
         }
     }
@@ -164,6 +226,7 @@ impl Reject {
     /// Non-zero `ret` codes of the open platform (1000002 = bad parameter).
     fn openapi_ret(&self) -> i64 {
         match self {
+            Reject::Custom(c) => c.inner.openapi_ret(),
             Reject::Auth(AuthError::Missing(_) | AuthError::Malformed(_)) => 1000002,
             Reject::BadRequest(_) | Reject::BodyTooLarge(_) => 1000002,
             Reject::Auth(_) | Reject::IpDenied(_) => 1000005,

@@ -181,6 +181,7 @@ fn jwt_verify_never_panics() {
         audiences: vec!["aud".into()],
         claims_to_headers: BTreeMap::new(),
         key_claim: None,
+        ..Default::default()
     };
     let p = JwtProvider::from_raw(&raw, Path::new(".")).unwrap();
     let mut rng = Rng(0xdead_beef_cafe_f00d);

@@ -1,21 +1,30 @@
 //! `jwt` authentication (SPEC §3.4): `Authorization: Bearer <jwt>` (or the
-//! documented `Bearer id_token="<jwt>"`), RS256 / ES256 only, verified against a
-//! configured JWK, JWKS file or PEM public key.
+//! documented `Bearer id_token="<jwt>"`), else the `token_cookie` cookie, else
+//! the `token_query` parameter; verified against a configured JWK, JWKS file,
+//! PEM public key or a JWKS fetched from `jwks_url` (see `super::jwks`).
 //!
-//! Decisions where the spec is silent:
-//! - Only RS256 and ES256 exist. The algorithm of every key is fixed when the
-//!   config is compiled (RSA key → RS256, P-256 key → ES256) and a token is only
-//!   checked against keys of its own `alg`: `none`, `HS*` and algorithm confusion
+//! `jsonwebtoken` parses the keys (`DecodingKey::from_jwk`, `from_*_pem`) and
+//! checks signatures. What stays ours:
+//! - The algorithm of every key is pinned when it is loaded: a JWK's declared
+//!   `alg`, else for RSA keys the provider's `algorithm` (default RS256), EC
+//!   P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA. A token is only checked
+//!   against keys pinned to its own `alg`: `none`, `HS*` and algorithm confusion
 //!   (an RSA public key used as an HMAC secret) cannot happen.
+//! - Fractional `exp` / `nbf` (NumericDate allows them) are compared exactly as
+//!   numbers: a token with `exp = 100.5` is valid until 100.5 s (plus leeway),
+//!   neither rounded down nor up. `max_lifetime` bounds `exp - iat` and
+//!   `exp - now`.
 //! - `exp` is mandatory by default ([`JwtProvider::set_require_exp`]); `exp` and
 //!   `nbf` are checked with the leeway when present; `iat` is not checked.
 //! - Key choice: a token with a `kid` is checked against the keys with that `kid`
 //!   (or, failing those, keys that have no `kid`); a token without `kid` is tried
 //!   against every key of its algorithm.
-//! - In a JWKS file, keys this module cannot use (other key types or curves,
-//!   `use` other than `sig`, `alg` other than RS256/ES256) are skipped; malformed
-//!   keys are config errors, and so is a set without one usable key.
-//! - RSA keys must have 2048 to 8192 bit moduli (the verifier refuses others).
+//! - In a JWKS, keys this module cannot use (other key types or curves, `use`
+//!   other than `sig`, an `alg` that does not suit the key) are skipped; malformed
+//!   keys are config errors, and so is a set without one usable key. A fetched
+//!   set that fails to parse is logged and the last good set kept.
+//! - RSA keys must have 2048 to 8192 bit moduli (checked when a JWK is loaded;
+//!   the verifier refuses other PEM keys).
 //! - Tokens with a `crit` header are refused (RFC 7515 §4.1.11: we understand no
 //!   extension). Tokens over 16 KiB are refused before any parsing.
 //! - The subject (`key_claim`, default `sub`) must be a non-empty string or a
@@ -25,15 +34,23 @@
 //!   ([`JwtProvider::header_names`]) before adding the verified ones.
 
 use super::AuthError;
-use crate::config::raw::RawJwtProvider;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use crate::config::raw::{RawClaimValue, RawJwtProvider};
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod keys;
+mod token;
+
+use keys::{family_algorithms, last_good, parse_jwk, parse_jwks, parse_pem, remember};
+pub use token::strip_cookie;
+use token::{bearer_token, checked_len, cookie};
 
 /// Longest accepted token, in bytes.
 const MAX_TOKEN: usize = 16 * 1024;
@@ -61,28 +78,49 @@ pub struct JwtIdentity {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+#[derive(Clone)]
 struct ProviderKey {
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
 }
 
+type KeySet = ArcSwap<Vec<ProviderKey>>;
+
 /// A compiled `[[jwt_providers]]` entry.
 pub struct JwtProvider {
     name: String,
-    keys: Vec<ProviderKey>,
+    /// Swapped whole by the `jwks_url` refresher.
+    keys: Arc<KeySet>,
+    remote: Option<Arc<Remote>>,
     issuer: Option<String>,
     audiences: Vec<String>,
     key_claim: String,
     claims_to_headers: Vec<(String, HeaderName)>,
     require_exp: bool,
+    token_cookie: Option<String>,
+    token_query: Option<String>,
+    /// claim -> accepted values (any one).
+    required_claims: Vec<(String, Vec<String>)>,
+    max_lifetime: Option<Duration>,
+}
+
+/// A `jwks_url` and its refresh settings.
+struct Remote {
+    url: http::Uri,
+    refresh: Duration,
+    timeout: Duration,
+    algorithm: Option<Algorithm>,
+    /// `true` once the first fetch has ended (well or not).
+    tried: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for JwtProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtProvider")
             .field("name", &self.name)
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys.load().len())
+            .field("jwks_url", &self.remote.as_ref().map(|r| r.url.to_string()))
             .field("issuer", &self.issuer)
             .field("audiences", &self.audiences)
             .field("key_claim", &self.key_claim)
@@ -101,26 +139,99 @@ impl JwtProvider {
     /// Compiles a provider; files are read relative to `base_dir` (the config's directory).
     pub fn from_raw(raw: &RawJwtProvider, base_dir: &Path) -> Result<JwtProvider, String> {
         let ctx = |e: String| format!("jwt provider {:?}: {e}", raw.name);
-        let sources = [&raw.jwk, &raw.jwks_file, &raw.pem_file];
+        let sources = [&raw.jwk, &raw.jwks_file, &raw.pem_file, &raw.jwks_url];
         if sources.iter().filter(|s| s.is_some()).count() != 1 {
-            return Err(ctx("give exactly one of jwk, jwks_file, pem_file".into()));
+            return Err(ctx(
+                "give exactly one of jwk, jwks_file, pem_file, jwks_url".into(),
+            ));
         }
+        let algorithm = match raw.algorithm.as_deref() {
+            None => None,
+            Some(a) => match alg_from_name(a) {
+                Some(alg)
+                    if family_algorithms("RSA", None).is_ok_and(|(l, _)| l.contains(&alg)) =>
+                {
+                    Some(alg)
+                }
+                _ => {
+                    return Err(ctx(format!(
+                        "algorithm {a:?} is not one of RS256, RS384, RS512, PS256, PS384, PS512"
+                    )))
+                }
+            },
+        };
+        let mut remote = None;
         let keys = if let Some(jwk) = &raw.jwk {
             let v: Value =
                 serde_json::from_str(jwk).map_err(|e| ctx(format!("jwk is not JSON: {e}")))?;
-            match parse_jwk(&v) {
+            match parse_jwk(&v, algorithm) {
                 Ok(k) => vec![k],
                 Err(JwkError::Unsupported(e) | JwkError::Invalid(e)) => return Err(ctx(e)),
             }
         } else if let Some(file) = &raw.jwks_file {
             let text = read(base_dir, file).map_err(ctx)?;
-            parse_jwks(&text).map_err(|e| ctx(format!("jwks_file {file:?}: {e}")))?
+            parse_jwks(&text, algorithm).map_err(|e| ctx(format!("jwks_file {file:?}: {e}")))?
         } else if let Some(file) = &raw.pem_file {
             let text = read(base_dir, file).map_err(ctx)?;
-            vec![parse_pem(&text).map_err(|e| ctx(format!("pem_file {file:?}: {e}")))?]
+            vec![parse_pem(&text, algorithm).map_err(|e| ctx(format!("pem_file {file:?}: {e}")))?]
+        } else if let Some(url) = &raw.jwks_url {
+            let url = super::jwks::check_url(url).map_err(ctx)?;
+            let refresh = raw.jwks_refresh.unwrap_or(Duration::from_secs(300));
+            let timeout = raw.jwks_timeout.unwrap_or(Duration::from_secs(5));
+            if refresh < Duration::from_secs(1) {
+                return Err(ctx("jwks_refresh must be at least 1s".into()));
+            }
+            if timeout.is_zero() || timeout > Duration::from_secs(30) {
+                return Err(ctx("jwks_timeout must be between 1ms and 30s".into()));
+            }
+            // A reload starts from the set the previous snapshot last fetched.
+            let cached = last_good(&url, algorithm);
+            remote = Some(Arc::new(Remote {
+                url,
+                refresh,
+                timeout,
+                algorithm,
+                tried: tokio::sync::watch::Sender::new(cached.is_some()),
+            }));
+            cached.unwrap_or_default()
         } else {
             Vec::new()
         };
+        if (raw.jwks_refresh.is_some() || raw.jwks_timeout.is_some()) && remote.is_none() {
+            return Err(ctx("jwks_refresh and jwks_timeout need jwks_url".into()));
+        }
+        for (what, name) in [
+            ("token_cookie", &raw.token_cookie),
+            ("token_query", &raw.token_query),
+        ] {
+            if let Some(n) = name {
+                if n.is_empty()
+                    || !n
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"=;,&#\"".contains(&b))
+                {
+                    return Err(ctx(format!(
+                        "{what} {n:?} is not a cookie / parameter name"
+                    )));
+                }
+            }
+        }
+        let mut required_claims = vec![];
+        for (claim, v) in &raw.required_claims {
+            let values = match v {
+                RawClaimValue::One(s) => vec![s.clone()],
+                RawClaimValue::Any(l) => l.clone(),
+            };
+            if claim.is_empty() || values.is_empty() || values.iter().any(String::is_empty) {
+                return Err(ctx(format!(
+                    "required_claims: {claim:?} needs a non-empty value or list"
+                )));
+            }
+            required_claims.push((claim.clone(), values));
+        }
+        if raw.max_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err(ctx("max_lifetime must be positive".into()));
+        }
         if let Some(iss) = &raw.issuer {
             if iss.is_empty() {
                 return Err(ctx("issuer is empty".into()));
@@ -149,15 +260,72 @@ impl JwtProvider {
             }
             claims_to_headers.push((claim.clone(), name));
         }
-        Ok(JwtProvider {
+        let provider = JwtProvider {
             name: raw.name.clone(),
-            keys,
+            keys: Arc::new(ArcSwap::from_pointee(keys)),
+            remote,
             issuer: raw.issuer.clone(),
             audiences: raw.audiences.clone(),
             key_claim,
             claims_to_headers,
             require_exp: true,
-        })
+            token_cookie: raw.token_cookie.clone(),
+            token_query: raw.token_query.clone(),
+            required_claims,
+            max_lifetime: raw.max_lifetime,
+        };
+        provider.start_refresh();
+        Ok(provider)
+    }
+
+    /// With `jwks_url` and inside a runtime (not `keygate check`): fetch the set
+    /// now and every `jwks_refresh`, for as long as this provider lives.
+    fn start_refresh(&self) {
+        let (Some(remote), Ok(rt)) = (&self.remote, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let keys = Arc::downgrade(&self.keys);
+        let remote = remote.clone();
+        let name = self.name.clone();
+        rt.spawn(async move {
+            loop {
+                let got = super::jwks::fetch(&remote.url, remote.timeout)
+                    .await
+                    .and_then(|t| parse_jwks(&t, remote.algorithm));
+                let Some(set) = keys.upgrade() else { return };
+                match got {
+                    Ok(k) => {
+                        remember(&remote.url, remote.algorithm, &k);
+                        set.store(Arc::new(k));
+                    }
+                    Err(e) => tracing::warn!(
+                        provider = %name,
+                        url = %remote.url,
+                        error = %e,
+                        "JWKS fetch failed; keeping the last good key set"
+                    ),
+                }
+                drop(set);
+                remote.tried.send_replace(true);
+                tokio::time::sleep(remote.refresh).await;
+            }
+        });
+    }
+
+    /// Waits (at most `jwks_timeout`) for the first JWKS fetch of a
+    /// `jwks_url` provider; returns at once otherwise.
+    pub async fn ready(&self) {
+        let Some(remote) = &self.remote else { return };
+        let mut rx = remote.tried.subscribe();
+        let _ = tokio::time::timeout(remote.timeout, rx.wait_for(|tried| *tried)).await;
+    }
+
+    /// The cookie / query parameter that may carry the token, to strip them.
+    pub fn token_cookie(&self) -> Option<&str> {
+        self.token_cookie.as_deref()
+    }
+    pub fn token_query(&self) -> Option<&str> {
+        self.token_query.as_deref()
     }
 
     pub fn name(&self) -> &str {
@@ -181,8 +349,20 @@ impl JwtProvider {
         leeway: Duration,
         now: SystemTime,
     ) -> Result<JwtIdentity, AuthError> {
-        let token = bearer_token(headers)?;
-        let claims = self.verified_claims(token)?;
+        self.verify_request(headers, None, leeway, now)
+    }
+
+    /// Like [`Self::verify`], also reading `token_cookie` and `token_query`
+    /// (from `query`) when there is no `Authorization: Bearer`.
+    pub fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        leeway: Duration,
+        now: SystemTime,
+    ) -> Result<JwtIdentity, AuthError> {
+        let token = self.token(headers, query)?;
+        let claims = self.verified_claims(&token)?;
         self.check_claims(&claims, leeway, now)?;
         let subject = match claims.get(&self.key_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -210,6 +390,48 @@ impl JwtProvider {
         Ok(JwtIdentity { subject, headers })
     }
 
+    /// The token: `Authorization: Bearer`, else the cookie, else the query parameter.
+    fn token<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: Option<&str>,
+    ) -> Result<std::borrow::Cow<'a, str>, AuthError> {
+        let missing = match bearer_token(headers) {
+            Ok(t) => return Ok(t.into()),
+            Err(AuthError::Missing(m)) => m,
+            Err(e) => return Err(e),
+        };
+        if let Some(name) = &self.token_cookie {
+            if let Some(t) = cookie(headers, name)? {
+                return checked_len(t).map(Into::into);
+            }
+        }
+        if let (Some(name), Some(q)) = (&self.token_query, query) {
+            let mut found = None;
+            for (k, v) in super::form_pairs(q.as_bytes()) {
+                if k == name.as_bytes() {
+                    if found.is_some() {
+                        return Err(invalid(format!("several {name} query parameters")));
+                    }
+                    found = Some(v);
+                }
+            }
+            if let Some(v) = found {
+                let t = String::from_utf8(v).map_err(|_| invalid("token is not text".into()))?;
+                checked_len(&t)?;
+                return Ok(t.into());
+            }
+        }
+        let mut also = String::new();
+        if let Some(c) = &self.token_cookie {
+            also.push_str(&format!(", no {c} cookie"));
+        }
+        if let Some(q) = &self.token_query {
+            also.push_str(&format!(", no {q} query parameter"));
+        }
+        Err(AuthError::Missing(format!("{missing}{also}")))
+    }
+
     /// Checks the header and signature; returns the claims object.
     fn verified_claims(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
         let mut parts = token.split('.');
@@ -227,16 +449,15 @@ impl JwtProvider {
             Some(Value::String(a)) => a.as_str(),
             _ => return Err(invalid("token header has no alg".into())),
         };
-        let alg = match alg {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            a if a.eq_ignore_ascii_case("none") => {
+        let alg = match alg_from_name(alg) {
+            Some(a) => a,
+            None if alg.eq_ignore_ascii_case("none") => {
                 return Err(invalid("unsigned tokens (alg none) are not allowed".into()))
             }
-            a => {
-                let a: String = a.chars().take(16).collect();
+            None => {
+                let a: String = alg.chars().take(16).collect();
                 return Err(invalid(format!(
-                    "algorithm {a:?} is not allowed (RS256, ES256)"
+                    "algorithm {a:?} is not allowed (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA)"
                 )));
             }
         };
@@ -250,7 +471,13 @@ impl JwtProvider {
             Some(Value::String(k)) => Some(k.as_str()),
             Some(_) => return Err(invalid("kid is not a string".into())),
         };
-        let candidates = self.candidates(kid, alg)?;
+        let keys = self.keys.load();
+        if keys.is_empty() {
+            return Err(invalid(
+                "the provider's signing keys are not loaded (JWKS unavailable)".into(),
+            ));
+        }
+        let candidates = candidates(&keys, kid, alg)?;
         let message_len = h64.len() + 1 + p64.len();
         let message = &token.as_bytes()[..message_len];
         let mut ok = false;
@@ -268,38 +495,6 @@ impl JwtProvider {
             return Err(invalid("bad signature".into()));
         }
         decode_json(p64).ok_or_else(|| invalid("payload is not a JSON object".into()))
-    }
-
-    fn candidates(
-        &self,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Result<Vec<&ProviderKey>, AuthError> {
-        let of_alg = |k: &&ProviderKey| k.alg == alg;
-        let mut found: Vec<&ProviderKey> = match kid {
-            Some(kid) => {
-                let by_kid: Vec<_> = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
-                    .collect();
-                if by_kid.is_empty() {
-                    self.keys.iter().filter(|k| k.kid.is_none()).collect()
-                } else {
-                    by_kid
-                }
-            }
-            None => self.keys.iter().collect(),
-        };
-        if found.is_empty() {
-            let kid: String = kid.unwrap_or_default().chars().take(64).collect();
-            return Err(invalid(format!("unknown kid {kid:?}")));
-        }
-        found.retain(of_alg);
-        if found.is_empty() {
-            return Err(invalid(format!("no key for algorithm {alg:?}")));
-        }
-        Ok(found)
     }
 
     fn check_claims(
@@ -321,6 +516,28 @@ impl JwtProvider {
         if let Some(nbf) = numeric_claim(claims, "nbf")? {
             if now + leeway < nbf {
                 return Err(invalid("token not valid yet (nbf)".into()));
+            }
+        }
+        if let Some(max) = self.max_lifetime {
+            let max = max.as_secs_f64();
+            let Some(exp) = numeric_claim(claims, "exp")? else {
+                return Err(invalid("token has no exp claim (max_lifetime)".into()));
+            };
+            let from_iat = numeric_claim(claims, "iat")?.map(|iat| exp - iat);
+            if exp - now > max + leeway || from_iat.is_some_and(|l| l > max) {
+                return Err(invalid("token lifetime exceeds max_lifetime".into()));
+            }
+        }
+        for (claim, accepted) in &self.required_claims {
+            let Some(value) = claims.get(claim) else {
+                return Err(invalid(format!("token has no {claim} claim")));
+            };
+            let scope = claim == "scope" || claim == "scp";
+            let ok = claim_values(value, scope)
+                .iter()
+                .any(|v| accepted.contains(v));
+            if !ok {
+                return Err(invalid(format!("claim {claim} not accepted")));
             }
         }
         if let Some(want) = &self.issuer {
@@ -350,6 +567,75 @@ fn invalid(msg: String) -> AuthError {
     AuthError::InvalidToken(msg)
 }
 
+/// Keys to try for a token: those of its `kid` (or, failing those, keys
+/// without a kid), then only those pinned to its algorithm.
+fn candidates<'k>(
+    keys: &'k [ProviderKey],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Vec<&'k ProviderKey>, AuthError> {
+    let mut found: Vec<&ProviderKey> = match kid {
+        Some(kid) => {
+            let by_kid: Vec<_> = keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            if by_kid.is_empty() {
+                keys.iter().filter(|k| k.kid.is_none()).collect()
+            } else {
+                by_kid
+            }
+        }
+        None => keys.iter().collect(),
+    };
+    if found.is_empty() {
+        let kid: String = kid.unwrap_or_default().chars().take(64).collect();
+        return Err(invalid(format!("unknown kid {kid:?}")));
+    }
+    found.retain(|k| k.alg == alg);
+    if found.is_empty() {
+        return Err(invalid(format!("no key for algorithm {alg:?}")));
+    }
+    Ok(found)
+}
+
+/// The asymmetric algorithms a token may use (never `none` or `HS*`).
+fn alg_from_name(name: &str) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match name {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    })
+}
+
+/// A claim's values as text for `required_claims`: a string (split on spaces
+/// for `scope` / `scp`), each element of an array, a number or a boolean.
+fn claim_values(v: &Value, scope: bool) -> Vec<String> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match v {
+        Value::String(s) if scope => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        other => one(other).into_iter().collect(),
+    }
+}
+
 /// `exp` / `nbf`: absent, or a JSON number (NumericDate).
 fn numeric_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
     match claims.get(name) {
@@ -370,267 +656,16 @@ fn decode_json(part: &str) -> Option<Map<String, Value>> {
     }
 }
 
-/// The token of `Authorization: Bearer <jwt>` or `Bearer id_token="<jwt>"`.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
-    let mut all = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = all.next() else {
-        return Err(AuthError::Missing("no Authorization header".into()));
-    };
-    if all.next().is_some() {
-        return Err(invalid("several Authorization headers".into()));
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| invalid("Authorization header is not ASCII".into()))?
-        .trim();
-    let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Missing(
-            "no Bearer token in Authorization".into(),
-        ));
-    }
-    let mut token = rest.trim();
-    if token.len() > 9 && token.as_bytes()[..9].eq_ignore_ascii_case(b"id_token=") {
-        token = token[9..].trim();
-        if let Some(inner) = token.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-            token = inner;
-        }
-    }
-    if token.is_empty() {
-        return Err(AuthError::Missing("empty Bearer token".into()));
-    }
-    if token.len() > MAX_TOKEN {
-        return Err(invalid("token too long".into()));
-    }
-    Ok(token)
-}
-
 fn read(base_dir: &Path, file: &str) -> Result<String, String> {
     let path = base_dir.join(file);
     std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn b64url(field: &str, s: &str) -> Result<Vec<u8>, JwkError> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| JwkError::Invalid(format!("jwk {field} is not base64url")))
-}
-
-fn str_field<'a>(v: &'a Value, field: &str) -> Result<&'a str, JwkError> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| JwkError::Invalid(format!("jwk has no string {field:?}")))
-}
-
-/// One JWK: RSA (`n`, `e`) → RS256, EC P-256 (`x`, `y`) → ES256.
-fn parse_jwk(v: &Value) -> Result<ProviderKey, JwkError> {
-    if !v.is_object() {
-        return Err(JwkError::Invalid("jwk is not a JSON object".into()));
-    }
-    let kty = str_field(v, "kty")?;
-    if let Some(u) = v.get("use").and_then(Value::as_str) {
-        if u != "sig" {
-            return Err(JwkError::Unsupported(format!("key use {u:?} is not sig")));
-        }
-    }
-    let kid = v.get("kid").and_then(Value::as_str).map(str::to_string);
-    let declared = v.get("alg").and_then(Value::as_str);
-    let (alg, key) = match kty {
-        "RSA" => {
-            let n = b64url("n", str_field(v, "n")?)?;
-            let e = b64url("e", str_field(v, "e")?)?;
-            check_rsa(&n, &e).map_err(JwkError::Invalid)?;
-            (
-                Algorithm::RS256,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-            )
-        }
-        "EC" => {
-            let crv = str_field(v, "crv")?;
-            if crv != "P-256" {
-                return Err(JwkError::Unsupported(format!(
-                    "EC curve {crv:?} (only P-256)"
-                )));
-            }
-            let x = b64url("x", str_field(v, "x")?)?;
-            let y = b64url("y", str_field(v, "y")?)?;
-            (Algorithm::ES256, ec_key(&x, &y).map_err(JwkError::Invalid)?)
-        }
-        other => {
-            return Err(JwkError::Unsupported(format!(
-                "key type {other:?} (only RSA and EC P-256)"
-            )))
-        }
-    };
-    match declared {
-        None => {}
-        Some(d) if d == format!("{alg:?}") => {}
-        Some(d) => {
-            return Err(JwkError::Unsupported(format!(
-                "key alg {d:?} (only RS256 and ES256)"
-            )))
-        }
-    }
-    Ok(ProviderKey { kid, alg, key })
-}
-
-fn ec_key(x: &[u8], y: &[u8]) -> Result<DecodingKey, String> {
-    if x.len() != 32 || y.len() != 32 {
-        return Err("EC P-256 coordinates must be 32 bytes".into());
-    }
-    DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(x), &URL_SAFE_NO_PAD.encode(y))
-        .map_err(|e| e.to_string())
-}
-
-fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), String> {
-    let n = strip_zeros(n);
-    let bits = match n.first() {
-        Some(b) => n.len() * 8 - b.leading_zeros() as usize,
-        None => 0,
-    };
-    if !(2048..=8192).contains(&bits) {
-        return Err(format!(
-            "RSA modulus has {bits} bits (2048 to 8192 accepted)"
-        ));
-    }
-    let e = strip_zeros(e);
-    if e.is_empty() || e.len() > 4 || e.last().is_some_and(|b| b & 1 == 0) {
-        return Err("RSA exponent is invalid".into());
-    }
-    Ok(())
-}
-
-fn strip_zeros(b: &[u8]) -> &[u8] {
-    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
-    &b[first..]
-}
-
-fn parse_jwks(text: &str) -> Result<Vec<ProviderKey>, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let list = v
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or("no \"keys\" array")?;
-    let mut keys = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, k) in list.iter().enumerate() {
-        match parse_jwk(k) {
-            Ok(key) => keys.push(key),
-            Err(JwkError::Unsupported(why)) => skipped.push(format!("key {i}: {why}")),
-            Err(JwkError::Invalid(why)) => return Err(format!("key {i}: {why}")),
-        }
-    }
-    if keys.is_empty() {
-        return Err(format!(
-            "no usable RS256/ES256 key ({})",
-            skipped.join("; ")
-        ));
-    }
-    Ok(keys)
-}
-
-// --- PEM public keys (SubjectPublicKeyInfo or PKCS#1 RSAPublicKey) ---
-
-const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-fn parse_pem(text: &str) -> Result<ProviderKey, String> {
-    let start = text.find("-----BEGIN ").ok_or("no PEM block")?;
-    let after = &text[start + 11..];
-    let (label, body) = after.split_once("-----").ok_or("bad PEM header")?;
-    let end = body.find("-----END ").ok_or("unterminated PEM block")?;
-    let b64: String = body[..end].split_whitespace().collect();
-    let der = STANDARD.decode(b64).map_err(|_| "PEM body is not base64")?;
-    let (alg, key) = match label {
-        "PUBLIC KEY" => spki_key(&der)?,
-        "RSA PUBLIC KEY" => (Algorithm::RS256, rsa_pkcs1_key(&der)?),
-        l if l.contains("PRIVATE") => {
-            return Err("holds a private key; give the public key (openssl pkey -pubout)".into())
-        }
-        "CERTIFICATE" => {
-            return Err(
-                "holds a certificate; give its public key (openssl x509 -pubkey -noout)".into(),
-            )
-        }
-        l => return Err(format!("unsupported PEM block {l:?}")),
-    };
-    Ok(ProviderKey {
-        kid: None,
-        alg,
-        key,
-    })
-}
-
-/// One DER TLV: (tag, content, rest).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)?;
-    let (len, hdr) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let bytes = input.get(2..2 + n)?;
-        (
-            bytes.iter().fold(0usize, |a, &b| (a << 8) | b as usize),
-            2 + n,
-        )
-    };
-    let content = input.get(hdr..hdr.checked_add(len)?)?;
-    Some((tag, content, &input[hdr + len..]))
-}
-
-fn der_expect(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), String> {
-    match der_tlv(input) {
-        Some((t, c, rest)) if t == tag => Ok((c, rest)),
-        _ => Err("malformed DER public key".into()),
-    }
-}
-
-fn spki_key(der: &[u8]) -> Result<(Algorithm, DecodingKey), String> {
-    let (spki, _) = der_expect(der, 0x30)?;
-    let (alg_id, rest) = der_expect(spki, 0x30)?;
-    let (bits, _) = der_expect(rest, 0x03)?;
-    let key = match bits.split_first() {
-        Some((0, key)) => key,
-        _ => return Err("malformed DER public key".into()),
-    };
-    let (oid, params) = der_expect(alg_id, 0x06)?;
-    if oid == OID_RSA {
-        Ok((Algorithm::RS256, rsa_pkcs1_key(key)?))
-    } else if oid == OID_EC {
-        let (curve, _) = der_expect(params, 0x06)?;
-        if curve != OID_P256 {
-            return Err("EC key is not on P-256 (only ES256 is supported)".into());
-        }
-        match key.split_first() {
-            Some((4, xy)) if xy.len() == 64 => {
-                Ok((Algorithm::ES256, ec_key(&xy[..32], &xy[32..])?))
-            }
-            _ => Err("EC public key is not an uncompressed P-256 point".into()),
-        }
-    } else {
-        Err("public key is neither RSA nor EC (only RS256 and ES256 are supported)".into())
-    }
-}
-
-fn rsa_pkcs1_key(der: &[u8]) -> Result<DecodingKey, String> {
-    let (seq, _) = der_expect(der, 0x30)?;
-    let (n, rest) = der_expect(seq, 0x02)?;
-    let (e, _) = der_expect(rest, 0x02)?;
-    check_rsa(n, e)?;
-    Ok(DecodingKey::from_rsa_raw_components(
-        strip_zeros(n),
-        strip_zeros(e),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use http::header::AUTHORIZATION;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -706,6 +741,26 @@ MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEBthfLkn9hZ8KoIquUw0N0XJvbNtllZ7j
 WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
 -----END PUBLIC KEY-----";
 
+    // P-384 and Ed25519 test keys (openssl genpkey, for these tests only).
+    const EC384B_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBkz6H+L4bQfz278lIj
+C2e+K8o3yR1ghwefMMdF1H8xvxuOyshPVL7FQ+erwqeDVv2hZANiAARnzL4jFo5y
+HFIDHLxb8TulPD1DMVO44fVz3Fr+4hHUIDpjn3f+Sm7ZKcreuuH3dJpeju5gqMRl
+isHmLNh6tfyW1cJI2/NwB3OhafWmjtCblhY5d0XpX+BGAInj/Gh1CS4=
+-----END PRIVATE KEY-----";
+    const EC384B_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEZ8y+IxaOchxSAxy8W/E7pTw9QzFTuOH1
+c9xa/uIR1CA6Y593/kpu2SnK3rrh93SaXo7uYKjEZYrB5izYerX8ltXCSNvzcAdz
+oWn1po7Qm5YWOXdF6V/gRgCJ4/xodQku
+-----END PUBLIC KEY-----";
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIOIrWyakZ4rjU1LVE9XAUOV7hePvFGv4GHXq3am8qdtn
+-----END PRIVATE KEY-----";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAMxOFv3bcm9v8K/zr4K9GwHAnC4+jJ7g6d42k5QXBngE=
+-----END PUBLIC KEY-----";
+    const ED_X: &str = "MxOFv3bcm9v8K_zr4K9GwHAnC4-jJ7g6d42k5QXBngE";
+
     const NOW: u64 = 1_700_000_000;
     const LEEWAY: Duration = Duration::from_secs(30);
 
@@ -731,6 +786,7 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
             audiences: vec![],
             claims_to_headers: BTreeMap::new(),
             key_claim: None,
+            ..Default::default()
         }
     }
 
@@ -745,11 +801,14 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
     fn sign(alg: Algorithm, kid: Option<&str>, pem: &str, claims: &Value) -> String {
         let mut header = Header::new(alg);
         header.kid = kid.map(str::to_string);
+        use Algorithm::*;
         let key = match alg {
-            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
-            Algorithm::HS256 => EncodingKey::from_secret(pem.as_bytes()),
-            _ => unreachable!(),
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+                EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
+            }
+            ES256 | ES384 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+            HS256 | HS384 | HS512 => EncodingKey::from_secret(pem.as_bytes()),
         };
         encode(&header, claims, &key).unwrap()
     }
@@ -1022,7 +1081,9 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
             json!({"kty": "RSA", "e": "", "n": RSA_N}).to_string(),
             json!({"kty": "EC", "crv": "P-384", "x": EC_X, "y": EC_Y}).to_string(),
             json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": EC_Y}).to_string(),
-            json!({"kty": "RSA", "e": "AQAB", "n": RSA_N, "alg": "RS512"}).to_string(),
+            json!({"kty": "RSA", "e": "AQAB", "n": RSA_N, "alg": "ES256"}).to_string(),
+            json!({"kty": "OKP", "crv": "X25519", "x": ED_X}).to_string(),
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}).to_string(),
             json!({"kty": "RSA", "e": "AQAB", "n": RSA_N, "use": "enc"}).to_string(),
         ] {
             assert!(
@@ -1083,8 +1144,8 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
         assert!(check(&p, &rs(&claims())).is_err());
         let e = file_provider(d, "pem", "priv.pem", RSA_PRIVATE).unwrap_err();
         assert!(e.contains("private key"), "{e}");
-        let e = file_provider(d, "pem", "p384.pem", EC384_PUBLIC).unwrap_err();
-        assert!(e.contains("P-256"), "{e}");
+        let p = file_provider(d, "pem", "p384.pem", EC384_PUBLIC).unwrap();
+        assert!(reason(check(&p, &es(&claims()))).contains("no key for algorithm ES256"));
         assert!(file_provider(d, "pem", "junk.pem", "hello").is_err());
         let truncated = &RSA_PUBLIC[..200];
         assert!(file_provider(d, "pem", "trunc.pem", truncated).is_err());
@@ -1171,7 +1232,7 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
                     }
                 }
                 let text = format!("{label}\n{}\n{end}\n", STANDARD.encode(&d));
-                let _ = parse_pem(&text);
+                let _ = parse_pem(&text, None);
             }
         }
         for t in [
@@ -1179,11 +1240,8 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
             "-----BEGIN X-----",
             "-----BEGIN PUBLIC KEY-----\n-----END ",
         ] {
-            assert!(parse_pem(t).is_err());
+            assert!(parse_pem(t, None).is_err());
         }
-        assert!(der_tlv(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
-        assert!(der_tlv(&[0x30, 0x80]).is_none());
-        assert!(der_tlv(&[0x30]).is_none());
     }
 
     #[test]
@@ -1195,5 +1253,221 @@ WTZYap9TblGPFdBbzRTjCy4cIEYy20T+
         assert!(reason(check(&p, &t)).contains("unknown kid"));
         assert!(format!("{p:?}").contains("corp"));
         assert_eq!(p.name(), "corp");
+    }
+
+    #[test]
+    fn rsa_family_algorithms_are_pinned_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A JWK declaring PS256: only PS256 tokens pass with it.
+        let p =
+            provider(&json!({"kty": "RSA", "e": "AQAB", "n": RSA_N, "alg": "PS256"}).to_string());
+        assert!(check(&p, &sign(Algorithm::PS256, None, RSA_PRIVATE, &claims())).is_ok());
+        assert!(reason(check(&p, &rs(&claims()))).contains("no key for algorithm RS256"));
+        // The provider's `algorithm` pins a PEM key.
+        std::fs::write(d.join("rsa.pem"), RSA_PUBLIC).unwrap();
+        for alg in [
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ] {
+            let mut raw = raw_jwk("");
+            raw.jwk = None;
+            raw.pem_file = Some("rsa.pem".into());
+            raw.algorithm = Some(format!("{alg:?}"));
+            let p = JwtProvider::from_raw(&raw, d).unwrap();
+            assert!(
+                check(&p, &sign(alg, None, RSA_PRIVATE, &claims())).is_ok(),
+                "{alg:?}"
+            );
+            assert!(
+                check(&p, &rs(&claims())).is_err(),
+                "{alg:?} key refuses RS256"
+            );
+        }
+        let mut raw = raw_jwk(&rsa_jwk());
+        raw.algorithm = Some("ES256".into());
+        assert!(JwtProvider::from_raw(&raw, d)
+            .unwrap_err()
+            .contains("algorithm"));
+        raw.algorithm = Some("HS256".into());
+        assert!(JwtProvider::from_raw(&raw, d).is_err());
+    }
+
+    #[test]
+    fn es384_and_eddsa_from_pem_and_jwk() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = file_provider(d, "pem", "p384.pem", EC384B_PUBLIC).unwrap();
+        assert!(check(&p, &sign(Algorithm::ES384, None, EC384B_PRIVATE, &claims())).is_ok());
+        assert!(check(&p, &es(&claims())).is_err());
+        let p = file_provider(d, "pem", "ed.pem", ED_PUBLIC).unwrap();
+        assert!(check(&p, &sign(Algorithm::EdDSA, None, ED_PRIVATE, &claims())).is_ok());
+        let other = sign(
+            Algorithm::EdDSA,
+            None,
+            ED_PRIVATE,
+            &json!({"sub": "x", "exp": NOW + 60}),
+        );
+        let parts: Vec<&str> = other.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], b64(&claims()), parts[2]);
+        assert_eq!(reason(check(&p, &forged)), "bad signature");
+        let p =
+            provider(&json!({"kty": "OKP", "crv": "Ed25519", "x": ED_X, "kid": "ed"}).to_string());
+        assert!(check(
+            &p,
+            &sign(Algorithm::EdDSA, Some("ed"), ED_PRIVATE, &claims())
+        )
+        .is_ok());
+        assert!(reason(check(&p, &rs(&claims()))).contains("no key for algorithm"));
+    }
+
+    #[test]
+    fn required_claims_and_max_lifetime() {
+        let mut raw = raw_jwk(&rsa_jwk());
+        raw.required_claims
+            .insert("scope".into(), RawClaimValue::One("orders:read".into()));
+        raw.required_claims.insert(
+            "role".into(),
+            RawClaimValue::Any(vec!["admin".into(), "ops".into()]),
+        );
+        raw.max_lifetime = Some(Duration::from_secs(3600));
+        let p = JwtProvider::from_raw(&raw, Path::new(".")).unwrap();
+        let with = |extra: Value| {
+            let mut c = claims();
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            rs(&c)
+        };
+        assert!(check(
+            &p,
+            &with(json!({"scope": "a orders:read b", "role": "ops"}))
+        )
+        .is_ok());
+        assert!(check(
+            &p,
+            &with(json!({"scope": "orders:read", "role": ["x", "admin"]}))
+        )
+        .is_ok());
+        assert!(reason(check(
+            &p,
+            &with(json!({"scope": "orders:write", "role": "ops"}))
+        ))
+        .contains("scope not accepted"));
+        assert!(reason(check(&p, &with(json!({"scope": "orders:read"})))).contains("no role"));
+        assert!(reason(check(
+            &p,
+            &with(json!({"scope": "orders:read", "role": "admins"}))
+        ))
+        .contains("role not accepted"));
+        // Lifetime: by iat, and by exp alone.
+        let long =
+            json!({"scope": "orders:read", "role": "ops", "iat": NOW - 7200, "exp": NOW + 60});
+        assert!(reason(check(&p, &with(long))).contains("max_lifetime"));
+        let far = json!({"scope": "orders:read", "role": "ops", "exp": NOW + 7200});
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("iat");
+        for (k, v) in far.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        assert!(reason(check(&p, &rs(&c))).contains("max_lifetime"));
+        let mut raw = raw_jwk(&rsa_jwk());
+        raw.required_claims
+            .insert("scope".into(), RawClaimValue::Any(vec![]));
+        assert!(JwtProvider::from_raw(&raw, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn fractional_exp_is_compared_exactly() {
+        let p = provider(&rsa_jwk());
+        let at = |t: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(t);
+        let token = rs(&json!({"sub": "a", "exp": NOW as f64 + 0.5}));
+        let h = bearer(&format!("Bearer {token}"));
+        assert!(p.verify(&h, Duration::ZERO, at(NOW as f64 + 0.4)).is_ok());
+        assert!(p.verify(&h, Duration::ZERO, at(NOW as f64 + 0.5)).is_err());
+    }
+
+    #[test]
+    fn token_from_cookie_or_query() {
+        let mut raw = raw_jwk(&rsa_jwk());
+        raw.token_cookie = Some("jwt".into());
+        raw.token_query = Some("access_token".into());
+        let p = JwtProvider::from_raw(&raw, Path::new(".")).unwrap();
+        let t = rs(&claims());
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&format!("a=1; jwt={t}; b=2")).unwrap(),
+        );
+        assert_eq!(
+            p.verify_request(&h, None, LEEWAY, now()).unwrap().subject,
+            "alice"
+        );
+        let q = format!("x=1&access_token={t}");
+        assert!(p
+            .verify_request(&HeaderMap::new(), Some(&q), LEEWAY, now())
+            .is_ok());
+        let e = p
+            .verify_request(&HeaderMap::new(), Some("x=1"), LEEWAY, now())
+            .unwrap_err();
+        assert!(
+            matches!(&e, AuthError::Missing(m) if m.contains("jwt cookie") && m.contains("access_token")),
+            "{e:?}"
+        );
+        let twice = format!("access_token={t}&access_token={t}");
+        assert!(p
+            .verify_request(&HeaderMap::new(), Some(&twice), LEEWAY, now())
+            .is_err());
+        // A bad Bearer token is not rescued by a good cookie.
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer a.b.c"));
+        assert!(p.verify_request(&h, None, LEEWAY, now()).is_err());
+        // Without the settings neither is read.
+        let plain = provider(&rsa_jwk());
+        assert!(matches!(
+            plain.verify_request(&HeaderMap::new(), Some(&q), LEEWAY, now()),
+            Err(AuthError::Missing(_))
+        ));
+        let mut bad = raw_jwk(&rsa_jwk());
+        bad.token_cookie = Some("a;b".into());
+        assert!(JwtProvider::from_raw(&bad, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn strip_cookie_keeps_the_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; jwt=x; b=2"),
+        );
+        h.append(http::header::COOKIE, HeaderValue::from_static("jwt=y"));
+        strip_cookie(&mut h, "jwt");
+        let all: Vec<_> = h.get_all(http::header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn jwks_url_settings_are_checked() {
+        let mut raw = raw_jwk("");
+        raw.jwk = None;
+        raw.jwks_url = Some("ftp://example.com/keys".into());
+        assert!(JwtProvider::from_raw(&raw, Path::new("."))
+            .unwrap_err()
+            .contains("http"));
+        raw.jwks_url = Some("http://127.0.0.1:1/keys".into());
+        raw.jwks_refresh = Some(Duration::from_millis(10));
+        assert!(JwtProvider::from_raw(&raw, Path::new("."))
+            .unwrap_err()
+            .contains("jwks_refresh"));
+        raw.jwks_refresh = None;
+        // Outside a runtime (keygate check) nothing is fetched: no keys yet.
+        let p = JwtProvider::from_raw(&raw, Path::new(".")).unwrap();
+        assert!(reason(check(&p, &rs(&claims()))).contains("not loaded"));
+        let mut raw = raw_jwk(&rsa_jwk());
+        raw.jwks_timeout = Some(Duration::from_secs(1));
+        assert!(JwtProvider::from_raw(&raw, Path::new("."))
+            .unwrap_err()
+            .contains("need jwks_url"));
     }
 }

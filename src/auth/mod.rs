@@ -2,7 +2,9 @@
 //! request head (and, where the scheme hashes it, the buffered body).
 
 pub mod hmac;
+pub mod jwks;
 pub mod jwt;
+pub mod key;
 pub mod openapi;
 pub mod replay;
 pub mod sign;

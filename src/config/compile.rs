@@ -276,6 +276,29 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         }
     }
 
+    let reserved =
+        crate::reserved::ReservedHeaders::new(jwt.values().flat_map(|p| p.header_names()));
+    let key_index = crate::auth::key::KeyIndex::new(&keys);
+    if let Err(m) = crate::auth::key::KeySource::new(
+        raw.auth.key.key_header.as_deref(),
+        raw.auth.key.key_query.as_deref(),
+    ) {
+        e.push(err("auth.key", m));
+    }
+    if raw
+        .services
+        .iter()
+        .flat_map(|s| &s.apis)
+        .any(|a| a.auth == "key")
+    {
+        for (a, b) in crate::auth::key::KeyIndex::shared_secrets(&keys) {
+            e.push(err(
+                format!("keys ({b})"),
+                format!("same secret as key {a:?}: with auth = \"key\" the secret names the key"),
+            ));
+        }
+    }
+
     // Usage plans.
     let mut plans: HashMap<&str, &RawUsagePlan> = HashMap::new();
     let raw_key_ids: std::collections::HashSet<&str> =
@@ -314,6 +337,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     // Every plugin the file defines, valid or not: a reference to one that
     // failed is not reported again ("not defined" would be a follow-on error).
     let declared: HashSet<&str> = raw.plugins.iter().map(|p| p.name()).collect();
+    let mut plugin_refusals: HashMap<&str, crate::reject::Refusal> = HashMap::new();
     for p in &raw.plugins {
         let name = p.name();
         let at = format!("plugins ({name})");
@@ -322,6 +346,19 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 &at,
                 "name must be 2-50 letters, digits, _ or -, starting with a letter",
             ));
+        }
+        let refusal = match p {
+            RawPlugin::IpControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
+            RawPlugin::TrafficControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
+            RawPlugin::ParamTrafficControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
+            RawPlugin::Cors(_) => (None, None),
+        };
+        match crate::reject::Refusal::new(refusal.0, refusal.1) {
+            Ok(Some(r)) => {
+                plugin_refusals.insert(name, r);
+            }
+            Ok(None) => {}
+            Err(m) => e.push(err(&at, m)),
         }
         let compiled = match p {
             RawPlugin::IpControl(ip) => {
@@ -412,6 +449,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 state,
                 plugins: &plugins,
                 declared: &declared,
+                plugin_refusals: &plugin_refusals,
+                reserved: &reserved,
                 jwt: &jwt,
                 key_plans: key_plans.clone(),
                 plan_limits: svc
@@ -468,6 +507,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             tc3,
             tc1,
             jwt_leeway: raw.auth.jwt.leeway,
+            key_index,
         },
         trusted,
         certs,
@@ -480,9 +520,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             merge_slashes: raw.server.merge_slashes,
             escaped_slashes: raw.server.path_with_escaped_slashes_action,
         },
-        reserved: crate::reserved::ReservedHeaders::new(
-            jwt.values().flat_map(|p| p.header_names()),
-        ),
+        reserved,
         inventory,
     })
 }
@@ -508,6 +546,8 @@ struct ApiCtx<'a> {
     state: &'a State,
     plugins: &'a HashMap<&'a str, Plugin>,
     declared: &'a HashSet<&'a str>,
+    plugin_refusals: &'a HashMap<&'a str, crate::reject::Refusal>,
+    reserved: &'a crate::reserved::ReservedHeaders,
     jwt: &'a HashMap<String, Arc<JwtProvider>>,
     key_plans: Option<Arc<HashMap<String, Arc<str>>>>,
     plan_limits: Vec<Arc<PlanLimits>>,
@@ -595,6 +635,21 @@ fn compile_api(
         },
         "tc1" => AuthMode::Tc1,
         "openapi" => AuthMode::OpenApi,
+        "key" => {
+            let k = &ctx.raw.auth.key;
+            let header = api.key_header.as_deref().or(k.key_header.as_deref());
+            let query = api.key_query.as_deref().or(k.key_query.as_deref());
+            match crate::auth::key::KeySource::new(header, query) {
+                Ok(s) => AuthMode::Key(Arc::new(s)),
+                Err(m) => {
+                    // A mistake of [auth.key] alone is reported once, there.
+                    if api.key_header.is_some() || api.key_query.is_some() {
+                        e.push(err(at, m));
+                    }
+                    AuthMode::None
+                }
+            }
+        }
         "jwt" => match api.jwt_provider.as_deref().map(|p| (p, ctx.jwt.get(p))) {
             Some((_, Some(p))) => AuthMode::Jwt(p.clone()),
             Some((name, None)) => {
@@ -618,8 +673,8 @@ fn compile_api(
             e.push(err(
                 at,
                 format!(
-                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi{}",
-                    did_you_mean(other, ["none", "hmac", "tc3", "tc1", "jwt", "openapi"])
+                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi, key{}",
+                    did_you_mean(other, ["none", "hmac", "tc3", "tc1", "jwt", "openapi", "key"])
                 ),
             ));
             AuthMode::None
@@ -641,6 +696,13 @@ fn compile_api(
         .cloud_error_status
         .unwrap_or(ctx.raw.auth.cloud_error_status)
         == crate::config::raw::CloudErrorStatus::Http;
+    if (api.key_header.is_some() || api.key_query.is_some()) && api.auth != "key" {
+        e.push(err(
+            at,
+            "key_header and key_query are only used with auth = \"key\"",
+        ));
+    }
+    let caller = compile_caller_rules(ctx, api, at, &mut e);
     let style = match api.auth.as_str() {
         "tc3" | "tc1" => ErrorStyle::Cloud { http_status },
         "openapi" => ErrorStyle::OpenApi { http_status },
@@ -742,6 +804,22 @@ fn compile_api(
         ctx.plan_limits.clone(),
     );
     let backend = compile_backend(ctx, api, at, &mut e);
+    let mut refusals = Refusals {
+        auth: caller.refusal,
+        ..Refusals::default()
+    };
+    for name in svc.plugins.iter().chain(api.plugins.iter()) {
+        if let Some(r) = ctx.plugin_refusals.get(name.as_str()) {
+            match ctx.plugins.get(name.as_str()) {
+                Some(Plugin::Traffic(_) | Plugin::ParamTraffic(_)) => {
+                    refusals.traffic = Some(r.clone())
+                }
+                _ => {
+                    refusals.plugins.insert(Arc::from(name.as_str()), r.clone());
+                }
+            }
+        }
+    }
     if !e.is_empty() {
         return Err(e);
     }
@@ -765,7 +843,109 @@ fn compile_api(
         plans: ctx.key_plans.clone(),
         limits,
         backend,
+        acl: caller.acl,
+        request_headers: caller.request_headers,
+        response_headers: caller.response_headers,
+        refusals,
     })
+}
+
+/// What an API does with a caller once authenticated.
+struct CallerRules {
+    acl: Option<Arc<crate::policy::acl::CallerAcl>>,
+    request_headers: Option<Arc<crate::policy::headers::HeaderRules>>,
+    response_headers: Option<Arc<crate::policy::headers::HeaderRules>>,
+    refusal: Option<crate::reject::Refusal>,
+}
+
+/// Access lists, header rules and the custom auth refusal of one API.
+fn compile_caller_rules(
+    ctx: &ApiCtx,
+    api: &RawApi,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> CallerRules {
+    use crate::policy::headers::{HeaderRules, Side};
+    let lists = [
+        ("allow_keys", &api.allow_keys),
+        ("deny_keys", &api.deny_keys),
+        ("allow_apps", &api.allow_apps),
+        ("deny_apps", &api.deny_apps),
+    ];
+    let any_list = lists.iter().any(|(_, l)| !l.is_empty());
+    let anonymous = api.auth == "none";
+    if any_list && anonymous {
+        e.push(err(
+            at,
+            "allow_apps, deny_apps, allow_keys and deny_keys need an auth scheme (auth is \"none\")",
+        ));
+    }
+    for (what, list) in &lists[..2] {
+        for k in list.iter() {
+            if !ctx.raw.keys.iter().any(|x| &x.id == k) {
+                e.push(err(
+                    at,
+                    format!("{what}: key {k:?} is not defined in [[keys]]"),
+                ));
+            }
+        }
+    }
+    // JWT callers may be subjects outside [[keys]] (their app is the subject).
+    if api.auth != "jwt" {
+        for (what, list) in &lists[2..] {
+            for a in list.iter() {
+                let known = ctx
+                    .raw
+                    .keys
+                    .iter()
+                    .any(|x| x.app.as_deref().unwrap_or(&x.id) == a);
+                if !known {
+                    e.push(err(at, format!("{what}: no key in [[keys]] has app {a:?}")));
+                }
+            }
+        }
+    }
+    let acl = crate::policy::acl::CallerAcl::new(
+        &api.allow_apps,
+        &api.deny_apps,
+        &api.allow_keys,
+        &api.deny_keys,
+    )
+    .map(Arc::new);
+    let mut rules = |raw: &RawHeaderRules, side: Side, what: &str| match HeaderRules::compile(
+        raw,
+        side,
+        ctx.reserved,
+    ) {
+        Ok(r) => r.map(Arc::new),
+        Err(msgs) => {
+            e.extend(msgs.into_iter().map(|m| err(format!("{at} / {what}"), m)));
+            None
+        }
+    };
+    let request_headers = rules(&api.request_headers, Side::Request, "request_headers");
+    let response_headers = rules(&api.response_headers, Side::Response, "response_headers");
+    let refusal =
+        match crate::reject::Refusal::new(api.auth_rejected_code, api.auth_rejected_msg.as_deref())
+        {
+            Ok(r) => r,
+            Err(m) => {
+                e.push(err(at, format!("auth_{m}")));
+                None
+            }
+        };
+    if refusal.is_some() && anonymous {
+        e.push(err(
+            at,
+            "auth_rejected_code / auth_rejected_msg need an auth scheme (auth is \"none\")",
+        ));
+    }
+    CallerRules {
+        acl,
+        request_headers,
+        response_headers,
+        refusal,
+    }
 }
 
 fn compile_backend(

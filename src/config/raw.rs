@@ -241,6 +241,8 @@ pub struct RawAuth {
     /// API does; the official SDKs read error codes only from 200 answers) or "http".
     #[serde(default)]
     pub cloud_error_status: CloudErrorStatus,
+    #[serde(default)]
+    pub key: RawKeyAuth,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -263,6 +265,7 @@ impl Default for RawAuth {
             tc1: RawTc1Auth::default(),
             jwt: RawJwtAuth::default(),
             cloud_error_status: CloudErrorStatus::default(),
+            key: RawKeyAuth::default(),
         }
     }
 }
@@ -362,6 +365,33 @@ fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
 
+/// `[auth.key]`: where `auth = "key"` APIs read the API key by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyAuth {
+    /// Header carrying the key (default `X-API-Key`).
+    pub key_header: Option<String>,
+    /// Query parameter carrying the key; unset: the query is not read.
+    pub key_query: Option<String>,
+}
+
+/// `[services.apis.request_headers]` / `[services.apis.response_headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    /// name -> value template; replaces any value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// name -> value template; appended to the values present.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// old name -> new name (requests only).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
@@ -406,7 +436,7 @@ pub struct RawKey {
     pub enabled: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwtProvider {
     pub name: String,
@@ -423,6 +453,36 @@ pub struct RawJwtProvider {
     pub claims_to_headers: BTreeMap<String, String>,
     /// Claim naming the caller's key for usage plans and limits (default `sub`).
     pub key_claim: Option<String>,
+    /// Algorithm of RSA keys that declare none (PEM keys, JWKs without `alg`):
+    /// RS256 (default), RS384, RS512, PS256, PS384 or PS512.
+    pub algorithm: Option<String>,
+    /// Cookie carrying the token when there is no `Authorization` header.
+    pub token_cookie: Option<String>,
+    /// Query parameter carrying the token when there is no header or cookie.
+    pub token_query: Option<String>,
+    /// claim -> required value, or list of accepted values (`scope`/`scp`
+    /// strings are split on spaces).
+    #[serde(default)]
+    pub required_claims: BTreeMap<String, RawClaimValue>,
+    /// JWKS fetched at start and every `jwks_refresh` (default 5m); the last
+    /// good set is kept when a fetch fails.
+    pub jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub jwks_refresh: Option<Duration>,
+    /// Bound of one JWKS fetch (default 5s).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub jwks_timeout: Option<Duration>,
+    /// Longest accepted token lifetime (`exp - iat`, and `exp - now`).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_lifetime: Option<Duration>,
+}
+
+/// A required claim value: one value or a list of accepted ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawClaimValue {
+    One(String),
+    Any(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -472,6 +532,10 @@ pub struct RawIpControl {
     pub mode: String,
     /// IPs / CIDRs separated by `;` or newlines.
     pub ips: String,
+    /// Status of this plugin's refusals (default 403).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Hash)]
@@ -492,6 +556,10 @@ pub struct RawTrafficControl {
     pub spec_ip_rate_limits: Vec<RawSpecIp>,
     /// Bucket IPv6 clients by this prefix length for `ip_rate_limit` (e.g. 64); none = per address.
     pub ipv6_prefix: Option<u8>,
+    /// Status of this plugin's refusals (default 429).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 fn default_one() -> u64 {
     1
@@ -521,6 +589,10 @@ pub struct RawParamTrafficControl {
     pub default_rate_limit: u64,
     #[serde(default)]
     pub strategies: Vec<RawStrategy>,
+    /// Status of this plugin's refusals (default 429).
+    pub rejected_code: Option<u16>,
+    /// Message of this plugin's refusals.
+    pub rejected_msg: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Hash)]
@@ -620,6 +692,27 @@ pub struct RawApi {
     /// takes, exact or a trailing-`*` prefix; empty = any.
     #[serde(default)]
     pub actions: Vec<String>,
+    /// `auth = "key"`: per-API override of `[auth.key] key_header`.
+    pub key_header: Option<String>,
+    /// `auth = "key"`: per-API override of `[auth.key] key_query`.
+    pub key_query: Option<String>,
+    /// Caller access lists, checked after authentication (403).
+    #[serde(default)]
+    pub allow_apps: Vec<String>,
+    #[serde(default)]
+    pub deny_apps: Vec<String>,
+    #[serde(default)]
+    pub allow_keys: Vec<String>,
+    #[serde(default)]
+    pub deny_keys: Vec<String>,
+    /// Status of this API's authentication refusals (401/403 by default).
+    pub auth_rejected_code: Option<u16>,
+    /// Message of this API's authentication refusals.
+    pub auth_rejected_msg: Option<String>,
+    #[serde(default)]
+    pub request_headers: RawHeaderRules,
+    #[serde(default)]
+    pub response_headers: RawHeaderRules,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<String> {

@@ -658,6 +658,8 @@ mod tests {
 
     fn tc(name: &str, expire_type: &str, api: u64) -> RawTrafficControl {
         RawTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: name.into(),
             expire_type: expire_type.into(),
             expire: 1,
@@ -962,6 +964,8 @@ mod tests {
     fn param_strategies_order_and_per_value_counters() {
         let st = LimitState::in_memory();
         let raw = RawParamTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "pflow".into(),
             default_window: 1,
             default_rate_limit: 100,
@@ -1017,6 +1021,8 @@ mod tests {
         assert_eq!(pp.count("posts", "1", at(0)), 1);
         // the default strategy comes first
         let raw = RawParamTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "p2".into(),
             default_window: 10,
             default_rate_limit: 2,

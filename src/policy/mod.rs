@@ -1,6 +1,8 @@
 //! Request policies: one check type per file.
+pub mod acl;
 pub mod cors;
 pub mod expr;
+pub mod headers;
 pub mod ip;
 pub mod limits;
 pub mod param;

@@ -320,6 +320,8 @@ mod tests {
         default_rate_limit: u64,
     ) -> Vec<String> {
         let raw = RawParamTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "p".into(),
             default_window,
             default_rate_limit,

@@ -219,6 +219,8 @@ mod tests {
 
     fn limits(st: &LimitState) -> (RouteLimits, std::sync::Arc<PlanLimits>) {
         let tc = RawTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,

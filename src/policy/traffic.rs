@@ -322,6 +322,8 @@ mod tests {
 
     fn raw() -> RawTrafficControl {
         RawTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "flow".into(),
             expire_type: "minute".into(),
             expire: 1,

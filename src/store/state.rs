@@ -305,6 +305,8 @@ mod tests {
 
     fn tc(expire_type: &str, expire: u64, api: u64) -> RawTrafficControl {
         RawTrafficControl {
+            rejected_code: None,
+            rejected_msg: None,
             name: "flow".into(),
             expire_type: expire_type.into(),
             expire,
