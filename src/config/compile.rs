@@ -674,7 +674,10 @@ fn compile_api(
                 at,
                 format!(
                     "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi, key{}",
-                    did_you_mean(other, ["none", "hmac", "tc3", "tc1", "jwt", "openapi", "key"])
+                    did_you_mean(
+                        other,
+                        ["none", "hmac", "tc3", "tc1", "jwt", "openapi", "key"]
+                    )
                 ),
             ));
             AuthMode::None
