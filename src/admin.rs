@@ -80,11 +80,14 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
             ),
         },
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(full(state.metrics.encode()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-            );
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = state.metrics.encode_for(accept);
+            let mut r = Response::new(full(body));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             r
         }
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
