@@ -489,6 +489,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             jwt.values().flat_map(|p| p.header_names()),
         ),
         inventory,
+        views: Arc::new(crate::admin::views::Views::from_raw(raw)),
     })
 }
 
