@@ -3,6 +3,7 @@
 //! `/-/plugins`, `/-/usage?key=ID`; see [`views`]). Kept apart from the proxy
 //! listeners so it is never exposed by them.
 
+pub mod client;
 pub mod views;
 
 use crate::body::{full, Body};
