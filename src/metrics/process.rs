@@ -16,8 +16,14 @@ pub struct ProcessCollector {
 
 impl ProcessCollector {
     pub fn new() -> ProcessCollector {
+        // Without /proc/stat (systemd's `ProcSubset=pid` hides it), the time
+        // the metrics were created, early in the process, stands in.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64());
         ProcessCollector {
-            start_time: start_time(),
+            start_time: start_time().or(now),
         }
     }
 }
