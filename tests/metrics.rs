@@ -476,3 +476,102 @@ body = "ok"
         1.0
     );
 }
+
+/// Metric names (`keygate_*`, `process_*`) mentioned in a text.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    for prefix in ["keygate_", "process_"] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(prefix) {
+            let start = from + i;
+            let boundary = start == 0 || {
+                let b = bytes[start - 1];
+                !(b.is_ascii_alphanumeric() || b == b'_')
+            };
+            let end = text[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(text.len(), |e| start + e);
+            if boundary {
+                out.insert(text[start..end].to_string());
+            }
+            from = end;
+        }
+    }
+    out
+}
+
+/// The Grafana dashboard and the Prometheus alert rules name only metrics that
+/// a live keygate exports (with a `[cluster]` section, Redis unreachable, so
+/// that the cluster series exist too).
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_and_alerts_use_existing_metrics() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard = std::fs::read_to_string(format!("{root}/deploy/grafana/keygate.json"))
+        .expect("deploy/grafana/keygate.json");
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() > 10));
+    let alerts = std::fs::read_to_string(format!("{root}/deploy/prometheus/alerts.yml"))
+        .expect("deploy/prometheus/alerts.yml");
+
+    let backend = spawn_backend().await;
+    let kg = Keygate::start(&format!(
+        r#"
+[cluster]
+redis = "redis://127.0.0.1:1"
+on_error = "local"
+
+[[services]]
+name = "s"
+[[services.apis]]
+name = "echo"
+path = "/echo/"
+[services.apis.backend]
+type = "http"
+url = "http://{backend}"
+path = "/"
+"#
+    ))
+    .await;
+    assert_eq!(get(&kg.url("/echo/x")).await.status, StatusCode::OK);
+    assert_eq!(get(&kg.url("/nowhere")).await.status, StatusCode::NOT_FOUND);
+    let (text, _) = metrics(&kg).await;
+    let live: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+
+    for (file, body) in [
+        ("deploy/grafana/keygate.json", &dashboard),
+        ("deploy/prometheus/alerts.yml", &alerts),
+    ] {
+        let used = metric_names(body);
+        assert!(used.len() >= 5, "{file} names hardly any metric: {used:?}");
+        let missing: Vec<&String> = used.iter().filter(|n| !live.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics that /metrics does not export: {missing:?}\nlive: {live:?}"
+        );
+    }
+    // What the brief asks the dashboard and the alerts to cover.
+    for name in [
+        "keygate_requests_total",
+        "keygate_frontend_errors_total",
+        "keygate_request_duration_seconds_bucket",
+        "keygate_upstream_duration_seconds_bucket",
+        "keygate_backend_responses_total",
+        "keygate_reloads_total",
+        "keygate_cluster_mode",
+    ] {
+        assert!(dashboard.contains(name), "dashboard lacks {name}");
+    }
+    for name in [
+        "keygate_reloads_total{result=\"failed\"}",
+        "keygate_backend_responses_total{code=~\"5..\"}",
+        "keygate_cluster_mode{mode!=\"shared\"}",
+    ] {
+        assert!(alerts.contains(name), "alerts lack {name}");
+    }
+}
