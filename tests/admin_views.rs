@@ -77,6 +77,13 @@ mode = "white"
 ips = "127.0.0.1"
 
 [[plugins]]
+name = "per-app"
+type = "traffic_control"
+expire_type = "minute"
+expire = 1
+app_rate_limit = 100
+
+[[plugins]]
 name = "web"
 type = "cors"
 allow_origin = ["https://app.example"]
@@ -93,7 +100,7 @@ name = "orders"
 path = "/orders/"
 methods = ["GET", "POST"]
 auth = "hmac"
-plugins = ["web"]
+plugins = ["web", "per-app"]
 [services.apis.backend]
 type = "http"
 url = "http://user:{BACKEND_PASSWORD}@{backend}"
@@ -132,7 +139,10 @@ body = "pong"
     assert_eq!(orders["path"], "/orders/");
     assert_eq!(orders["methods"], serde_json::json!(["GET", "POST"]));
     assert_eq!(orders["auth"], "hmac");
-    assert_eq!(orders["plugins"], serde_json::json!(["office", "web"]));
+    assert_eq!(
+        orders["plugins"],
+        serde_json::json!(["office", "web", "per-app"])
+    );
     assert_eq!(orders["usage_plans"], serde_json::json!(["gold"]));
     assert_eq!(
         orders["backend"]["urls"],
@@ -169,11 +179,13 @@ body = "pong"
     no_secret("/-/plugins", &body);
     let plugins: Value = serde_json::from_str(&body).expect("json");
     let plugins = plugins.as_array().expect("array");
-    assert_eq!(plugins.len(), 2);
+    assert_eq!(plugins.len(), 3);
     assert_eq!(plugins[0]["name"], "office");
     assert_eq!(plugins[0]["type"], "ip_control");
     assert_eq!(plugins[0]["used_by"], serde_json::json!(["shop/orders"]));
-    assert_eq!(plugins[1]["type"], "cors");
+    assert_eq!(plugins[1]["type"], "traffic_control");
+    assert_eq!(plugins[1]["settings"]["app_rate_limit"], 100);
+    assert_eq!(plugins[2]["type"], "cors");
 
     // Usage: nothing used yet, then two calls of the quota of five. Reading
     // the view does not count.
@@ -200,6 +212,15 @@ body = "pong"
         assert_eq!(u["plans"][0]["used"], 2, "{body}");
         assert_eq!(u["plans"][0]["remaining"], 3, "{body}");
         assert_eq!(u["counts"], "local");
+        // The traffic_control window counting the key's app.
+        let w = &u["windows"][0];
+        assert_eq!(w["plugin"], "per-app", "{body}");
+        assert_eq!(w["window_seconds"], 60);
+        assert_eq!(w["app"], "shop");
+        assert_eq!(w["app_limit"], 100);
+        assert_eq!(w["used"], 2, "{body}");
+        assert_eq!(w["remaining"], 98);
+        assert_eq!(w["routes"], serde_json::json!(["shop/orders"]));
     }
     let (status, body) = view(&kg, "/-/usage?key=AKIDfile").await;
     assert_eq!(status, StatusCode::OK);

@@ -175,8 +175,9 @@ fn plugin_settings(p: &RawPlugin) -> Value {
     }
 }
 
-/// `/-/usage?key=ID`: the key's usage plans with quota used and remaining, read
-/// from the counters without touching them. `None`: no such key.
+/// `/-/usage?key=ID`: the key's usage plans with quota used and remaining, and
+/// the current windows of the `traffic_control` policies counting its app,
+/// read from the counters without touching them. `None`: no such key.
 pub fn usage(gw: &Gateway, key: &str, cluster: bool) -> Option<Value> {
     let k = gw.keys.get(key)?;
     let names = gw.views.plans_of_key.get(key).cloned().unwrap_or_default();
@@ -197,11 +198,41 @@ pub fn usage(gw: &Gateway, key: &str, cluster: bool) -> Option<Value> {
             "remaining": quota.zip(used).map(|(q, u)| q.saturating_sub(u)),
         }));
     }
+    // The current windows of the traffic_control policies that count this
+    // key's app (once per policy, whichever routes share it).
+    let now = crate::store::Timestamp::now();
+    let mut windows: BTreeMap<String, Value> = BTreeMap::new();
+    for api in &gw.apis {
+        let Some(t) = api.limits.traffic() else {
+            continue;
+        };
+        let entry = windows.entry(t.name().to_string()).or_insert_with(|| {
+            let limit = t.app_limit(&k.app);
+            let (_, used, _) = t.counts(
+                Some(&k.app),
+                std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                now,
+            );
+            json!({
+                "plugin": t.name(),
+                "window_seconds": t.window_secs(),
+                "app": k.app,
+                "app_limit": limit,
+                "used": used,
+                "remaining": limit.map(|l| l.saturating_sub(used)),
+                "routes": [],
+            })
+        });
+        if let Some(r) = entry["routes"].as_array_mut() {
+            r.push(json!(&*api.label));
+        }
+    }
     Some(json!({
         "key": k.id,
         "app": k.app,
         "enabled": k.enabled,
         "plans": plans,
+        "windows": windows.into_values().collect::<Vec<_>>(),
         // Under [cluster], Redis holds the shared counts; these are this node's.
         "counts": if cluster { "local (cluster: Redis holds the shared counts)" } else { "local" },
     }))
