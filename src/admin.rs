@@ -1,5 +1,10 @@
-//! The admin listener (loopback by default): health, readiness, config version
-//! and reload. Kept apart from the proxy listeners so it is never exposed by them.
+//! The admin listener (loopback by default): health, readiness, config version,
+//! reload, metrics and the read-only views (`/-/routes`, `/-/keys`,
+//! `/-/plugins`, `/-/usage?key=ID`; see [`views`]). Kept apart from the proxy
+//! listeners so it is never exposed by them.
+
+pub mod client;
+pub mod views;
 
 use crate::body::{full, Body};
 use crate::config::watch::Reloader;
@@ -80,12 +85,46 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
             ),
         },
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(full(state.metrics.encode()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-            );
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = state.metrics.encode_for(accept);
+            let mut r = Response::new(full(body));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             r
+        }
+        (&Method::GET, "/-/routes") => json(
+            StatusCode::OK,
+            reloader.live().load().views.routes().clone(),
+        ),
+        (&Method::GET, "/-/keys") => {
+            json(StatusCode::OK, reloader.live().load().views.keys().clone())
+        }
+        (&Method::GET, "/-/plugins") => json(
+            StatusCode::OK,
+            reloader.live().load().views.plugins().clone(),
+        ),
+        (&Method::GET, "/-/usage") => {
+            let key = req.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "key")
+                    .map(|(_, v)| v.into_owned())
+            });
+            let Some(key) = key else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "usage: /-/usage?key=ID"}),
+                );
+            };
+            match views::usage(&reloader.live().load(), &key, state.cluster.is_some()) {
+                Some(v) => json(StatusCode::OK, v),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "no such key"}),
+                ),
+            }
         }
         (_, "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

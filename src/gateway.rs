@@ -39,6 +39,8 @@ pub struct Gateway {
     pub reserved: ReservedHeaders,
     /// Names of what this snapshot holds, to log what a reload changed.
     pub inventory: Inventory,
+    /// What the admin views (`/-/routes`, `/-/keys` ...) show of this snapshot.
+    pub views: Arc<crate::admin::views::Views>,
 }
 
 #[derive(Debug, Clone)]

@@ -61,6 +61,8 @@ struct Outcome {
     key_id: Option<String>,
     client_ip: Option<IpAddr>,
     upstream_status: Option<u16>,
+    /// From sending the request to the back end to its response head.
+    upstream_latency: Option<std::time::Duration>,
     /// A CORS preflight answer: final, not decorated again.
     preflight: bool,
     /// Headers added to the response whatever it is (rate-limit headers).
@@ -143,9 +145,11 @@ impl Ctx {
         let status = refused_status.unwrap_or(resp.status()).as_u16();
         route_metrics.record(Sample {
             status,
-            reject: refused,
+            // A refused preflight is no valid call.
+            reject: refused.or((out.preflight && status >= 400).then_some("cors")),
             upstream_status: out.upstream_status,
             latency,
+            upstream_latency: out.upstream_latency,
         });
         let bytes_out = resp.body().size_hint().exact();
         match bytes_out {
@@ -321,7 +325,9 @@ impl Ctx {
                     identity.as_ref(),
                     backend_path,
                 )?;
+                let sent = Instant::now();
                 let resp = self.forward(b, parts, body).await?;
+                out.upstream_latency = Some(sent.elapsed());
                 out.upstream_status = Some(resp.status().as_u16());
                 resp
             }

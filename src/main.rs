@@ -1,7 +1,8 @@
-//! The `keygate` command: run, check, sign, keygen (SPEC §7).
+//! The `keygate` command: run, check, sign, keygen (SPEC §7), reload and
+//! completions.
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, CommandFactory, Parser, Subcommand};
 use keygate::config::{compile, locate, preflight};
 use keygate::server;
 use keygate::state::State;
@@ -15,10 +16,18 @@ use std::time::SystemTime;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `keygate --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KEYGATE_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "keygate",
-    version,
+    version = VERSION,
     about = "Authenticating reverse proxy enforcing API-gateway policies"
 )]
 struct Cli {
@@ -42,19 +51,50 @@ enum Cmd {
         config: PathBuf,
     },
     /// Print the Date and Authorization headers of the `hmac` scheme.
+    #[command(group(ArgGroup::new("key_secret").required(true).args(["secret", "secret_file", "secret_env"])))]
     Sign {
         #[arg(long)]
         id: String,
+        /// The secret itself (visible to `ps` and kept in shell history:
+        /// prefer --secret-file or --secret-env).
         #[arg(long)]
-        secret: String,
+        secret: Option<String>,
+        /// Read the secret from this file (one trailing newline is ignored).
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Read the secret from this environment variable.
+        #[arg(long, value_name = "NAME")]
+        secret_env: Option<String>,
         #[arg(long, default_value = "hmac-sha1")]
         algorithm: String,
-        /// Extra header to sign, `Name: value` (repeatable).
+        /// Extra header to sign, `Name: value` (repeatable). The pseudo-header
+        /// `request-line: GET /path?query HTTP/1.1` is signed but not printed.
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Also print the string that was signed (to stderr).
+        #[arg(long)]
+        print_string_to_sign: bool,
     },
     /// Print a new random key id and secret.
     Keygen,
+    /// Ask a running keygate to reload its configuration (POST /-/reload on
+    /// the admin listener). An explicit reload: an unchanged file is reported
+    /// as such, a broken one is tried again.
+    Reload {
+        /// Config file whose `[server] admin` address to call.
+        #[arg(
+            short,
+            long,
+            default_value = "config/keygate.toml",
+            conflicts_with = "admin"
+        )]
+        config: PathBuf,
+        /// Admin listener address (`host:port`), instead of reading the config.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -69,12 +109,26 @@ fn main() -> ExitCode {
         Cmd::Sign {
             id,
             secret,
+            secret_file,
+            secret_env,
             algorithm,
             headers,
-        } => sign(&id, &secret, &algorithm, &headers),
+            print_string_to_sign,
+        } => read_secret(secret, secret_file.as_deref(), secret_env.as_deref())
+            .and_then(|secret| sign(&id, &secret, &algorithm, &headers, print_string_to_sign)),
         Cmd::Keygen => {
             let (id, secret) = keygate::auth::sign::keygen();
             println!("id = \"{id}\"\nsecret = \"{secret}\"");
+            Ok(())
+        }
+        Cmd::Reload { config, admin } => keygate_cli_reload(&config, admin.as_deref()),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "keygate",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     };
@@ -126,7 +180,42 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn sign(id: &str, secret: &str, algorithm: &str, headers: &[String]) -> anyhow::Result<()> {
+/// The secret of `keygate sign`, from exactly one of its three sources.
+fn read_secret(
+    secret: Option<String>,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> anyhow::Result<String> {
+    let s = match (secret, file, env) {
+        (Some(s), _, _) => s,
+        (None, Some(f), _) => {
+            let mut s = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the secret file {}", f.display()))?;
+            if s.ends_with('\n') {
+                s.pop();
+                if s.ends_with('\r') {
+                    s.pop();
+                }
+            }
+            s
+        }
+        (None, None, Some(name)) => std::env::var(name)
+            .with_context(|| format!("environment variable {name} is not set (or not UTF-8)"))?,
+        (None, None, None) => bail!("give --secret, --secret-file or --secret-env"),
+    };
+    if s.is_empty() {
+        bail!("the secret is empty");
+    }
+    Ok(s)
+}
+
+fn sign(
+    id: &str,
+    secret: &str,
+    algorithm: &str,
+    headers: &[String],
+    print_string_to_sign: bool,
+) -> anyhow::Result<()> {
     let mut extra = vec![];
     for h in headers {
         let Some((k, v)) = h.split_once(':') else {
@@ -134,12 +223,75 @@ fn sign(id: &str, secret: &str, algorithm: &str, headers: &[String]) -> anyhow::
         };
         extra.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let out = keygate::auth::sign::sign_hmac(id, secret, algorithm, &extra, SystemTime::now())
-        .map_err(anyhow::Error::msg)?;
-    for (k, v) in out {
+    let out =
+        keygate::auth::sign::sign_hmac_request(id, secret, algorithm, &extra, SystemTime::now())
+            .map_err(anyhow::Error::msg)?;
+    if print_string_to_sign {
+        eprintln!("string to sign:\n{}\n", out.string_to_sign);
+    }
+    for (k, v) in out.headers {
         println!("{k}: {v}");
     }
     Ok(())
+}
+
+/// `keygate reload`: POST `/-/reload` on the admin listener and print its answer.
+fn keygate_cli_reload(config: &Path, admin: Option<&str>) -> anyhow::Result<()> {
+    let addr = match admin {
+        Some(a) => a.to_string(),
+        None => {
+            let (raw, _) = compile::read_file(config).map_err(|errors| {
+                anyhow::anyhow!(
+                    "cannot read {}:\n{}",
+                    config.display(),
+                    errors
+                        .iter()
+                        .map(|e| format!("  {e}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+            raw.server.admin.with_context(|| {
+                format!(
+                    "{} has no [server] admin listener to call",
+                    config.display()
+                )
+            })?
+        }
+    };
+    let (status, body) = keygate::admin::client::post_reload(&addr)
+        .with_context(|| format!("cannot reach the admin listener on {addr}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    match (status, v["ok"].as_bool()) {
+        (200, Some(true)) => {
+            let hash = v["hash"].as_str().unwrap_or("?");
+            if v["changed"].as_bool() == Some(false) {
+                println!("configuration unchanged ({hash})");
+            } else {
+                println!("configuration reloaded ({hash})");
+                for c in v["changes"].as_array().into_iter().flatten() {
+                    println!("  {}", c.as_str().unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+        (_, Some(false)) => {
+            let errors: Vec<String> = v["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| format!("  {}", e.as_str().unwrap_or_default()))
+                .collect();
+            bail!(
+                "reload refused; the previous configuration stays in force:\n{}",
+                errors.join("\n")
+            )
+        }
+        _ => bail!(
+            "unexpected answer from {addr}: HTTP {status}: {}",
+            body.trim()
+        ),
+    }
 }
 
 fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {

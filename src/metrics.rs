@@ -7,29 +7,37 @@
 //!
 //! | family | type | labels |
 //! | --- | --- | --- |
-//! | `keygate_requests_total` | counter | `route`, `class` (`1xx`…`5xx`, `other`) |
+//! | `keygate_requests_total` | counter | `route`, `code` (status sent to the client) |
 //! | `keygate_valid_calls_total` | counter | `route` |
-//! | `keygate_frontend_errors_total` | counter | `route`, `reason` (`auth` `ip` `limit` `route` `request` `other`) |
+//! | `keygate_frontend_errors_total` | counter | `route`, `reason` (`auth` `ip` `limit` `route` `request` `cors` `other`) |
+//! | `keygate_backend_responses_total` | counter | `route`, `code` (the back end's status, or the gateway's 502/504 when it failed) |
 //! | `keygate_backend_errors_total` | counter | `route`, `class` (`4xx`, `5xx`) |
-//! | `keygate_backend_404_total` | counter | `route` |
-//! | `keygate_backend_502_total` | counter | `route` |
 //! | `keygate_request_duration_seconds` | histogram | `route` |
+//! | `keygate_upstream_duration_seconds` | histogram | `route` (back end's share: request sent → response head) |
 //! | `keygate_open_connections` | gauge | – |
 //! | `keygate_connections_total` | counter | – |
 //! | `keygate_bytes_in_total` / `keygate_bytes_out_total` | counter | `route` |
 //! | `keygate_reloads_total` | counter | `result` (`ok`, `failed`) |
 //! | `keygate_config_info` | gauge (=1) | `hash` |
 //! | `keygate_config_loaded_timestamp_seconds` | gauge | – |
-//! | `keygate_build_info` | gauge (=1) | `version` |
+//! | `keygate_build_info` | gauge (=1) | `version`, `commit` |
 //! | `keygate_cluster_mode` | gauge (1 = active) | `mode` (`shared`, `local`, `allow`, `deny`) |
 //! | `keygate_cluster_redis_errors_total` | counter | `kind` (`timeout`, `error`, `reply`) |
 //! | `keygate_cluster_fallback_decisions_total` | counter | – |
 //!
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | – (from `/proc`, read at scrape time) |
+//!
 //! The `cluster_mode` and `cluster_redis_errors` series appear only with a `[cluster]` section.
 //!
 //! The `route` label is the API's `service/api` label from the config (a finite
-//! set), or `-` for a request no API matched. Label sets are created lazily, on
-//! first use, so the output shows no series that never happened.
+//! set), or `-` for a request no API matched. Every counter whose label values
+//! are known in advance is exported from the start with 0 (reloads by result,
+//! and per route: valid calls, refusals by reason, back-end errors by class,
+//! and the histograms); only the `code` series, whose values are open, appear
+//! on first use.
+//!
+//! [`Metrics::encode_for`] answers in the OpenMetrics text format, or in the
+//! Prometheus text format 0.0.4 when the scraper's `Accept` prefers `text/plain`.
 //!
 //! The hot path allocates nothing once a route has been seen: a route's handles
 //! ([`RouteMetrics`]) are resolved once and cached (by name, behind a read
@@ -47,9 +55,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+mod process;
+
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which
 /// Prometheus scrapes natively).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `Content-Type` of the Prometheus text format 0.0.4 ([`to_text_004`]).
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The commit keygate was built from (`git rev-parse --short HEAD` at build
+/// time, `unknown` outside a git checkout); see `build.rs`.
+pub const BUILD_COMMIT: &str = env!("KEYGATE_COMMIT");
 
 /// Route label of requests that matched no API.
 pub const NO_ROUTE: &str = "-";
@@ -65,9 +82,9 @@ pub const LATENCY_BUCKETS: [f64; 17] = [
 const MAX_ROUTES: usize = 4096;
 const OVERFLOW_ROUTE: &str = "(overflow)";
 
-const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-/// Front-end refusal reasons (`Reject::reason`); `backend` is counted as a back-end error instead.
-const REASONS: [&str; 6] = ["auth", "ip", "limit", "route", "request", "other"];
+/// Front-end refusal reasons (`Reject::reason`, and `cors` for a refused
+/// preflight); `backend` is counted as a back-end error instead.
+const REASONS: [&str; 7] = ["auth", "ip", "limit", "route", "request", "cors", "other"];
 
 /// One request as the handler saw it, for [`Metrics::record`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,12 +92,16 @@ pub struct Sample {
     /// Status sent to the client.
     pub status: u16,
     /// `Some(Reject::reason())` when the gateway refused or failed the request:
-    /// `"auth" | "ip" | "limit" | "route" | "request" | "backend"`.
+    /// `"auth" | "ip" | "limit" | "route" | "request" | "backend"`, or `"cors"`
+    /// for a refused preflight (not a valid call).
     pub reject: Option<&'static str>,
     /// Status the back end answered, when the request reached one.
     pub upstream_status: Option<u16>,
     /// From the request's arrival to the response head.
     pub latency: Duration,
+    /// The back end's share of `latency`: from sending the request to its
+    /// response head, when the request reached one.
+    pub upstream_latency: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +113,12 @@ struct RouteLabels {
 struct ClassLabels {
     route: Arc<str>,
     class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    route: Arc<str>,
+    code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,13 +135,13 @@ struct ResultLabels {
 /// Every labelled family, shared by the registry and the route handles.
 #[derive(Default)]
 struct Families {
-    requests: Family<ClassLabels, Counter>,
+    requests: Family<CodeLabels, Counter>,
     valid: Family<RouteLabels, Counter>,
     frontend: Family<ReasonLabels, Counter>,
+    backend_responses: Family<CodeLabels, Counter>,
     backend_errors: Family<ClassLabels, Counter>,
-    backend_404: Family<RouteLabels, Counter>,
-    backend_502: Family<RouteLabels, Counter>,
     latency: Family<RouteLabels, LatencyHistogram>,
+    upstream_latency: Family<RouteLabels, LatencyHistogram>,
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
 }
@@ -122,6 +149,8 @@ struct Families {
 /// The process-wide metrics.
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, without the `keygate_` prefix.
+    process: Registry,
     families: Arc<Families>,
     routes: RwLock<HashMap<Box<str>, Arc<RouteMetrics>>>,
     open_connections: Gauge,
@@ -171,7 +200,7 @@ impl Metrics {
         let f = &families;
         r.register(
             "requests",
-            "Requests answered, by route and status class",
+            "Requests answered, by route and status code sent to the client",
             f.requests.clone(),
         );
         r.register(
@@ -190,20 +219,21 @@ impl Metrics {
             f.backend_errors.clone(),
         );
         r.register(
-            "backend_404",
-            "Back-end answers with status 404",
-            f.backend_404.clone(),
-        );
-        r.register(
-            "backend_502",
-            "Bad gateway: back end unreachable or answering 502",
-            f.backend_502.clone(),
+            "backend_responses",
+            "Back-end answers by status code (502/504 also when the back end failed)",
+            f.backend_responses.clone(),
         );
         r.register_with_unit(
             "request_duration",
             "Time from the request's arrival to the response head",
             Unit::Seconds,
             f.latency.clone(),
+        );
+        r.register_with_unit(
+            "upstream_duration",
+            "The back end's share of the latency: request sent to response head",
+            Unit::Seconds,
+            f.upstream_latency.clone(),
         );
         r.register(
             "bytes_in",
@@ -241,11 +271,21 @@ impl Metrics {
             Unit::Seconds,
             config_loaded.clone(),
         );
-        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        for result in ["ok", "failed"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
+        let build = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build
-            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .get_or_create(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", BUILD_COMMIT),
+            ])
             .set(1);
-        r.register("build_info", "keygate version (value is always 1)", build);
+        r.register(
+            "build_info",
+            "keygate version and commit (value is always 1)",
+            build,
+        );
         let cluster_mode = Family::<ModeLabels, Gauge>::default();
         let cluster_errors = Family::<KindLabels, Counter>::default();
         let cluster_fallbacks = Counter::default();
@@ -269,8 +309,11 @@ impl Metrics {
             "Log lines dropped because the log sink fell too far behind",
             FnCounter(crate::logging::dropped_lines),
         );
-        Metrics {
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector::new()));
+        let m = Metrics {
             registry: r,
+            process,
             families,
             routes: RwLock::new(HashMap::new()),
             open_connections,
@@ -281,11 +324,17 @@ impl Metrics {
             cluster_mode,
             cluster_errors,
             cluster_fallbacks,
-        }
+        };
+        // Requests no API matched are counted from the start too.
+        m.route(NO_ROUTE);
+        m
     }
 
     /// The cluster mode now in force: `shared` or the `on_error` fall-back.
     pub fn set_cluster_mode(&self, mode: &str) {
+        for kind in ["timeout", "error", "reply"] {
+            let _ = self.cluster_errors.get_or_create(&KindLabels { kind });
+        }
         for m in CLUSTER_MODES {
             self.cluster_mode
                 .get_or_create(&ModeLabels { mode: m })
@@ -379,10 +428,23 @@ impl Metrics {
 
     /// Every family in the OpenMetrics text format (serve with [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
+    }
+
+    /// The exposition the scraper's `Accept` header asks for: `(body, content type)`.
+    pub fn encode_for(&self, accept: Option<&str>) -> (String, &'static str) {
+        let om = self.encode();
+        if accept.is_some_and(prefers_text_004) {
+            (to_text_004(&om), CONTENT_TYPE_TEXT)
+        } else {
+            (om, CONTENT_TYPE)
+        }
     }
 }
 
@@ -400,13 +462,13 @@ impl Drop for ConnGuard {
 pub struct RouteMetrics {
     route: Arc<str>,
     families: Arc<Families>,
-    requests: [OnceLock<Counter>; CLASSES.len()],
-    valid: OnceLock<Counter>,
-    frontend: [OnceLock<Counter>; REASONS.len()],
-    backend_errors: [OnceLock<Counter>; 2],
-    backend_404: OnceLock<Counter>,
-    backend_502: OnceLock<Counter>,
+    requests: CodeCounters,
+    valid: Counter,
+    frontend: [Counter; REASONS.len()],
+    backend_responses: CodeCounters,
+    backend_errors: [Counter; 2],
     latency: LatencyHistogram,
+    upstream_latency: LatencyHistogram,
     bytes_in: Counter,
     bytes_out: Counter,
 }
@@ -418,26 +480,40 @@ impl RouteMetrics {
             route: route.clone(),
         };
         let latency = families.latency.get_or_create(&l).clone();
+        let upstream_latency = families.upstream_latency.get_or_create(&l).clone();
         let bytes_in = families.bytes_in.get_or_create(&l).clone();
         let bytes_out = families.bytes_out.get_or_create(&l).clone();
+        let valid = families.valid.get_or_create(&l).clone();
+        let frontend = REASONS.map(|reason| {
+            families
+                .frontend
+                .get_or_create(&ReasonLabels {
+                    route: route.clone(),
+                    reason,
+                })
+                .clone()
+        });
+        let backend_errors = ["4xx", "5xx"].map(|class| {
+            families
+                .backend_errors
+                .get_or_create(&ClassLabels {
+                    route: route.clone(),
+                    class,
+                })
+                .clone()
+        });
         RouteMetrics {
             route,
             families,
-            requests: Default::default(),
-            valid: OnceLock::new(),
-            frontend: Default::default(),
-            backend_errors: Default::default(),
-            backend_404: OnceLock::new(),
-            backend_502: OnceLock::new(),
+            requests: CodeCounters::default(),
+            valid,
+            frontend,
+            backend_responses: CodeCounters::default(),
+            backend_errors,
             latency,
+            upstream_latency,
             bytes_in,
             bytes_out,
-        }
-    }
-
-    fn route_labels(&self) -> RouteLabels {
-        RouteLabels {
-            route: self.route.clone(),
         }
     }
 
@@ -454,22 +530,17 @@ impl RouteMetrics {
     /// Record one answered request of this route.
     pub fn record(&self, s: Sample) {
         let f = &*self.families;
-        let class = class_index(s.status);
-        self.requests[class]
-            .get_or_init(|| {
-                f.requests
-                    .get_or_create(&ClassLabels {
-                        route: self.route.clone(),
-                        class: CLASSES[class],
-                    })
-                    .clone()
-            })
-            .inc();
+        self.requests.inc(s.status, || {
+            f.requests
+                .get_or_create(&CodeLabels {
+                    route: self.route.clone(),
+                    code: s.status,
+                })
+                .clone()
+        });
         match s.reject {
             None => {
-                self.valid
-                    .get_or_init(|| f.valid.get_or_create(&self.route_labels()).clone())
-                    .inc();
+                self.valid.inc();
             }
             Some("backend") => {}
             Some(reason) => {
@@ -477,16 +548,7 @@ impl RouteMetrics {
                     .iter()
                     .position(|r| *r == reason)
                     .unwrap_or(REASONS.len() - 1);
-                self.frontend[i]
-                    .get_or_init(|| {
-                        f.frontend
-                            .get_or_create(&ReasonLabels {
-                                route: self.route.clone(),
-                                reason: REASONS[i],
-                            })
-                            .clone()
-                    })
-                    .inc();
+                self.frontend[i].inc();
             }
         }
         // The back end's own answer, or the gateway's 502/504 when it failed.
@@ -495,37 +557,101 @@ impl RouteMetrics {
             (None, Some("backend")) => Some(s.status),
             _ => None,
         };
-        if let Some(b) = backend.filter(|b| *b >= 400) {
-            let i = usize::from(b >= 500);
-            self.backend_errors[i]
-                .get_or_init(|| {
-                    f.backend_errors
-                        .get_or_create(&ClassLabels {
-                            route: self.route.clone(),
-                            class: if i == 0 { "4xx" } else { "5xx" },
-                        })
-                        .clone()
-                })
-                .inc();
-            if b == 404 {
-                self.backend_404
-                    .get_or_init(|| f.backend_404.get_or_create(&self.route_labels()).clone())
-                    .inc();
-            } else if b == 502 {
-                self.backend_502
-                    .get_or_init(|| f.backend_502.get_or_create(&self.route_labels()).clone())
-                    .inc();
+        if let Some(b) = backend {
+            self.backend_responses.inc(b, || {
+                f.backend_responses
+                    .get_or_create(&CodeLabels {
+                        route: self.route.clone(),
+                        code: b,
+                    })
+                    .clone()
+            });
+            if b >= 400 {
+                self.backend_errors[usize::from(b >= 500)].inc();
             }
         }
         self.latency.observe(s.latency);
+        if let Some(u) = s.upstream_latency {
+            self.upstream_latency.observe(u);
+        }
     }
 }
 
-fn class_index(status: u16) -> usize {
-    match status {
-        100..=599 => usize::from(status / 100 - 1),
-        _ => CLASSES.len() - 1,
+/// Counters by status code, resolved once per code: one lazily allocated block
+/// of 100 handles per hundred (`1xx` … `9xx`), so a route seeing only 2xx and
+/// 4xx answers holds two blocks.
+#[derive(Default)]
+struct CodeCounters {
+    blocks: [OnceLock<Box<[OnceLock<Counter>]>>; 9],
+}
+
+impl CodeCounters {
+    fn inc(&self, code: u16, make: impl FnOnce() -> Counter) {
+        let hundred = usize::from(code / 100);
+        let (Some(block), true) = (hundred.checked_sub(1), (100..1000).contains(&code)) else {
+            make().inc();
+            return;
+        };
+        let block = self.blocks[block].get_or_init(|| (0..100).map(|_| OnceLock::new()).collect());
+        block[usize::from(code % 100)].get_or_init(make).inc();
     }
+}
+
+/// Whether an `Accept` header prefers the Prometheus text format 0.0.4
+/// (`text/plain`) to OpenMetrics: by quality, OpenMetrics winning ties and
+/// answering `*/*` or no preference.
+pub fn prefers_text_004(accept: &str) -> bool {
+    let (mut om, mut text) = (-1.0f32, -1.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" => text = text.max(q),
+            _ => {}
+        }
+    }
+    text > 0.0 && text > om
+}
+
+/// The OpenMetrics text of [`Metrics::encode`] in the Prometheus text format
+/// 0.0.4: counters' `HELP`/`TYPE` name the `_total` series, `UNIT` and `EOF`
+/// lines are dropped. Samples are written the same way in both.
+pub fn to_text_004(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// A fixed-bucket histogram of durations made of atomics only (no lock per sample).
@@ -641,6 +767,7 @@ mod tests {
             reject: None,
             upstream_status: Some(status),
             latency: Duration::from_millis(ms),
+            upstream_latency: Some(Duration::from_millis(ms)),
         }
     }
 
@@ -710,17 +837,21 @@ mod tests {
 
         has(
             &t,
-            "keygate_requests_total{route=\"demo/echo\",class=\"2xx\"} 2",
+            "keygate_requests_total{route=\"demo/echo\",code=\"200\"} 2",
         );
         has(
             &t,
-            "keygate_requests_total{route=\"demo/echo\",class=\"4xx\"} 2",
+            "keygate_requests_total{route=\"demo/echo\",code=\"404\"} 1",
         );
         has(
             &t,
-            "keygate_requests_total{route=\"demo/echo\",class=\"5xx\"} 2",
+            "keygate_requests_total{route=\"demo/echo\",code=\"429\"} 1",
         );
-        has(&t, "keygate_requests_total{route=\"-\",class=\"4xx\"} 1");
+        has(
+            &t,
+            "keygate_requests_total{route=\"demo/echo\",code=\"502\"} 2",
+        );
+        has(&t, "keygate_requests_total{route=\"-\",code=\"404\"} 1");
         has(&t, "keygate_valid_calls_total{route=\"demo/echo\"} 4");
         has(
             &t,
@@ -734,6 +865,12 @@ mod tests {
             &t,
             "keygate_frontend_errors_total{route=\"demo/echo\",reason=\"limit\"} 1",
         );
+        // Known label values are there from the start, with 0.
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"demo/echo\",reason=\"cors\"} 0",
+        );
+        has(&t, "keygate_valid_calls_total{route=\"demo/private\"} 0");
         assert!(!t.contains("reason=\"backend\""), "{t}");
         has(
             &t,
@@ -743,13 +880,28 @@ mod tests {
             &t,
             "keygate_backend_errors_total{route=\"demo/echo\",class=\"5xx\"} 2",
         );
-        has(&t, "keygate_backend_404_total{route=\"demo/echo\"} 1");
-        has(&t, "keygate_backend_502_total{route=\"demo/echo\"} 2");
+        has(
+            &t,
+            "keygate_backend_responses_total{route=\"demo/echo\",code=\"200\"} 2",
+        );
+        has(
+            &t,
+            "keygate_backend_responses_total{route=\"demo/echo\",code=\"404\"} 1",
+        );
+        has(
+            &t,
+            "keygate_backend_responses_total{route=\"demo/echo\",code=\"502\"} 2",
+        );
         // Refusals by the gateway are not back-end errors.
+        has(
+            &t,
+            "keygate_backend_errors_total{route=\"demo/private\",class=\"4xx\"} 0",
+        );
         assert!(
-            !t.contains("keygate_backend_errors_total{route=\"demo/private\""),
+            !t.contains("keygate_backend_responses_total{route=\"demo/private\""),
             "{t}"
         );
+        assert!(!t.contains("keygate_backend_502"), "{t}");
         has(&t, "# TYPE keygate_request_duration_seconds histogram");
         has(
             &t,
@@ -779,6 +931,15 @@ mod tests {
             &t,
             "keygate_request_duration_seconds_bucket{le=\"+Inf\",route=\"demo/echo\"} 6",
         );
+        // The back end's share: only the samples that reached one.
+        has(
+            &t,
+            "keygate_upstream_duration_seconds_count{route=\"demo/echo\"} 4",
+        );
+        has(
+            &t,
+            "keygate_upstream_duration_seconds_count{route=\"demo/private\"} 0",
+        );
         has(&t, "keygate_bytes_in_total{route=\"demo/echo\"} 40");
         has(&t, "keygate_bytes_out_total{route=\"demo/echo\"} 400");
         has(&t, "keygate_bytes_out_total{route=\"demo/private\"} 80");
@@ -792,29 +953,85 @@ mod tests {
         has(
             &t,
             &format!(
-                "keygate_build_info{{version=\"{}\"}} 1",
+                "keygate_build_info{{version=\"{}\",commit=\"{BUILD_COMMIT}\"}} 1",
                 env!("CARGO_PKG_VERSION")
             ),
         );
+        has(&t, "# TYPE process_cpu_seconds counter");
+        assert!(t.contains("\nprocess_resident_memory_bytes "), "{t}");
         assert!(t.ends_with("# EOF\n"));
+        assert_eq!(t.matches("# EOF").count(), 1);
     }
 
     #[test]
-    fn no_series_before_use() {
+    fn counters_start_at_zero() {
         let m = Metrics::new();
         let t = m.encode();
-        assert!(!t.contains("route="), "{t}");
-        // Families with no series yet print no descriptor; plain metrics do.
-        assert!(!t.contains("keygate_requests"), "{t}");
-        assert!(t.contains("keygate_open_connections 0"), "{t}");
+        has(&t, "keygate_reloads_total{result=\"ok\"} 0");
+        has(&t, "keygate_reloads_total{result=\"failed\"} 0");
+        has(&t, "keygate_valid_calls_total{route=\"-\"} 0");
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"-\",reason=\"route\"} 0",
+        );
+        has(&t, "keygate_open_connections 0");
+        has(&t, "keygate_connections_total 0");
+        // Status codes are an open set: no series before the first answer.
+        assert!(!t.contains("keygate_requests_total{"), "{t}");
+        m.route("s/a");
+        has(
+            &m.encode(),
+            "keygate_frontend_errors_total{route=\"s/a\",reason=\"auth\"} 0",
+        );
     }
 
     #[test]
-    fn class_of_odd_statuses() {
-        assert_eq!(CLASSES[class_index(100)], "1xx");
-        assert_eq!(CLASSES[class_index(599)], "5xx");
-        assert_eq!(CLASSES[class_index(600)], "other");
-        assert_eq!(CLASSES[class_index(99)], "other");
+    fn refused_preflight_is_no_valid_call() {
+        let m = Metrics::new();
+        m.record(
+            "s/c",
+            Sample {
+                status: 403,
+                reject: Some("cors"),
+                ..Sample::default()
+            },
+        );
+        let t = m.encode();
+        has(&t, "keygate_valid_calls_total{route=\"s/c\"} 0");
+        has(
+            &t,
+            "keygate_frontend_errors_total{route=\"s/c\",reason=\"cors\"} 1",
+        );
+        has(&t, "keygate_requests_total{route=\"s/c\",code=\"403\"} 1");
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        // Prometheus 2.x/3.x default scrape protocols.
+        assert!(!prefers_text_004("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"));
+        assert!(prefers_text_004("text/plain;version=0.0.4"));
+        assert!(prefers_text_004(
+            "text/plain; version=0.0.4; q=0.9, application/openmetrics-text; q=0.5"
+        ));
+        assert!(!prefers_text_004("*/*"));
+        assert!(!prefers_text_004("text/plain;q=0"));
+        assert!(!prefers_text_004(""));
+    }
+
+    #[test]
+    fn text_004_names_counters_by_their_samples() {
+        let m = Metrics::new();
+        m.reload(true);
+        let (t, ct) = m.encode_for(Some("text/plain"));
+        assert_eq!(ct, CONTENT_TYPE_TEXT);
+        has(&t, "# TYPE keygate_reloads_total counter");
+        has(&t, "keygate_reloads_total{result=\"ok\"} 1");
+        has(&t, "# TYPE keygate_config_loaded_timestamp_seconds gauge");
+        has(&t, "# TYPE process_cpu_seconds_total counter");
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
+        let (om, ct) = m.encode_for(None);
+        assert_eq!(ct, CONTENT_TYPE);
+        has(&om, "# TYPE keygate_reloads counter");
     }
 
     #[test]
@@ -827,7 +1044,7 @@ mod tests {
         m.record("s/a", ok(200, 1));
         assert!(m
             .encode()
-            .contains("keygate_requests_total{route=\"s/a\",class=\"2xx\"} 2"));
+            .contains("keygate_requests_total{route=\"s/a\",code=\"200\"} 2"));
     }
 
     /// Cost of the hot path; run with `cargo test --release --lib metrics -- --ignored --nocapture`.

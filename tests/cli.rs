@@ -1,4 +1,4 @@
-//! The `keygate` command line: check, sign, keygen.
+//! The `keygate` command line: check, sign, keygen, reload, completions, --version.
 
 use std::process::Command;
 
@@ -287,4 +287,244 @@ fn plugin_errors_are_located_named_and_not_repeated() {
     );
     // traffic_control with a per-IP limit only is valid.
     assert!(!err.contains("plugins (ratelimit)"), "{err}");
+}
+
+fn keygate_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run keygate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The signature of `Authorization: hmac …, signature="…"`.
+fn signature_of(authorization: &str) -> &str {
+    authorization
+        .split("signature=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no signature in {authorization}"))
+}
+
+/// `sign` reads the secret from argv, a file or the environment, prints only
+/// real headers (the `request-line` pseudo-header is signed, not printed), and
+/// `--print-string-to-sign` shows what was signed: the test recomputes the MAC
+/// over it.
+#[test]
+fn sign_secret_sources_string_to_sign_and_no_pseudo_headers() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let secret = "cli-sign-secret";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("secret");
+    std::fs::write(&file, format!("{secret}\n")).expect("write secret");
+    let file = file.to_str().expect("utf8").to_string();
+    let common = [
+        "sign",
+        "--id",
+        "AKIDcli",
+        "--algorithm",
+        "hmac-sha256",
+        "-H",
+        "request-line: GET /orders?a=1 HTTP/1.1",
+        "-H",
+        "X-Trace: 7",
+        "--print-string-to-sign",
+    ];
+    for source in [
+        vec!["--secret", secret],
+        vec!["--secret-file", file.as_str()],
+        vec!["--secret-env", "CLI_SIGN_SECRET"],
+    ] {
+        let mut args: Vec<&str> = common.to_vec();
+        args.extend(&source);
+        let (ok, out, err) = keygate_env(&args, &[("CLI_SIGN_SECRET", secret)]);
+        assert!(ok, "{source:?}: {out}{err}");
+        let names: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_once(": ").map(|(n, _)| n))
+            .collect();
+        assert_eq!(names, ["Date", "X-Trace", "Authorization"], "{out}");
+        assert!(!out.to_ascii_lowercase().contains("request-line:"), "{out}");
+        let authorization = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Authorization: "))
+            .expect("Authorization");
+        assert!(
+            authorization.contains("headers=\"date request-line x-trace\""),
+            "{authorization}"
+        );
+        let date = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Date: "))
+            .expect("Date");
+        let sts = err
+            .split("string to sign:\n")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").next())
+            .unwrap_or_else(|| panic!("no string to sign in {err}"));
+        assert_eq!(
+            sts,
+            format!("date: {date}\nrequest-line: GET /orders?a=1 HTTP/1.1\nx-trace: 7")
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("mac");
+        mac.update(sts.as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(signature_of(authorization), expected, "{source:?}");
+        assert!(!out.contains(secret) && !err.contains(secret));
+    }
+}
+
+#[test]
+fn sign_needs_exactly_one_secret_source() {
+    let (ok, _, err) = keygate_env(&["sign", "--id", "AKIDcli"], &[]);
+    assert!(!ok);
+    assert!(err.contains("--secret"), "{err}");
+    let (ok, _, err) = keygate_env(
+        &["sign", "--id", "a", "--secret", "x", "--secret-env", "X"],
+        &[("X", "y")],
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = keygate_env(
+        &["sign", "--id", "a", "--secret-env", "KEYGATE_CLI_UNSET_VAR"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("KEYGATE_CLI_UNSET_VAR is not set"), "{err}");
+    let (ok, _, err) = keygate_env(
+        &[
+            "sign",
+            "--id",
+            "a",
+            "--secret-file",
+            "/nonexistent/keygate-secret",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot read the secret file"), "{err}");
+}
+
+#[test]
+fn completions_and_version_with_commit() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, out, err) = keygate_env(&["completions", shell], &[]);
+        assert!(ok, "{shell}: {err}");
+        for word in ["keygate", "reload", "secret-file", "completions"] {
+            assert!(out.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let (ok, _, _) = keygate_env(&["completions", "tcsh-or-so"], &[]);
+    assert!(!ok);
+    let (ok, out, _) = keygate_env(&["--version"], &[]);
+    assert!(ok);
+    let line = out.trim();
+    assert!(
+        line.starts_with(&format!("keygate {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{line}"
+    );
+    let commit = line
+        .split("(commit ")
+        .nth(1)
+        .and_then(|c| c.strip_suffix(')'))
+        .expect("commit");
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
+}
+
+/// A `keygate run` child, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `keygate run -c config` and waits for its admin announcement.
+fn run_server(config: &std::path::Path) -> Server {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn keygate");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        if line.expect("stdout line").contains("admin on") {
+            // Keep draining stdout so that later lines never meet a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return server;
+        }
+    }
+    panic!("keygate run ended without announcing its admin listener");
+}
+
+/// `keygate reload` calls the admin listener named by the config (or
+/// `--admin`): an unchanged file is reported as such, a changed one reloaded
+/// with what changed, a broken one refused with its errors (exit 1).
+#[test]
+fn reload_calls_the_admin_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keygate.toml");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let base = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"{admin}\"\nwatch = false\n\n[[services]]\nname = \"s\"\n[[services.apis]]\nname = \"a\"\npath = \"/a\"\n[services.apis.backend]\ntype = \"mock\"\nbody = \"a\"\n"
+    );
+    std::fs::write(&config, &base).expect("write config");
+    let _server = run_server(&config);
+    let c = config.to_str().expect("utf8");
+
+    let (ok, out, err) = keygate_env(&["reload", "-c", c], &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("configuration unchanged"), "{out}");
+
+    std::fs::write(
+        &config,
+        format!("{base}[[services.apis]]\nname = \"b\"\npath = \"/b\"\n[services.apis.backend]\ntype = \"mock\"\nbody = \"b\"\n"),
+    )
+    .expect("write config");
+    let (ok, out, err) = keygate_env(&["reload", "--admin", &admin], &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("configuration reloaded"), "{out}");
+    assert!(out.contains("s/b"), "{out}");
+
+    std::fs::write(
+        &config,
+        format!("{base}[[services.apis]]\nname = \"bad\"\n"),
+    )
+    .expect("write");
+    // The broken file names no readable admin address: ask by address.
+    let (ok, out, err) = keygate_env(&["reload", "--admin", &admin], &[]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("reload refused"), "{err}");
+    assert!(err.contains("missing field `path`"), "{err}");
+
+    let (ok, _, err) = keygate_env(
+        &["reload", "--admin", &format!("127.0.0.1:{}", free_port())],
+        &[],
+    );
+    assert!(!ok);
+    assert!(err.contains("cannot reach the admin listener"), "{err}");
 }

@@ -317,7 +317,7 @@ async fn python_sdk_tc3_and_v1_forms_and_error_codes() {
     // Metrics count the 200-answered refusals under their real status and reason.
     let m = get(&format!("http://{}/metrics", s.kg.admin)).await.text();
     for line in [
-        r#"keygate_requests_total{route="cloud/tc3-describe",class="4xx"}"#,
+        r#"keygate_requests_total{route="cloud/tc3-describe",code="4"#,
         r#"keygate_frontend_errors_total{route="cloud/tc3-describe",reason="auth"}"#,
         r#"keygate_frontend_errors_total{route="cloud/tc3-limited",reason="limit"} 1"#,
         r#"keygate_frontend_errors_total{route="cloud/tc3-describe",reason="route"}"#,

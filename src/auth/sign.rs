@@ -6,8 +6,23 @@ use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
 use std::time::SystemTime;
 
+/// Pseudo-headers the `hmac` scheme signs but that are not sent as headers.
+const PSEUDO_HEADERS: [&str; 1] = ["request-line"];
+
+/// A signed request: the headers to send and the string that was signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// `[("Date", ..), extra headers in order..., ("Authorization", ..)]`,
+    /// without pseudo-headers such as `request-line`.
+    pub headers: Vec<(String, String)>,
+    /// The signing string, lines joined by `\n` (for debugging a client).
+    pub string_to_sign: String,
+}
+
 /// The headers an `hmac` request needs: `[("Date", ..), extra headers in order...,
-/// ("Authorization", ..)]`, signing `date` followed by the extra headers.
+/// ("Authorization", ..)]`, signing `date` followed by the extra headers. A
+/// pseudo-header (`request-line: GET /path?query HTTP/1.1`) is signed and
+/// named in `headers="…"`, but not returned as a header to send.
 pub fn sign_hmac(
     id: &str,
     secret: &str,
@@ -15,6 +30,17 @@ pub fn sign_hmac(
     headers: &[(String, String)],
     now: SystemTime,
 ) -> Result<Vec<(String, String)>, String> {
+    sign_hmac_request(id, secret, algorithm, headers, now).map(|s| s.headers)
+}
+
+/// [`sign_hmac`], also returning the string to sign.
+pub fn sign_hmac_request(
+    id: &str,
+    secret: &str,
+    algorithm: &str,
+    headers: &[(String, String)],
+    now: SystemTime,
+) -> Result<Signed, String> {
     let alg = Algorithm::from_name(algorithm).ok_or_else(|| {
         format!(
             "unknown algorithm {algorithm:?} (expected hmac-sha1, hmac-sha256, hmac-sha384 or hmac-sha512)"
@@ -46,7 +72,8 @@ pub fn sign_hmac(
         signed.push((name.to_string(), value.to_string()));
     }
     let mut mac = AnyMac::new(alg, secret.as_bytes()).ok_or("unusable secret")?;
-    mac.update(signing_string(&signed).as_bytes());
+    let string_to_sign = signing_string(&signed);
+    mac.update(string_to_sign.as_bytes());
     let signature = B64.encode(mac.finalize().as_bytes());
     let names: Vec<String> = signed.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     let authorization = format!(
@@ -55,7 +82,11 @@ pub fn sign_hmac(
         names.join(" ")
     );
     signed.push(("Authorization".to_string(), authorization));
-    Ok(signed)
+    signed.retain(|(n, _)| !PSEUDO_HEADERS.iter().any(|p| p.eq_ignore_ascii_case(n)));
+    Ok(Signed {
+        headers: signed,
+        string_to_sign,
+    })
 }
 
 /// A new random key pair: id `AKID` + 32 alphanumerics, secret of 40
@@ -97,6 +128,52 @@ mod tests {
             Arc::new(Key::new("AKID1".into(), "s3cret".into(), None, true)),
         );
         let (m, u) = (Method::GET, Uri::from_static("/"));
+        let req = RequestParts {
+            method: &m,
+            uri: &u,
+            version: Version::HTTP_11,
+            headers: &headers,
+            body: None,
+        };
+        verify(&HmacSettings::default(), &req, &keys, now).unwrap();
+    }
+
+    #[test]
+    fn request_line_is_signed_not_sent() {
+        let now = SystemTime::now();
+        let extra = vec![(
+            "request-line".to_string(),
+            "GET /echo?a=1 HTTP/1.1".to_string(),
+        )];
+        let s = sign_hmac_request("AKID1", "s3cret", "hmac-sha256", &extra, now).unwrap();
+        let names: Vec<&str> = s.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Date", "Authorization"]);
+        assert!(
+            s.headers[1].1.contains("headers=\"date request-line\""),
+            "{:?}",
+            s.headers
+        );
+        assert_eq!(
+            s.string_to_sign,
+            format!(
+                "date: {}\nrequest-line: GET /echo?a=1 HTTP/1.1",
+                httpdate::fmt_http_date(now)
+            )
+        );
+        // The server computes the same line from the request and accepts it.
+        let mut headers = HeaderMap::new();
+        for (n, v) in &s.headers {
+            headers.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let mut keys = Keys::new();
+        keys.insert(
+            "AKID1".into(),
+            Arc::new(Key::new("AKID1".into(), "s3cret".into(), None, true)),
+        );
+        let (m, u) = (Method::GET, Uri::from_static("/echo?a=1"));
         let req = RequestParts {
             method: &m,
             uri: &u,

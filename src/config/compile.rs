@@ -522,6 +522,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         },
         reserved,
         inventory,
+        views: Arc::new(crate::admin::views::Views::from_raw(raw)),
     })
 }
 

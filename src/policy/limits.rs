@@ -349,6 +349,11 @@ impl RouteLimits {
         self.plans.iter().find(|p| p.name() == name)
     }
 
+    /// The route's `traffic_control` policy (read by the admin usage view).
+    pub fn traffic(&self) -> Option<&Arc<TrafficPolicy>> {
+        self.traffic.as_ref()
+    }
+
     /// Cluster mode, first half of a check: per-second QPS is acquired locally
     /// (unless `shared_qps`), windows and quotas are collected, uncounted, in a
     /// [`Shared`] for one decision by Redis. `Err`: a local QPS limit refused.
