@@ -356,6 +356,11 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         if svc.qps == Some(0) {
             e.push(err(&sat, "qps must be positive (omit it for unlimited)"));
         }
+        if let Err(m) =
+            crate::route::front::FrontProtocols::compile(&svc.protocols, svc.https_redirect, None)
+        {
+            e.push(err(&sat, m));
+        }
         let key_plans = service_plans(svc, &plans, &sat, &mut e);
         for p in &svc.plugins {
             if !plugins.contains_key(p.as_str()) {
@@ -377,14 +382,22 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             if !api_names.insert(&api.name) {
                 e.push(err(&at, "duplicate API name in this service"));
             }
+            // Plans bound to the API itself add to the service's (BindType=API).
+            let (api_key_plans, plan_names) = if api.usage_plans.is_empty() {
+                (
+                    key_plans.clone(),
+                    svc.usage_plans.iter().collect::<Vec<_>>(),
+                )
+            } else {
+                api_plans(svc, api, &plans, &at, &mut e)
+            };
             let ctx = ApiCtx {
                 raw,
                 state,
                 plugins: &plugins,
                 jwt: &jwt,
-                key_plans: key_plans.clone(),
-                plan_limits: svc
-                    .usage_plans
+                key_plans: api_key_plans,
+                plan_limits: plan_names
                     .iter()
                     .filter_map(|n| plan_limits.get(n.as_str()).cloned())
                     .collect(),
@@ -504,6 +517,50 @@ fn service_plans(
         }
     }
     Some(Arc::new(map))
+}
+
+/// key id → usage plan name.
+type KeyPlans = Arc<HashMap<String, Arc<str>>>;
+
+/// key id → plan name over the plans bound to `svc` and to `api`, and the
+/// plans' names; a key in two of them is an error.
+fn api_plans<'r>(
+    svc: &'r RawService,
+    api: &'r RawApi,
+    plans: &HashMap<&str, &RawUsagePlan>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> (Option<KeyPlans>, Vec<&'r String>) {
+    let mut names: Vec<&String> = svc.usage_plans.iter().collect();
+    for n in &api.usage_plans {
+        if names.contains(&n) {
+            e.push(err(
+                at,
+                format!("usage plan {n:?} is bound to the service already"),
+            ));
+        } else {
+            names.push(n);
+        }
+    }
+    let mut map: HashMap<String, Arc<str>> = HashMap::new();
+    for name in &names {
+        let Some(plan) = plans.get(name.as_str()) else {
+            if api.usage_plans.contains(name) {
+                e.push(err(at, format!("usage plan {name:?} is not defined")));
+            }
+            continue;
+        };
+        let pname: Arc<str> = Arc::from(name.as_str());
+        for k in &plan.keys {
+            if let Some(prev) = map.insert(k.clone(), pname.clone()) {
+                e.push(err(
+                    at,
+                    format!("key {k:?} is bound by two usage plans of this API: {prev} and {name}"),
+                ));
+            }
+        }
+    }
+    (Some(Arc::new(map)), names)
 }
 
 /// An API's own `[auth.hmac]` when it sets `hmac_enforce_headers`.
@@ -693,7 +750,28 @@ fn compile_api(
         param,
         ctx.plan_limits.clone(),
     );
+    let tls_port = ctx.raw.server.tls.as_ref().and_then(|t| {
+        t.listen
+            .first()
+            .and_then(|l| l.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+    });
+    let front =
+        crate::route::front::FrontProtocols::compile(&svc.protocols, svc.https_redirect, tls_port)
+            // An error is reported once, at the service.
+            .unwrap_or_default();
     let backend = compile_backend(ctx, api, at, &mut e);
+    let inputs = crate::policy::inputs::Inputs::compile(
+        &api.params,
+        &crate::route::param_names(&api.path).unwrap_or_default(),
+        (api.backend.kind != "mock").then_some(api.backend.path.as_str()),
+        &api.backend.const_query,
+        &api.backend.const_headers,
+    )
+    .unwrap_or_else(|msgs| {
+        e.extend(msgs.into_iter().map(|m| err(at, m)));
+        Default::default()
+    });
     if !e.is_empty() {
         return Err(e);
     }
@@ -716,6 +794,8 @@ fn compile_api(
         ip,
         plans: ctx.key_plans.clone(),
         limits,
+        front,
+        inputs,
         backend,
     })
 }
@@ -761,19 +841,36 @@ fn compile_backend(
             }
             targets.extend(b.urls.iter().map(|u| (u.clone(), 1)));
             for t in &b.targets {
-                if t.weight == 0 || t.weight > 100 {
-                    e.push(err(&at, format!("target {}: weight must be 1-100", t.url)));
+                if t.weight > 100 {
+                    e.push(err(&at, format!("target {}: weight must be 0-100", t.url)));
                 }
-                targets.push((t.url.clone(), t.weight));
+                // Weight 0: the target is disabled (kept in the file, sent nothing).
+                if t.weight > 0 {
+                    targets.push((t.url.clone(), t.weight));
+                }
             }
+            if !b.targets.is_empty() && targets.is_empty() {
+                e.push(err(&at, "every target has weight 0 (disabled)"));
+                return None;
+            }
+            let websocket = b.kind == "websocket";
             let mut expanded = vec![];
             for (u, w) in targets {
-                match expand_env(&u) {
+                match expand_env(&u).and_then(|u| ws_url(u, websocket)) {
                     Ok(u) => expanded.push((u, w)),
                     Err(m) => e.push(err(&at, m)),
                 }
             }
-            let websocket = b.kind == "websocket";
+            if websocket {
+                for m in &api.methods {
+                    if m != "GET" && m != "ANY" {
+                        e.push(err(
+                            &at,
+                            format!("type = \"websocket\" takes GET only, not {m}"),
+                        ));
+                    }
+                }
+            }
             let max = if websocket {
                 Duration::from_secs(1800)
             } else {
@@ -796,7 +893,11 @@ fn compile_backend(
             }
             if !b.path.is_empty() && !b.path.starts_with('/') {
                 e.push(err(&at, "path must start with /"));
-            } else if let Err(m) = crate::route::check_backend_path(&api.path, &b.path) {
+            } else if let Err(m) = crate::route::check_backend_path_with(
+                &api.path,
+                &b.path,
+                &crate::policy::inputs::Inputs::backend_path_names(&api.params),
+            ) {
                 e.push(err(&at, m));
             }
             let method = match &b.method {
@@ -814,12 +915,19 @@ fn compile_backend(
                     }
                 },
             };
-            let const_headers = header_map(&b.const_headers, &at, e)
+            // Constants naming `${param.X}` are filled per request (policy::inputs).
+            let fixed = |m: &std::collections::BTreeMap<String, String>| {
+                m.iter()
+                    .filter(|(_, v)| !crate::policy::inputs::is_param_ref(v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            let const_headers = header_map(&fixed(&b.const_headers), &at, e)
                 .into_iter()
                 .filter_map(|(k, v)| Some((k?, v)))
                 .collect();
             let const_query = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(b.const_query.iter())
+                .extend_pairs(fixed(&b.const_query).iter())
                 .finish();
             let spec = UpstreamSpec {
                 targets: expanded,
@@ -853,6 +961,7 @@ fn compile_backend(
                 const_headers,
                 const_query,
                 preserve_host: b.preserve_host,
+                websocket,
             }))
         }
         other => {
@@ -863,6 +972,22 @@ fn compile_backend(
             None
         }
     }
+}
+
+/// `ws://` / `wss://` back-end URLs (websocket APIs only) as `http://` / `https://`.
+fn ws_url(u: String, websocket: bool) -> Result<String, String> {
+    let lower = u.to_ascii_lowercase();
+    let rest = match (lower.strip_prefix("ws://"), lower.strip_prefix("wss://")) {
+        (Some(_), _) => ("http://", 5),
+        (_, Some(_)) => ("https://", 6),
+        _ => return Ok(u),
+    };
+    if !websocket {
+        return Err(format!(
+            "back-end URL {u:?}: ws:// and wss:// are for type = \"websocket\""
+        ));
+    }
+    Ok(format!("{}{}", rest.0, &u[rest.1..]))
 }
 
 fn header_map(

@@ -564,8 +564,17 @@ pub struct RawService {
     pub usage_plans: Vec<String>,
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// Front-end protocols taken: `http`, `https` (default both).
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<String>,
+    /// Redirect plain-HTTP requests to HTTPS (301 GET/HEAD, 308 others).
+    #[serde(default)]
+    pub https_redirect: bool,
     #[serde(default)]
     pub apis: Vec<RawApi>,
+}
+fn default_protocols() -> Vec<String> {
+    vec!["http".into(), "https".into()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -599,6 +608,12 @@ pub struct RawApi {
     /// takes, exact or a trailing-`*` prefix; empty = any.
     #[serde(default)]
     pub actions: Vec<String>,
+    /// Usage plans bound to this API alone (the documents' BindType=API).
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+    /// Declared front-end parameters, checked before authentication.
+    #[serde(default)]
+    pub params: Vec<crate::policy::inputs::RawParam>,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<String> {

@@ -1,6 +1,7 @@
 //! Request policies: one check type per file.
 pub mod cors;
 pub mod expr;
+pub mod inputs;
 pub mod ip;
 pub mod limits;
 pub mod param;
