@@ -552,3 +552,64 @@ protocols = []
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_domain_path_mapping_to_environments() {
+    let mock = |svc: &str| {
+        format!("[[services.apis]]\nname = \"hello\"\npath = \"/hello\"\n[services.apis.backend]\ntype = \"mock\"\nbody = \"{svc}\"\n")
+    };
+    let cfg = format!(
+        "[[services]]\nname = \"rel\"\nhosts = [\"api.test\"]\nenvironment = \"release\"\npath_mapping = \"/\"\n{}\
+         [[services]]\nname = \"tst\"\nhosts = [\"api.test\"]\nenvironment = \"test\"\npath_mapping = \"/t\"\n{}\
+         [[services]]\nname = \"plain\"\nenvironment = \"release\"\n{}",
+        mock("rel"),
+        mock("tst"),
+        mock("plain"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let on = |host: &'static str, path: &'static str| {
+        let url = kg.url(path);
+        async move { send(Method::GET, &url, &[("host", host)], "").await }
+    };
+    // On the custom domain, "/" reaches the release environment, "/t" the test one.
+    let r = on("api.test", "/hello").await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "rel".to_string()));
+    let r = on("api.test", "/t/hello").await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "tst".to_string()));
+    // Elsewhere the environment prefix is as before.
+    let r = on("other.test", "/release/hello").await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "plain".to_string()));
+    assert_eq!(
+        on("other.test", "/hello").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn check_reports_path_mapping_problems() {
+    let (ok, err) = check(
+        r#"
+[[services]]
+name = "nohost"
+environment = "release"
+path_mapping = "/"
+[[services]]
+name = "noenv"
+hosts = ["a.test"]
+path_mapping = "/"
+[[services]]
+name = "deep"
+hosts = ["b.test"]
+environment = "release"
+path_mapping = "/a/b"
+"#,
+    );
+    assert!(!ok);
+    for want in [
+        "services (nohost): path_mapping needs hosts",
+        "services (noenv): path_mapping needs an environment",
+        "services (deep): path_mapping \"/a/b\" must be",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}

@@ -367,10 +367,18 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 e.push(err(&sat, format!("plugin {p:?} is not defined")));
             }
         }
+        let environment = match &svc.path_mapping {
+            None => svc.environment.clone(),
+            Some(p) => crate::route::front::mapped_prefix(p, &svc.hosts, &svc.environment)
+                .unwrap_or_else(|m| {
+                    e.push(err(&sat, m));
+                    svc.environment.clone()
+                }),
+        };
         let mut spec = ServiceSpec {
             name: svc.name.clone(),
             hosts: svc.hosts.clone(),
-            environment: svc.environment.clone(),
+            environment,
             apis: vec![],
         };
         let mut api_names = HashSet::new();

@@ -564,6 +564,9 @@ pub struct RawService {
     pub usage_plans: Vec<String>,
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// Custom-domain path mapping: on `hosts`, this service's environment is
+    /// reached under this prefix (`"/"` or `"/name"`) instead of `/<environment>`.
+    pub path_mapping: Option<String>,
     /// Front-end protocols taken: `http`, `https` (default both).
     #[serde(default = "default_protocols")]
     pub protocols: Vec<String>,

@@ -108,3 +108,33 @@ fn redirect(port: u16, method: &Method, host: Option<&str>, uri: &Uri) -> Option
     r.headers_mut().insert(header::LOCATION, location);
     Some(r)
 }
+
+/// The routing prefix of a service with `path_mapping` (the documents' custom
+/// domain path mapping): `"/"` → none, `"/name"` → `name`. The mapping is a
+/// custom domain's, so the service needs `hosts` and an `environment`.
+pub fn mapped_prefix(
+    mapping: &str,
+    hosts: &[String],
+    environment: &Option<String>,
+) -> Result<Option<String>, String> {
+    if hosts.is_empty() {
+        return Err("path_mapping needs hosts (it maps a custom domain's path)".into());
+    }
+    if environment.is_none() {
+        return Err("path_mapping needs an environment to map to".into());
+    }
+    match mapping.strip_prefix('/') {
+        Some("") => Ok(None),
+        Some(name)
+            if name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Ok(Some(name.to_owned()))
+        }
+        _ => Err(format!(
+            "path_mapping {mapping:?} must be \"/\" or \"/name\" (letters, digits, - or _)"
+        )),
+    }
+}
