@@ -541,6 +541,11 @@ protocols = ["ftp"]
 [[services]]
 name = "c"
 protocols = []
+[[services]]
+name = "d"
+https_redirect = true
+[server.tls]
+listen = ["127.0.0.1:0"]
 "#,
     );
     assert!(!ok);
@@ -548,6 +553,7 @@ protocols = []
         "services (a): https_redirect needs \"https\" in protocols",
         "services (b): protocol \"ftp\" is not http or https",
         "services (c): protocols may not be empty",
+        "services (d): https_redirect needs a fixed port",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -612,4 +618,83 @@ path_mapping = "/a/b"
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+/// One HTTP/1.1 request over TLS (SNI `a.test`, trusting `root`); the raw answer.
+async fn tls_request(addr: std::net::SocketAddr, root: &[u8], path: &str) -> String {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(root.to_vec()))
+        .expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("a.test".to_string()).expect("name");
+    let mut s = connector.connect(name, tcp).await.expect("handshake");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_redirect_points_at_the_tls_listener_which_serves_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).expect("cert");
+    std::fs::write(dir.path().join("a.pem"), ck.cert.pem()).expect("write");
+    std::fs::write(dir.path().join("a.key"), ck.key_pair.serialize_pem()).expect("write");
+    let der = ck.cert.der().to_vec();
+    // A fixed TLS port (the redirect names it): a free one, picked now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mock = |name: &str, path: &str| {
+        format!("[[services.apis]]\nname = \"{name}\"\npath = \"{path}\"\n[services.apis.backend]\ntype = \"mock\"\nbody = \"{name}\"\n")
+    };
+    let cfg = format!(
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\n\
+         [server.tls]\nlisten = [\"127.0.0.1:{port}\"]\n\
+         [[server.tls.certs]]\nhosts = [\"a.test\"]\ncert = \"a.pem\"\nkey = \"a.key\"\n\
+         [[services]]\nname = \"forced\"\nhttps_redirect = true\n{}\
+         [[services]]\nname = \"tlsonly\"\nprotocols = [\"https\"]\n{}\
+         [[services]]\nname = \"plainonly\"\nprotocols = [\"http\"]\n{}",
+        mock("forced", "/f"),
+        mock("tlsonly", "/t"),
+        mock("plainonly", "/p"),
+    );
+    let kg = Keygate::start_in(dir, &cfg).await;
+    let tls = kg.running.https[0];
+    assert_eq!(tls.port(), port);
+    let r = send(Method::GET, &kg.url("/f?x=1"), &[("host", "a.test")], "").await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    let location = format!("https://a.test:{port}/f?x=1");
+    assert_eq!(r.header("location"), Some(location.as_str()));
+    // Over TLS the same API answers, and the HTTPS-only one too.
+    let out = tls_request(tls, &der, "/f?x=1").await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("forced"),
+        "{out}"
+    );
+    let out = tls_request(tls, &der, "/t").await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("tlsonly"),
+        "{out}"
+    );
+    // A plain-HTTP-only service refuses TLS requests.
+    let out = tls_request(tls, &der, "/p").await;
+    assert!(
+        out.starts_with("HTTP/1.1 400") && out.contains("UnsupportedProtocol"),
+        "{out}"
+    );
+    assert_eq!(get(&kg.url("/p")).await.status, StatusCode::OK);
 }

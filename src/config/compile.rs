@@ -361,6 +361,18 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         {
             e.push(err(&sat, m));
         }
+        let tls_port_zero = raw.server.tls.as_ref().is_some_and(|t| {
+            t.listen
+                .first()
+                .and_then(|l| l.parse::<SocketAddr>().ok())
+                .is_some_and(|a| a.port() == 0)
+        });
+        if svc.https_redirect && tls_port_zero {
+            e.push(err(
+                &sat,
+                "https_redirect needs a fixed port on the first [server.tls] listen address, not 0",
+            ));
+        }
         let key_plans = service_plans(svc, &plans, &sat, &mut e);
         for p in &svc.plugins {
             if !plugins.contains_key(p.as_str()) {
