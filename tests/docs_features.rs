@@ -592,7 +592,7 @@ async fn custom_domain_path_mapping_to_environments() {
 }
 
 #[test]
-fn check_reports_path_mapping_problems() {
+fn check_reports_path_mapping_and_shared_host_problems() {
     let (ok, err) = check(
         r#"
 [[services]]
@@ -608,13 +608,33 @@ name = "deep"
 hosts = ["b.test"]
 environment = "release"
 path_mapping = "/a/b"
+[[services]]
+name = "first"
+hosts = ["c.test", "d.test"]
+[[services]]
+name = "second"
+hosts = ["C.test."]
+[[services]]
+name = "rel1"
+hosts = ["d.test"]
+environment = "release"
+path_mapping = "/r"
+[[services]]
+name = "rel2"
+hosts = ["d.test"]
+environment = "prepub"
+path_mapping = "/r"
 "#,
     );
     assert!(!ok);
+    // d.test is shared by "first" (no prefix) and "rel1" (under /r): allowed.
+    assert!(!err.contains("services (rel1)"), "{err}");
     for want in [
         "services (nohost): path_mapping needs hosts",
         "services (noenv): path_mapping needs an environment",
         "services (deep): path_mapping \"/a/b\" must be",
+        "services (second): host \"C.test.\" is bound to service first already",
+        "services (rel2): host \"d.test\" is bound to service rel1 already under /r",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }

@@ -333,6 +333,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         ..Default::default()
     };
     let mut service_names = HashSet::new();
+    let mut bound_hosts: HashMap<(String, Option<String>), String> = HashMap::new();
     for svc in &raw.services {
         let sat = format!("services ({})", svc.name);
         if !valid_service_name(&svc.name) {
@@ -387,6 +388,25 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                     svc.environment.clone()
                 }),
         };
+        // A custom domain (and path prefix) belongs to one service.
+        for h in &svc.hosts {
+            let key = (
+                h.trim_end_matches('.').to_ascii_lowercase(),
+                environment.clone(),
+            );
+            match bound_hosts.get(&key) {
+                Some(other) if *other != svc.name => e.push(err(
+                    &sat,
+                    format!(
+                        "host {h:?} is bound to service {other} already{}; a custom domain belongs to one service (share it between environments with path_mapping)",
+                        environment.as_ref().map(|p| format!(" under /{p}")).unwrap_or_default()
+                    ),
+                )),
+                _ => {
+                    bound_hosts.insert(key, svc.name.clone());
+                }
+            }
+        }
         let mut spec = ServiceSpec {
             name: svc.name.clone(),
             hosts: svc.hosts.clone(),
