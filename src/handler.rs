@@ -221,7 +221,8 @@ impl Ctx {
             } else {
                 m.api
             };
-            // Declared parameters: checked before any work on the body.
+            // The service's front-end protocol (forced HTTPS), a websocket API's
+            // method, declared parameters: all before any work on the body.
             out.api = Some(api);
             let a = &gw.apis[api];
             match a.front.check(conn.tls, &parts.method, host, &parts.uri) {
