@@ -139,6 +139,10 @@ pub struct Api {
     /// `None` when the service binds no plan (any valid key passes).
     pub plans: Option<Arc<HashMap<String, Arc<str>>>>,
     pub limits: RouteLimits,
+    /// The service's front-end protocols (`protocols`, `https_redirect`).
+    pub front: crate::route::front::FrontProtocols,
+    /// Declared front-end parameters and their back-end mapping.
+    pub inputs: crate::policy::inputs::Inputs,
     pub backend: Backend,
     /// `allow_*` / `deny_*` caller lists, checked after authentication.
     pub acl: Option<Arc<crate::policy::acl::CallerAcl>>,
@@ -205,6 +209,8 @@ pub struct HttpBackend {
     /// Pre-encoded `a=1&b=2`, appended to the forwarded query.
     pub const_query: String,
     pub preserve_host: bool,
+    /// `type = "websocket"`: only GET (the upgrade) is taken.
+    pub websocket: bool,
 }
 
 pub struct MockBackend {

@@ -10,10 +10,12 @@ use crate::budget::{BodyBudget, BodyBuffer, Held, HeldBody};
 use crate::gateway::{Api, AuthMode, Backend, Gateway, HttpBackend, MockBackend};
 use crate::metrics::{RouteMetrics, Sample, NO_ROUTE};
 use crate::policy::cors::CorsPolicy;
+use crate::policy::inputs::Forwarding;
 use crate::policy::ip::client_ip;
 use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
+use crate::route::front::Front;
 use crate::state::State;
 use crate::upstream::{
     strip_hop_by_hop, upgrade_protocol, AbandonGuard, BodyLimitExceeded, ClientBodyError,
@@ -202,7 +204,7 @@ impl Ctx {
         let path = crate::path::canonical(parts.uri.path(), &gw.path)
             .map_err(|e| Reject::BadRequest(e.to_string()))?;
         let mut body = ReqBody::Stream(body);
-        let (api_idx, backend_path, env_len) = {
+        let (api_idx, backend_path, env_len, fwd) = {
             let m = gw
                 .router
                 .lookup(host, &path, &parts.method)
@@ -227,11 +229,33 @@ impl Ctx {
             } else {
                 m.api
             };
-            let backend_path = match &gw.apis[api].backend {
-                Backend::Http(b) => compose_backend_path(&b.path, &m),
+            // The service's front-end protocol (forced HTTPS), a websocket API's
+            // method, declared parameters: all before any work on the body.
+            out.api = Some(api);
+            let a = &gw.apis[api];
+            match a.front.check(conn.tls, &parts.method, host, &parts.uri) {
+                Front::Pass => {}
+                Front::Redirect(r) => return Ok(r),
+                Front::Refuse(m) => return Err(Reject::Protocol(m)),
+            }
+            if matches!(&a.backend, Backend::Http(b) if b.websocket)
+                && parts.method != http::Method::GET
+            {
+                return Err(Reject::WebsocketMethod);
+            }
+            let fwd = if a.inputs.is_empty()
+                || (a.cors.is_some() && CorsPolicy::is_preflight(&parts.method, &parts.headers))
+            {
+                Forwarding::default()
+            } else {
+                a.inputs
+                    .check(&m.params, parts.uri.query(), &parts.headers)?
+            };
+            let backend_path = match &a.backend {
+                Backend::Http(b) => fwd.backend_path(&b.path, &m, compose_backend_path),
                 Backend::Mock(_) => String::new(),
             };
-            (api, backend_path, path.len() - m.path.len())
+            (api, backend_path, path.len() - m.path.len(), fwd)
         };
         out.api = Some(api_idx);
         let api = &gw.apis[api_idx];
@@ -326,6 +350,7 @@ impl Ctx {
                     backend_path,
                 )?;
                 let sent = Instant::now();
+                fwd.apply(&mut parts.uri, &mut parts.headers)?;
                 let resp = self.forward(b, parts, body).await?;
                 out.upstream_latency = Some(sent.elapsed());
                 out.upstream_status = Some(resp.status().as_u16());
@@ -658,6 +683,7 @@ fn prepare_forward(
     if let Some(rules) = &api.request_headers {
         rules.apply(h, &header_vars(identity, client, request_id));
     }
+    crate::trace::propagate(h);
     if let Some(id) = identity {
         if let Ok(v) = HeaderValue::from_str(&id.key_id) {
             h.insert(KEY_ID_HEADER, v);

@@ -24,4 +24,5 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

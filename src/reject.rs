@@ -22,6 +22,15 @@ pub enum Reject {
     BodyTooLarge(u64),
     #[error("{0}")]
     BadRequest(String),
+    /// A plain request to an HTTPS-only service, or the reverse.
+    #[error("{0}")]
+    Protocol(&'static str),
+    /// A method a websocket API does not take (it takes GET only).
+    #[error("this websocket API takes GET only")]
+    WebsocketMethod,
+    /// A required declared parameter (`[[services.apis.params]]`) is absent.
+    #[error("{0}")]
+    MissingParameter(String),
     #[error("back end did not answer in time")]
     UpstreamTimeout,
     #[error("back end unavailable: {0}")]
@@ -129,7 +138,9 @@ impl Reject {
             Reject::RateLimited { .. } => 429,
             Reject::BodyTooLarge(_) => 413,
             Reject::BodyTimeout(_) => 408,
-            Reject::BadRequest(_) => 400,
+            Reject::BadRequest(_) | Reject::MissingParameter(_) => 400,
+            Reject::WebsocketMethod => 405,
+            Reject::Protocol(_) => 400,
             Reject::UpstreamTimeout => 504,
             Reject::UpstreamUnavailable(_) => 502,
             Reject::Internal(_) => 500,
@@ -155,6 +166,9 @@ impl Reject {
             Reject::InvalidAction(_) => "InvalidAction",
             Reject::BodyTimeout(_) => "RequestTimeout",
             Reject::BadRequest(_) => "InvalidParameter",
+            Reject::MissingParameter(_) => "MissingParameter",
+            Reject::WebsocketMethod => "InvalidParameterValue.InvalidWSMethod",
+            Reject::Protocol(_) => "UnsupportedProtocol",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "InternalError"
             }
@@ -166,12 +180,18 @@ impl Reject {
     pub fn reason(&self) -> &'static str {
         match self {
             Reject::Custom(c) => c.inner.reason(),
-            Reject::NoRoute | Reject::InvalidAction(_) => "route",
+            Reject::NoRoute
+            | Reject::InvalidAction(_)
+            | Reject::WebsocketMethod
+            | Reject::Protocol(_) => "route",
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
             Reject::RateLimited { .. } | Reject::ClusterUnavailable => "limit",
-            Reject::BodyTooLarge(_) | Reject::BodyTimeout(_) | Reject::BadRequest(_) => "request",
+            Reject::BodyTooLarge(_)
+            | Reject::BodyTimeout(_)
+            | Reject::BadRequest(_)
+            | Reject::MissingParameter(_) => "request",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"
             }
@@ -228,7 +248,9 @@ impl Reject {
         match self {
             Reject::Custom(c) => c.inner.openapi_ret(),
             Reject::Auth(AuthError::Missing(_) | AuthError::Malformed(_)) => 1000002,
-            Reject::BadRequest(_) | Reject::BodyTooLarge(_) => 1000002,
+            Reject::BadRequest(_) | Reject::MissingParameter(_) | Reject::BodyTooLarge(_) => {
+                1000002
+            }
             Reject::Auth(_) | Reject::IpDenied(_) => 1000005,
             Reject::RateLimited { .. } | Reject::ClusterUnavailable => 1000030,
             Reject::NoRoute | Reject::InvalidAction(_) => 1000004,

@@ -43,6 +43,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use http::Method;
 
 pub mod action;
+pub mod front;
 mod rule;
 mod table;
 
@@ -289,7 +290,14 @@ pub fn compose_backend_path(backend_path: &str, m: &RouteMatch) -> String {
 /// Checks that every `{name}` of a back-end path is captured by the front path rule
 /// `front` (for the config compiler).
 pub fn check_backend_path(front: &str, backend: &str) -> Result<(), String> {
-    let captured = param_names(front)?;
+    check_backend_path_with(front, backend, &[])
+}
+
+/// [`check_backend_path`], where `extra` names are provided too (declared
+/// parameters sent to the back-end path).
+pub fn check_backend_path_with(front: &str, backend: &str, extra: &[&str]) -> Result<(), String> {
+    let mut captured = param_names(front)?;
+    captured.extend(extra.iter().map(|s| s.to_string()));
     let mut rest = backend;
     while let Some(open) = rest.find(['{', '}']) {
         if rest.as_bytes()[open] == b'}' {

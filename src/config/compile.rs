@@ -399,6 +399,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         ..Default::default()
     };
     let mut service_names = HashSet::new();
+    let mut bound_hosts: HashMap<(String, Option<String>), String> = HashMap::new();
     for svc in &raw.services {
         let sat = format!("services ({})", svc.name);
         if !valid_service_name(&svc.name) {
@@ -422,6 +423,23 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         if svc.qps == Some(0) {
             e.push(err(&sat, "qps must be positive (omit it for unlimited)"));
         }
+        if let Err(m) =
+            crate::route::front::FrontProtocols::compile(&svc.protocols, svc.https_redirect, None)
+        {
+            e.push(err(&sat, m));
+        }
+        let tls_port_zero = raw.server.tls.as_ref().is_some_and(|t| {
+            t.listen
+                .first()
+                .and_then(|l| l.parse::<SocketAddr>().ok())
+                .is_some_and(|a| a.port() == 0)
+        });
+        if svc.https_redirect && tls_port_zero {
+            e.push(err(
+                &sat,
+                "https_redirect needs a fixed port on the first [server.tls] listen address, not 0",
+            ));
+        }
         let key_plans = service_plans(svc, &plans, &sat, &mut e);
         for p in &svc.plugins {
             if !declared.contains(p.as_str()) {
@@ -429,10 +447,37 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 e.push(err(&sat, format!("plugin {p:?} is not defined{hint}")));
             }
         }
+        let environment = match &svc.path_mapping {
+            None => svc.environment.clone(),
+            Some(p) => crate::route::front::mapped_prefix(p, &svc.hosts, &svc.environment)
+                .unwrap_or_else(|m| {
+                    e.push(err(&sat, m));
+                    svc.environment.clone()
+                }),
+        };
+        // A custom domain (and path prefix) belongs to one service.
+        for h in &svc.hosts {
+            let key = (
+                h.trim_end_matches('.').to_ascii_lowercase(),
+                environment.clone(),
+            );
+            match bound_hosts.get(&key) {
+                Some(other) if *other != svc.name => e.push(err(
+                    &sat,
+                    format!(
+                        "host {h:?} is bound to service {other} already{}; a custom domain belongs to one service (share it between environments with path_mapping)",
+                        environment.as_ref().map(|p| format!(" under /{p}")).unwrap_or_default()
+                    ),
+                )),
+                _ => {
+                    bound_hosts.insert(key, svc.name.clone());
+                }
+            }
+        }
         let mut spec = ServiceSpec {
             name: svc.name.clone(),
             hosts: svc.hosts.clone(),
-            environment: svc.environment.clone(),
+            environment,
             apis: vec![],
         };
         let mut api_names = HashSet::new();
@@ -444,6 +489,15 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             if !api_names.insert(&api.name) {
                 e.push(err(&at, "duplicate API name in this service"));
             }
+            // Plans bound to the API itself add to the service's (BindType=API).
+            let (api_key_plans, plan_names) = if api.usage_plans.is_empty() {
+                (
+                    key_plans.clone(),
+                    svc.usage_plans.iter().collect::<Vec<_>>(),
+                )
+            } else {
+                api_plans(svc, api, &plans, &at, &mut e)
+            };
             let ctx = ApiCtx {
                 raw,
                 state,
@@ -452,9 +506,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
                 plugin_refusals: &plugin_refusals,
                 reserved: &reserved,
                 jwt: &jwt,
-                key_plans: key_plans.clone(),
-                plan_limits: svc
-                    .usage_plans
+                key_plans: api_key_plans,
+                plan_limits: plan_names
                     .iter()
                     .filter_map(|n| plan_limits.get(n.as_str()).cloned())
                     .collect(),
@@ -581,6 +634,50 @@ fn service_plans(
         }
     }
     Some(Arc::new(map))
+}
+
+/// key id → usage plan name.
+type KeyPlans = Arc<HashMap<String, Arc<str>>>;
+
+/// key id → plan name over the plans bound to `svc` and to `api`, and the
+/// plans' names; a key in two of them is an error.
+fn api_plans<'r>(
+    svc: &'r RawService,
+    api: &'r RawApi,
+    plans: &HashMap<&str, &RawUsagePlan>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> (Option<KeyPlans>, Vec<&'r String>) {
+    let mut names: Vec<&String> = svc.usage_plans.iter().collect();
+    for n in &api.usage_plans {
+        if names.contains(&n) {
+            e.push(err(
+                at,
+                format!("usage plan {n:?} is bound to the service already"),
+            ));
+        } else {
+            names.push(n);
+        }
+    }
+    let mut map: HashMap<String, Arc<str>> = HashMap::new();
+    for name in &names {
+        let Some(plan) = plans.get(name.as_str()) else {
+            if api.usage_plans.contains(name) {
+                e.push(err(at, format!("usage plan {name:?} is not defined")));
+            }
+            continue;
+        };
+        let pname: Arc<str> = Arc::from(name.as_str());
+        for k in &plan.keys {
+            if let Some(prev) = map.insert(k.clone(), pname.clone()) {
+                e.push(err(
+                    at,
+                    format!("key {k:?} is bound by two usage plans of this API: {prev} and {name}"),
+                ));
+            }
+        }
+    }
+    (Some(Arc::new(map)), names)
 }
 
 /// An API's own `[auth.hmac]` when it sets `hmac_enforce_headers`.
@@ -807,6 +904,16 @@ fn compile_api(
         param,
         ctx.plan_limits.clone(),
     );
+    let tls_port = ctx.raw.server.tls.as_ref().and_then(|t| {
+        t.listen
+            .first()
+            .and_then(|l| l.parse::<SocketAddr>().ok())
+            .map(|a| a.port())
+    });
+    let front =
+        crate::route::front::FrontProtocols::compile(&svc.protocols, svc.https_redirect, tls_port)
+            // An error is reported once, at the service.
+            .unwrap_or_default();
     let backend = compile_backend(ctx, api, at, &mut e);
     let mut refusals = Refusals {
         auth: caller.refusal,
@@ -824,6 +931,17 @@ fn compile_api(
             }
         }
     }
+    let inputs = crate::policy::inputs::Inputs::compile(
+        &api.params,
+        &crate::route::param_names(&api.path).unwrap_or_default(),
+        (api.backend.kind != "mock").then_some(api.backend.path.as_str()),
+        &api.backend.const_query,
+        &api.backend.const_headers,
+    )
+    .unwrap_or_else(|msgs| {
+        e.extend(msgs.into_iter().map(|m| err(at, m)));
+        Default::default()
+    });
     if !e.is_empty() {
         return Err(e);
     }
@@ -846,6 +964,8 @@ fn compile_api(
         ip,
         plans: ctx.key_plans.clone(),
         limits,
+        front,
+        inputs,
         backend,
         acl: caller.acl,
         request_headers: caller.request_headers,
@@ -993,19 +1113,36 @@ fn compile_backend(
             }
             targets.extend(b.urls.iter().map(|u| (u.clone(), 1)));
             for t in &b.targets {
-                if t.weight == 0 || t.weight > 100 {
-                    e.push(err(&at, format!("target {}: weight must be 1-100", t.url)));
+                if t.weight > 100 {
+                    e.push(err(&at, format!("target {}: weight must be 0-100", t.url)));
                 }
-                targets.push((t.url.clone(), t.weight));
+                // Weight 0: the target is disabled (kept in the file, sent nothing).
+                if t.weight > 0 {
+                    targets.push((t.url.clone(), t.weight));
+                }
             }
+            if !b.targets.is_empty() && targets.is_empty() {
+                e.push(err(&at, "every target has weight 0 (disabled)"));
+                return None;
+            }
+            let websocket = b.kind == "websocket";
             let mut expanded = vec![];
             for (u, w) in targets {
-                match expand_env(&u) {
+                match expand_env(&u).and_then(|u| ws_url(u, websocket)) {
                     Ok(u) => expanded.push((u, w)),
                     Err(m) => e.push(err(&at, m)),
                 }
             }
-            let websocket = b.kind == "websocket";
+            if websocket {
+                for m in &api.methods {
+                    if m != "GET" && m != "ANY" {
+                        e.push(err(
+                            &at,
+                            format!("type = \"websocket\" takes GET only, not {m}"),
+                        ));
+                    }
+                }
+            }
             let max = if websocket {
                 Duration::from_secs(1800)
             } else {
@@ -1028,7 +1165,11 @@ fn compile_backend(
             }
             if !b.path.is_empty() && !b.path.starts_with('/') {
                 e.push(err(&at, "path must start with /"));
-            } else if let Err(m) = crate::route::check_backend_path(&api.path, &b.path) {
+            } else if let Err(m) = crate::route::check_backend_path_with(
+                &api.path,
+                &b.path,
+                &crate::policy::inputs::Inputs::backend_path_names(&api.params),
+            ) {
                 e.push(err(&at, m));
             }
             let method = match &b.method {
@@ -1046,12 +1187,19 @@ fn compile_backend(
                     }
                 },
             };
-            let const_headers = header_map(&b.const_headers, &at, e)
+            // Constants naming `${param.X}` are filled per request (policy::inputs).
+            let fixed = |m: &std::collections::BTreeMap<String, String>| {
+                m.iter()
+                    .filter(|(_, v)| !crate::policy::inputs::is_param_ref(v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            let const_headers = header_map(&fixed(&b.const_headers), &at, e)
                 .into_iter()
                 .filter_map(|(k, v)| Some((k?, v)))
                 .collect();
             let const_query = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(b.const_query.iter())
+                .extend_pairs(fixed(&b.const_query).iter())
                 .finish();
             let spec = UpstreamSpec {
                 targets: expanded,
@@ -1085,6 +1233,7 @@ fn compile_backend(
                 const_headers,
                 const_query,
                 preserve_host: b.preserve_host,
+                websocket,
             }))
         }
         other => {
@@ -1095,6 +1244,22 @@ fn compile_backend(
             None
         }
     }
+}
+
+/// `ws://` / `wss://` back-end URLs (websocket APIs only) as `http://` / `https://`.
+fn ws_url(u: String, websocket: bool) -> Result<String, String> {
+    let lower = u.to_ascii_lowercase();
+    let rest = match (lower.strip_prefix("ws://"), lower.strip_prefix("wss://")) {
+        (Some(_), _) => ("http://", 5),
+        (_, Some(_)) => ("https://", 6),
+        _ => return Ok(u),
+    };
+    if !websocket {
+        return Err(format!(
+            "back-end URL {u:?}: ws:// and wss:// are for type = \"websocket\""
+        ));
+    }
+    Ok(format!("{}{}", rest.0, &u[rest.1..]))
 }
 
 fn header_map(

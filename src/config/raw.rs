@@ -657,8 +657,20 @@ pub struct RawService {
     pub usage_plans: Vec<String>,
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// Custom-domain path mapping: on `hosts`, this service's environment is
+    /// reached under this prefix (`"/"` or `"/name"`) instead of `/<environment>`.
+    pub path_mapping: Option<String>,
+    /// Front-end protocols taken: `http`, `https` (default both).
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<String>,
+    /// Redirect plain-HTTP requests to HTTPS (301 GET/HEAD, 308 others).
+    #[serde(default)]
+    pub https_redirect: bool,
     #[serde(default)]
     pub apis: Vec<RawApi>,
+}
+fn default_protocols() -> Vec<String> {
+    vec!["http".into(), "https".into()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -713,6 +725,12 @@ pub struct RawApi {
     pub request_headers: RawHeaderRules,
     #[serde(default)]
     pub response_headers: RawHeaderRules,
+    /// Usage plans bound to this API alone (the documents' BindType=API).
+    #[serde(default)]
+    pub usage_plans: Vec<String>,
+    /// Declared front-end parameters, checked before authentication.
+    #[serde(default)]
+    pub params: Vec<crate::policy::inputs::RawParam>,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<String> {

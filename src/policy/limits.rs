@@ -181,7 +181,8 @@ impl LimitReport<'_> {
         self.tightest.and_then(|(_, u)| u.retry_after)
     }
 
-    /// Adds `X-UsagePlan-ID`, `X-RateLimit-Limit/Remaining/Reset`, `RateLimit-Policy`,
+    /// Adds `X-UsagePlan-ID`, `X-RateLimit-Limit/Remaining/Reset` (and `Used` on
+    /// usage-plan APIs), `RateLimit-Policy`,
     /// `RateLimit` and, on refusal, `Retry-After` (absent for a spent lifetime quota).
     pub fn write_headers(&self, h: &mut HeaderMap) {
         // Constant names: a `&str` key is parsed and validated on every insert.
@@ -189,6 +190,7 @@ impl LimitReport<'_> {
         const PLAN: N = N::from_static("x-usageplan-id");
         const LIMIT: N = N::from_static("x-ratelimit-limit");
         const REMAINING: N = N::from_static("x-ratelimit-remaining");
+        const USED: N = N::from_static("x-ratelimit-used");
         const RESET: N = N::from_static("x-ratelimit-reset");
         const POLICY: N = N::from_static("ratelimit-policy");
         const STATE: N = N::from_static("ratelimit");
@@ -198,6 +200,10 @@ impl LimitReport<'_> {
         let Some((p, u)) = self.tightest else { return };
         h.insert(LIMIT, HeaderValue::from(u.limit));
         h.insert(REMAINING, HeaderValue::from(u.remaining));
+        if self.plan.is_some() {
+            // The documents' `X-RateLimit-Used`, on usage-plan APIs.
+            h.insert(USED, HeaderValue::from(u.limit.saturating_sub(u.remaining)));
+        }
         if let Some(r) = u.reset {
             h.insert(RESET, HeaderValue::from(r));
         }

@@ -3,6 +3,7 @@ pub mod acl;
 pub mod cors;
 pub mod expr;
 pub mod headers;
+pub mod inputs;
 pub mod ip;
 pub mod limits;
 pub mod param;

@@ -1,0 +1,152 @@
+//! W3C Trace Context (`traceparent` / `tracestate`) propagated to the back end.
+//!
+//! keygate is one hop of the trace: a valid incoming `traceparent` keeps its
+//! trace id and flags and gets a new parent (span) id, keygate's own; its
+//! `tracestate` is passed on unchanged. A request without one, or with a
+//! malformed one (or several), gets a new trace id, a new span id and flags
+//! `01`; a `tracestate` that came with a malformed `traceparent` is dropped (the
+//! specification forbids reading it then). No span is exported.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Rewrites the request's trace context for the next hop; returns the trace id.
+pub fn propagate(h: &mut HeaderMap) -> [u8; 32] {
+    let parsed = {
+        let mut all = h.get_all(&TRACEPARENT).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => parse(v.as_bytes()),
+            _ => None,
+        }
+    };
+    let (trace, flags) = match parsed {
+        Some(p) => p,
+        None => {
+            h.remove(&TRACESTATE);
+            (random_hex::<32>(16), *b"01")
+        }
+    };
+    let span = random_hex::<16>(8);
+    let mut out = Vec::with_capacity(55);
+    out.extend_from_slice(b"00-");
+    out.extend_from_slice(&trace);
+    out.push(b'-');
+    out.extend_from_slice(&span);
+    out.push(b'-');
+    out.extend_from_slice(&flags);
+    if let Ok(v) = HeaderValue::from_bytes(&out) {
+        h.insert(TRACEPARENT, v);
+    }
+    trace
+}
+
+/// `(trace id, flags)` of a valid `traceparent`. Version `00` must be exactly
+/// 55 characters; a later version may carry more fields after a `-`
+/// (forward compatibility); `ff` is invalid. Hex is lower-case; an all-zero
+/// trace or parent id is invalid.
+fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+    if v.len() < 55 || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    let hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    if !(hex(version) && hex(trace) && hex(parent) && hex(flags)) || version == b"ff" {
+        return None;
+    }
+    if version == b"00" && v.len() != 55 {
+        return None;
+    }
+    if trace.iter().all(|&b| b == b'0') || parent.iter().all(|&b| b == b'0') {
+        return None;
+    }
+    let mut t = [0u8; 32];
+    t.copy_from_slice(trace);
+    Some((t, [flags[0], flags[1]]))
+}
+
+/// `BYTES` random bytes as `HEX` lower-case hex digits, never all zero.
+fn random_hex<const HEX: usize>(bytes: usize) -> [u8; HEX] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'0'; HEX];
+    loop {
+        let mut any = false;
+        for i in 0..bytes.min(HEX / 2) {
+            let b: u8 = rand::random();
+            any |= b != 0;
+            out[2 * i] = DIGITS[(b >> 4) as usize];
+            out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
+        }
+        if any {
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn run(tp: &[&str], ts: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in tp {
+            h.append(TRACEPARENT, HeaderValue::from_str(v).expect("value"));
+        }
+        if let Some(s) = ts {
+            h.insert(TRACESTATE, HeaderValue::from_str(s).expect("value"));
+        }
+        propagate(&mut h);
+        h
+    }
+
+    fn fields(h: &HeaderMap) -> Vec<String> {
+        let v = h[&TRACEPARENT].to_str().expect("ascii");
+        assert_eq!(v.len(), 55, "{v}");
+        assert!(parse(v.as_bytes()).is_some(), "{v}");
+        v.split('-').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn valid_parent_keeps_trace_and_state_with_a_new_span() {
+        let h = run(&[GOOD], Some("congo=t61rcWkgMzE"));
+        let f = fields(&h);
+        assert_eq!(f[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(f[2], "00f067aa0ba902b7");
+        assert_eq!(f[3], "01");
+        assert_eq!(h[&TRACESTATE], "congo=t61rcWkgMzE");
+    }
+
+    #[test]
+    fn absent_or_malformed_parent_starts_a_new_trace() {
+        for bad in [
+            vec![],
+            vec!["00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"],
+            vec!["00-00000000000000000000000000000000-00f067aa0ba902b7-01"],
+            vec!["00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"],
+            vec!["ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+            vec!["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"],
+            vec!["garbage"],
+            vec![GOOD, GOOD],
+        ] {
+            let h = run(&bad, Some("a=b"));
+            let f = fields(&h);
+            assert_ne!(f[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
+            assert!(h.get(&TRACESTATE).is_none(), "{bad:?}");
+        }
+        // A later version with extra fields is understood.
+        let h = run(
+            &["01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"],
+            None,
+        );
+        assert_eq!(fields(&h)[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}
