@@ -110,6 +110,8 @@ pub struct Api {
     /// `None` when the service binds no plan (any valid key passes).
     pub plans: Option<Arc<HashMap<String, Arc<str>>>>,
     pub limits: RouteLimits,
+    /// The `concurrency_control` plugin, when one applies.
+    pub concurrency: Option<Arc<crate::policy::concurrency::ConcurrencyPolicy>>,
     pub backend: Backend,
 }
 
@@ -156,6 +158,8 @@ pub struct HttpBackend {
     /// Pre-encoded `a=1&b=2`, appended to the forwarded query.
     pub const_query: String,
     pub preserve_host: bool,
+    /// `retries`, `retry_on`, `try_timeout`.
+    pub retry: crate::upstream::RetryPolicy,
 }
 
 pub struct MockBackend {

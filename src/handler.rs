@@ -17,6 +17,7 @@ use crate::route::compose_backend_path;
 use crate::state::State;
 use crate::upstream::{
     strip_hop_by_hop, upgrade_protocol, AbandonGuard, BodyLimitExceeded, ClientBodyError,
+    SendOptions,
 };
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -289,6 +290,21 @@ impl Ctx {
             }
         }
 
+        // 5b. Concurrency: the permit is held until the response body ends.
+        let permit = match &api.concurrency {
+            None => None,
+            Some(c) => Some(
+                c.acquire(identity.as_ref().map(|i| i.app.as_str()), ip)
+                    .map_err(|o| match o.unavailable {
+                        true => Reject::Overloaded(o.message),
+                        false => Reject::RateLimited {
+                            message: o.message,
+                            quota: false,
+                        },
+                    })?,
+            ),
+        };
+
         // 6. Forward.
         let mut resp = match &api.backend {
             Backend::Mock(m) => mock_response(m),
@@ -304,7 +320,7 @@ impl Ctx {
                     identity.as_ref(),
                     backend_path,
                 )?;
-                let resp = self.forward(b, parts, body).await?;
+                let resp = self.forward(api, b, parts, body).await?;
                 out.upstream_status = Some(resp.status().as_u16());
                 resp
             }
@@ -317,6 +333,9 @@ impl Ctx {
                     resp.headers_mut().insert("x-usageplan-id", v);
                 }
             }
+        }
+        if let Some(p) = permit {
+            resp = resp.map(|b| p.hold(b));
         }
         Ok(resp)
     }
@@ -454,6 +473,7 @@ impl Ctx {
 
     async fn forward(
         &self,
+        api: &Api,
         b: &HttpBackend,
         parts: Parts,
         body: Body,
@@ -473,7 +493,13 @@ impl Ctx {
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         let req = Request::from_parts(parts, body);
         let abandon = AbandonGuard::new(request_id.clone());
-        let sent = b.upstream.send(req, b.timeout, b.preserve_host).await;
+        let opts = SendOptions {
+            timeout: b.timeout,
+            preserve_host: b.preserve_host,
+            retry: &b.retry,
+            metrics: Some(&api.metrics),
+        };
+        let sent = b.upstream.send(req, &opts).await;
         abandon.disarm();
         let mut resp = sent?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

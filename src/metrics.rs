@@ -24,6 +24,11 @@
 //! | `keygate_cluster_mode` | gauge (1 = active) | `mode` (`shared`, `local`, `allow`, `deny`) |
 //! | `keygate_cluster_redis_errors_total` | counter | `kind` (`timeout`, `error`, `reply`) |
 //! | `keygate_cluster_fallback_decisions_total` | counter | – |
+//! | `keygate_upstream_retries_total` | counter | `route`, `reason` (`connect`, `5xx`, `timeout`) |
+//! | `keygate_upstream_target_healthy` | gauge (1 up, 0 down) | `upstream`, `target` |
+//!
+//! `upstream_target_healthy` exists for the targets of upstreams with an active
+//! `health_check`; `upstream` is the label of the first API that uses the pool.
 //!
 //! The `cluster_mode` and `cluster_redis_errors` series appear only with a `[cluster]` section.
 //!
@@ -117,6 +122,13 @@ struct Families {
     latency: Family<RouteLabels, LatencyHistogram>,
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
+    retries: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    upstream: String,
+    target: String,
 }
 
 /// The process-wide metrics.
@@ -132,6 +144,7 @@ pub struct Metrics {
     cluster_mode: Family<ModeLabels, Gauge>,
     cluster_errors: Family<KindLabels, Counter>,
     cluster_fallbacks: Counter,
+    target_healthy: Family<TargetLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -265,6 +278,17 @@ impl Metrics {
             cluster_fallbacks.clone(),
         );
         r.register(
+            "upstream_retries",
+            "Requests tried again on another target, by route and cause",
+            f.retries.clone(),
+        );
+        let target_healthy = Family::<TargetLabels, Gauge>::default();
+        r.register(
+            "upstream_target_healthy",
+            "Active health check verdict per target (1 up, 0 down)",
+            target_healthy.clone(),
+        );
+        r.register(
             "log_dropped_lines",
             "Log lines dropped because the log sink fell too far behind",
             FnCounter(crate::logging::dropped_lines),
@@ -281,7 +305,26 @@ impl Metrics {
             cluster_mode,
             cluster_errors,
             cluster_fallbacks,
+            target_healthy,
         }
+    }
+
+    /// The active health check's verdict on `target` of `upstream`.
+    pub fn set_target_healthy(&self, upstream: &str, target: &str, up: bool) {
+        self.target_healthy
+            .get_or_create(&TargetLabels {
+                upstream: upstream.to_string(),
+                target: target.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// The upstream is gone: its targets' series go too.
+    pub fn forget_target(&self, upstream: &str, target: &str) {
+        self.target_healthy.remove(&TargetLabels {
+            upstream: upstream.to_string(),
+            target: target.to_string(),
+        });
     }
 
     /// The cluster mode now in force: `shared` or the `on_error` fall-back.
@@ -449,6 +492,17 @@ impl RouteMetrics {
     /// Response body bytes sent, counted as they stream.
     pub fn add_bytes_out(&self, n: u64) {
         self.bytes_out.inc_by(n);
+    }
+
+    /// A request is tried again on another target (`connect`, `5xx`, `timeout`).
+    pub fn retry(&self, reason: &'static str) {
+        self.families
+            .retries
+            .get_or_create(&ReasonLabels {
+                route: self.route.clone(),
+                reason,
+            })
+            .inc();
     }
 
     /// Record one answered request of this route.

@@ -37,6 +37,9 @@ pub enum Reject {
     /// The client went away before its request was complete; logged as nginx's 499.
     #[error("client closed the request")]
     ClientClosed,
+    /// A `concurrency_control` limit with `over_limit_status = 503`.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// How an API's gateway-generated errors are written (SPEC §3.5, §3.6).
@@ -81,6 +84,7 @@ impl Reject {
             Reject::ClusterUnavailable => 503,
             Reject::InvalidAction(_) => 400,
             Reject::ClientClosed => 499,
+            Reject::Overloaded(_) => 503,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -91,7 +95,9 @@ impl Reject {
             Reject::Auth(e) => e.code(),
             Reject::IpDenied(_) => "UnauthorizedOperation",
             Reject::RateLimited { quota: true, .. } => "LimitExceeded",
-            Reject::RateLimited { quota: false, .. } | Reject::ClusterUnavailable => {
+            Reject::RateLimited { quota: false, .. }
+            | Reject::ClusterUnavailable
+            | Reject::Overloaded(_) => {
                 "RequestLimitExceeded"
             }
             Reject::BodyTooLarge(_) => "InvalidParameter",
@@ -112,7 +118,9 @@ impl Reject {
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
-            Reject::RateLimited { .. } | Reject::ClusterUnavailable => "limit",
+            Reject::RateLimited { .. } | Reject::ClusterUnavailable | Reject::Overloaded(_) => {
+                "limit"
+            }
             Reject::BodyTooLarge(_) | Reject::BodyTimeout(_) | Reject::BadRequest(_) => "request",
             Reject::UpstreamTimeout | Reject::UpstreamUnavailable(_) | Reject::Internal(_) => {
                 "backend"

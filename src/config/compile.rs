@@ -15,7 +15,9 @@ use crate::reject::ErrorStyle;
 use crate::route::{ApiSpec, Router, ServiceSpec};
 use crate::state::State;
 use crate::tls::CertStore;
-use crate::upstream::UpstreamSpec;
+use crate::health::HealthSpec;
+use crate::policy::concurrency::ConcurrencyPolicy;
+use crate::upstream::{compile_fail_on, RetryPolicy, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
@@ -312,6 +314,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             RawPlugin::ParamTrafficControl(p) => ParamPolicy::compile(p, &state.limits)
                 .map(Plugin::ParamTraffic)
                 .map_err(|m| m.join("; ")),
+            RawPlugin::ConcurrencyControl(c) => ConcurrencyPolicy::compile(c, &state.concurrency)
+                .map(|x| Plugin::Concurrency(Arc::new(x))),
         };
         match compiled {
             Ok(c) => {
@@ -467,6 +471,7 @@ enum Plugin {
     Cors(Arc<CorsPolicy>),
     Traffic(Arc<TrafficPolicy>),
     ParamTraffic(Arc<ParamPolicy>),
+    Concurrency(Arc<ConcurrencyPolicy>),
 }
 
 struct ApiCtx<'a> {
@@ -623,6 +628,7 @@ fn compile_api(
     let mut traffic_kinds = vec![];
     let mut traffic = None;
     let mut param = None;
+    let mut concurrency = None;
     let mut seen = HashSet::new();
     for name in svc.plugins.iter().chain(api.plugins.iter()) {
         if !seen.insert(name) {
@@ -651,6 +657,15 @@ fn compile_api(
             Some(Plugin::ParamTraffic(p)) => {
                 traffic_kinds.push(name.clone());
                 param = Some(p.clone());
+            }
+            Some(Plugin::Concurrency(c)) => {
+                if concurrency.is_some() {
+                    e.push(err(
+                        at,
+                        format!("plugin {name:?}: only one concurrency_control plugin per API"),
+                    ));
+                }
+                concurrency = Some(c.clone());
             }
         }
     }
@@ -693,14 +708,15 @@ fn compile_api(
         param,
         ctx.plan_limits.clone(),
     );
-    let backend = compile_backend(ctx, api, at, &mut e);
+    let label = format!("{}/{}", svc.name, api.name);
+    let backend = compile_backend(ctx, api, at, &label, &mut e);
     if !e.is_empty() {
         return Err(e);
     }
     let Some(backend) = backend else {
         return Err(e);
     };
-    let label: Arc<str> = Arc::from(format!("{}/{}", svc.name, api.name));
+    let label: Arc<str> = Arc::from(label);
     Ok(Api {
         service: Arc::from(svc.name.as_str()),
         name: Arc::from(api.name.as_str()),
@@ -716,6 +732,7 @@ fn compile_api(
         ip,
         plans: ctx.key_plans.clone(),
         limits,
+        concurrency,
         backend,
     })
 }
@@ -724,6 +741,7 @@ fn compile_backend(
     ctx: &ApiCtx,
     api: &RawApi,
     at: &str,
+    label: &str,
     e: &mut Vec<ConfigError>,
 ) -> Option<Backend> {
     let b = &api.backend;
@@ -821,6 +839,26 @@ fn compile_backend(
             let const_query = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(b.const_query.iter())
                 .finish();
+            let retry = RetryPolicy::compile(
+                b.retries,
+                b.retry_on.as_deref(),
+                b.try_timeout,
+                timeout,
+            )
+            .unwrap_or_else(|m| {
+                e.extend(m.into_iter().map(|m| err(&at, m)));
+                RetryPolicy::default()
+            });
+            let (fail_on_connect, fail_on_5xx) = compile_fail_on(b.fail_on.as_deref())
+                .unwrap_or_else(|m| {
+                    e.push(err(&at, m));
+                    (true, false)
+                });
+            let health = b.health_check.as_ref().and_then(|h| {
+                HealthSpec::compile(h)
+                    .map_err(|m| e.extend(m.into_iter().map(|m| err(&at, m))))
+                    .ok()
+            });
             let spec = UpstreamSpec {
                 targets: expanded,
                 max_fails: b.max_fails,
@@ -831,6 +869,9 @@ fn compile_backend(
                     .min(timeout),
                 ca_file: b.ca_file.clone(),
                 http2: b.http2,
+                fail_on_connect,
+                fail_on_5xx,
+                health,
             };
             if websocket && b.http2 {
                 e.push(err(
@@ -838,7 +879,7 @@ fn compile_backend(
                     "http2 = true cannot carry websocket upgrades; use HTTP/1.1 for this back end",
                 ));
             }
-            let upstream = match ctx.state.upstream(&spec) {
+            let upstream = match ctx.state.upstream(&spec, label) {
                 Ok(u) => u,
                 Err(m) => {
                     e.push(err(&at, m));
@@ -853,6 +894,7 @@ fn compile_backend(
                 const_headers,
                 const_query,
                 preserve_host: b.preserve_host,
+                retry,
             }))
         }
         other => {

@@ -1,4 +1,5 @@
 //! Request policies: one check type per file.
+pub mod concurrency;
 pub mod cors;
 pub mod expr;
 pub mod ip;
