@@ -215,8 +215,7 @@ impl Ctx {
                 out.api = Some(m.api);
                 let chosen;
                 let budget = &self.state.body_budget;
-                (chosen, body) =
-                    action::choose(gw, &m, &parts, body, declared_len, budget).await?;
+                (chosen, body) = action::choose(gw, &m, &parts, body, declared_len, budget).await?;
                 chosen
             } else {
                 m.api

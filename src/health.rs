@@ -84,8 +84,7 @@ impl HealthSpec {
                 None
             }
         };
-        if raw.interval < Duration::from_millis(100) || raw.interval > Duration::from_secs(3600)
-        {
+        if raw.interval < Duration::from_millis(100) || raw.interval > Duration::from_secs(3600) {
             e.push("health_check.interval must be between 100ms and 1h".into());
         }
         if raw.timeout.is_zero() || raw.timeout > raw.interval {
@@ -148,7 +147,14 @@ pub fn start(
         }
     }
     let gauge = metrics.clone();
-    let task = rt.spawn(probe_loop(spec, balancer, pool, http2, gauge, names.clone()));
+    let task = rt.spawn(probe_loop(
+        spec,
+        balancer,
+        pool,
+        http2,
+        gauge,
+        names.clone(),
+    ));
     Some(Prober {
         task: task.abort_handle(),
         metrics: metrics.map(|(m, u)| (m, u, names)),
@@ -200,7 +206,11 @@ async fn probe_loop(
             if now_up != was_up {
                 balancer.set_healthy(i, now_up);
                 let target = names.get(i).map(String::as_str).unwrap_or("-");
-                tracing::warn!(target, up = now_up, "health check changed a target's state");
+                tracing::warn!(
+                    url = target,
+                    up = now_up,
+                    "health check changed a target's state"
+                );
                 if let Some((m, upstream)) = &metrics {
                     m.set_target_healthy(upstream, target, now_up);
                 }
@@ -237,6 +247,8 @@ async fn probe(pool: &Pool, http2: bool, t: &Target, spec: &HealthSpec) -> bool 
         let _ = resp.into_body().collect().await;
         Some(status.is_success() || status.is_redirection())
     };
-    matches!(tokio::time::timeout(spec.timeout, call).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(spec.timeout, call).await,
+        Ok(Some(true))
+    )
 }
-

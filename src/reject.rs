@@ -97,9 +97,7 @@ impl Reject {
             Reject::RateLimited { quota: true, .. } => "LimitExceeded",
             Reject::RateLimited { quota: false, .. }
             | Reject::ClusterUnavailable
-            | Reject::Overloaded(_) => {
-                "RequestLimitExceeded"
-            }
+            | Reject::Overloaded(_) => "RequestLimitExceeded",
             Reject::BodyTooLarge(_) => "InvalidParameter",
             Reject::InvalidAction(_) => "InvalidAction",
             Reject::BodyTimeout(_) => "RequestTimeout",

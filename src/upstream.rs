@@ -251,9 +251,21 @@ impl Replay {
         match self {
             Replay::Empty => true,
             Replay::Once(b) => b.is_some(),
-            Replay::Slot(slot, _) => slot.lock().map(|s| s.is_some()).unwrap_or(false),
+            Replay::Slot(slot, _) => slot_untouched(Some(slot)),
         }
     }
+
+    /// The slot a try checks after the answer's head (`None`: nothing to check).
+    fn slot(&self) -> Option<&Arc<Mutex<Option<Body>>>> {
+        match self {
+            Replay::Slot(slot, _) => Some(slot),
+            _ => None,
+        }
+    }
+}
+
+fn slot_untouched(slot: Option<&Arc<Mutex<Option<Body>>>>) -> bool {
+    slot.is_none_or(|s| s.lock().map(|s| s.is_some()).unwrap_or(false))
 }
 
 /// A request body taken from its [`Replay`] slot on the first poll.
@@ -412,7 +424,10 @@ impl Upstream {
         let mut n = 0;
         loop {
             let now = tokio::time::Instant::now();
-            let try_deadline = o.retry.try_timeout.map_or(deadline, |t| deadline.min(now + t));
+            let try_deadline = o
+                .retry
+                .try_timeout
+                .map_or(deadline, |t| deadline.min(now + t));
             let (idx, target) = self
                 .balancer
                 .pick_except(Instant::now(), &tried[..n])
@@ -430,10 +445,9 @@ impl Upstream {
             };
             *req.extensions_mut() = std::mem::take(&mut head.extensions);
             let retry_5xx = more && idempotent && o.retry.on_5xx;
-            let failed = match self
-                .try_once(idx, target, req, try_deadline, o, retry_5xx, &replay)
-                .await
-            {
+            let slot = replay.slot();
+            let tried_once = self.try_once(idx, target, req, try_deadline, o, retry_5xx, slot);
+            let failed = match tried_once.await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => f,
             };
@@ -443,8 +457,7 @@ impl Upstream {
                 Some("5xx") => retry_5xx,
                 _ => false,
             };
-            if !(more && allowed && replay.untouched() && tokio::time::Instant::now() < deadline)
-            {
+            if !(more && allowed && replay.untouched() && tokio::time::Instant::now() < deadline) {
                 return Err(failed.reject);
             }
             if let (Some(m), Some(cause)) = (o.metrics, failed.cause) {
@@ -465,7 +478,7 @@ impl Upstream {
         deadline: tokio::time::Instant,
         o: &SendOptions<'_>,
         retry_5xx: bool,
-        replay: &Replay,
+        slot: Option<&Arc<Mutex<Option<Body>>>>,
     ) -> Result<Response<Body>, Failed> {
         let pq = req
             .uri()
@@ -554,7 +567,7 @@ impl Upstream {
                     | StatusCode::SERVICE_UNAVAILABLE
                     | StatusCode::GATEWAY_TIMEOUT
             )
-            && replay.untouched()
+            && slot_untouched(slot)
         {
             return Err(Failed {
                 reject: Reject::UpstreamUnavailable("back end answered 5xx".into()),

@@ -43,7 +43,8 @@ fn text(status: u16, body: &str) -> Resp {
 }
 
 /// Paths: `/healthz` (200, or 500 while `down`), `/gate` (waits until the gate
-/// opens), `/stream` (one chunk, then nothing), `/slow` (2 s), anything else:
+/// opens), `/stream` (one chunk, then nothing), `/slow` (2 s when `status` is a
+/// 5xx, else at once), anything else:
 /// the body is read, then `status` is answered with body `name`.
 async fn spawn_ctl(name: &'static str, status: u16) -> (SocketAddr, Arc<Ctl>) {
     let ctl = Arc::new(Ctl::default());
@@ -98,7 +99,10 @@ async fn serve(name: &str, status: u16, c: &Ctl, req: hyper::Request<Incoming>) 
             hyper::Response::new(StreamBody::new(body).boxed())
         }
         "/slow" => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Only a failing back end is slow.
+            if status >= 500 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
             text(200, name)
         }
         _ => {
@@ -123,7 +127,10 @@ async fn metric(kg: &Keygate, series: &str) -> Option<f64> {
 }
 
 /// Polls `cond` for up to 10 s.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
         if cond().await {
@@ -143,7 +150,12 @@ async fn a_dead_target_is_failed_over_to_the_live_one() {
     let cfg = format!(
         "[[services]]\nname = \"s\"\n{}{}",
         api("failover", "/failover", &targets, ""),
-        api("noretry", "/noretry", &format!("{targets}\nretries = 0"), ""),
+        api(
+            "noretry",
+            "/noretry",
+            &format!("{targets}\nretries = 0"),
+            ""
+        ),
     );
     let kg = Keygate::start(&cfg).await;
     for i in 0..12 {
@@ -166,7 +178,10 @@ async fn a_dead_target_is_failed_over_to_the_live_one() {
     )
     .await
     .expect("retries series");
-    assert!(retries >= 12.0, "half the tries land on the dead target: {retries}");
+    assert!(
+        retries >= 12.0,
+        "half the tries land on the dead target: {retries}"
+    );
     // Without retries, the dead target's share fails.
     let mut failed = 0;
     for _ in 0..6 {
@@ -204,11 +219,12 @@ async fn answers_5xx_and_timeouts_are_retried_only_when_asked_and_safe() {
         let r = send(Method::DELETE, &kg.url("/retry/d"), &[], "").await;
         assert_eq!(r.text(), "good");
     }
-    assert!(
-        metric(&kg, "keygate_upstream_retries_total{route=\"s/retry\",reason=\"5xx\"}")
-            .await
-            .is_some_and(|v| v >= 8.0)
-    );
+    assert!(metric(
+        &kg,
+        "keygate_upstream_retries_total{route=\"s/retry\",reason=\"5xx\"}"
+    )
+    .await
+    .is_some_and(|v| v >= 8.0));
     // Not asked: the 503 is passed on.
     let mut passed_on = 0;
     for _ in 0..6 {
@@ -246,11 +262,12 @@ async fn answers_5xx_and_timeouts_are_retried_only_when_asked_and_safe() {
     }
     assert_eq!(slow_answers, 4);
     assert!(good_ctl.hits.load(Ordering::SeqCst) >= good_before + 4);
-    assert!(
-        metric(&kg, "keygate_upstream_retries_total{route=\"s/retry\",reason=\"timeout\"}")
-            .await
-            .is_some_and(|v| v >= 1.0)
-    );
+    assert!(metric(
+        &kg,
+        "keygate_upstream_retries_total{route=\"s/retry\",reason=\"timeout\"}"
+    )
+    .await
+    .is_some_and(|v| v >= 1.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,9 +282,8 @@ async fn health_checks_take_a_flapping_target_out_and_bring_it_back() {
         api("hc", "/hc", &backend, "")
     );
     let kg = Keygate::start(&cfg).await;
-    let gauge = format!(
-        "keygate_upstream_target_healthy{{upstream=\"s/hc\",target=\"http://{flap}\"}}"
-    );
+    let gauge =
+        format!("keygate_upstream_target_healthy{{upstream=\"s/hc\",target=\"http://{flap}\"}}");
     assert_eq!(metric(&kg, &gauge).await, Some(1.0));
     let mut seen = 0;
     for _ in 0..6 {
@@ -291,7 +307,11 @@ async fn health_checks_take_a_flapping_target_out_and_bring_it_back() {
         let r = get(&kg.url("/hc/x")).await;
         assert_eq!(r.text(), "steady");
     }
-    assert_eq!(flap_ctl.hits.load(Ordering::SeqCst), hits, "requests avoid it");
+    assert_eq!(
+        flap_ctl.hits.load(Ordering::SeqCst),
+        hits,
+        "requests avoid it"
+    );
 
     let ok_before = flap_ctl.probes_ok.load(Ordering::SeqCst);
     flap_ctl.down.store(false, Ordering::SeqCst);

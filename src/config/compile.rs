@@ -8,6 +8,8 @@ use crate::auth::tc1::Tc1Settings;
 use crate::auth::tc3::Tc3Settings;
 use crate::auth::{Key, Keys};
 use crate::gateway::*;
+use crate::health::HealthSpec;
+use crate::policy::concurrency::ConcurrencyPolicy;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
 use crate::policy::limits::{ParamPolicy, PlanLimits, QpsLimit, RouteLimits, TrafficPolicy};
@@ -15,8 +17,6 @@ use crate::reject::ErrorStyle;
 use crate::route::{ApiSpec, Router, ServiceSpec};
 use crate::state::State;
 use crate::tls::CertStore;
-use crate::health::HealthSpec;
-use crate::policy::concurrency::ConcurrencyPolicy;
 use crate::upstream::{compile_fail_on, RetryPolicy, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -839,16 +839,12 @@ fn compile_backend(
             let const_query = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(b.const_query.iter())
                 .finish();
-            let retry = RetryPolicy::compile(
-                b.retries,
-                b.retry_on.as_deref(),
-                b.try_timeout,
-                timeout,
-            )
-            .unwrap_or_else(|m| {
-                e.extend(m.into_iter().map(|m| err(&at, m)));
-                RetryPolicy::default()
-            });
+            let retry =
+                RetryPolicy::compile(b.retries, b.retry_on.as_deref(), b.try_timeout, timeout)
+                    .unwrap_or_else(|m| {
+                        e.extend(m.into_iter().map(|m| err(&at, m)));
+                        RetryPolicy::default()
+                    });
             let (fail_on_connect, fail_on_5xx) = compile_fail_on(b.fail_on.as_deref())
                 .unwrap_or_else(|m| {
                     e.push(err(&at, m));

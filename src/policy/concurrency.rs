@@ -10,7 +10,7 @@
 
 use crate::body::{Body, BoxError};
 use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -131,10 +131,7 @@ impl ConcurrencyPolicy {
     pub fn acquire(&self, app: Option<&str>, ip: IpAddr) -> Result<Permit, OverLimit> {
         let mut c = self.counters.lock();
         let over = |what: &str| OverLimit {
-            message: format!(
-                "too many requests in flight ({what}, plugin {})",
-                self.name
-            ),
+            message: format!("too many requests in flight ({what}, plugin {})", self.name),
             unavailable: self.unavailable,
         };
         if self.max.is_some_and(|m| c.total >= m) {
@@ -299,6 +296,10 @@ mod tests {
         r.over_limit_status = Some(503);
         let p = ConcurrencyPolicy::compile(&r, &state).unwrap();
         let _a = p.acquire(None, "::1".parse().unwrap()).unwrap();
-        assert!(p.acquire(None, "::1".parse().unwrap()).unwrap_err().unavailable);
+        assert!(
+            p.acquire(None, "::1".parse().unwrap())
+                .unwrap_err()
+                .unavailable
+        );
     }
 }
