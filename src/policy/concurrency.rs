@@ -182,6 +182,15 @@ pub struct Permit {
     ip: Option<IpAddr>,
 }
 
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("app", &self.app)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.counters.lock();
