@@ -239,7 +239,7 @@ impl Replay {
             Replay::Once(b) => b.take().unwrap_or_else(crate::body::empty),
             Replay::Slot(slot, hint) => SlotBody {
                 slot: slot.clone(),
-                hint: hint.clone(),
+                hint: *hint,
                 inner: None,
             }
             .boxed_unsync(),
@@ -305,7 +305,7 @@ impl http_body::Body for SlotBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(b) => b.size_hint(),
-            None => self.hint.clone(),
+            None => self.hint,
         }
     }
 }
