@@ -333,6 +333,52 @@ async fn health_checks_take_a_flapping_target_out_and_bring_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn health_verdicts_survive_a_reload_and_probes_stop_with_the_upstream() {
+    let (flap, flap_ctl) = spawn_ctl("flap", 200).await;
+    let (steady, _) = spawn_ctl("steady", 200).await;
+    let backend = format!(
+        "urls = [\"http://{flap}\", \"http://{steady}\"]\nhealth_check = {{ path = \"/healthz\", interval = \"100ms\", timeout = \"100ms\", healthy = 2, unhealthy = 2 }}"
+    );
+    let hc = api("hc", "/hc", &backend, "");
+    let other = api("m", "/m", "type = \"mock\"\nbody = \"m\"", "");
+    let kg = Keygate::start(&format!("[[services]]\nname = \"s\"\n{hc}")).await;
+    let gauge =
+        format!("keygate_upstream_target_healthy{{upstream=\"s/hc\",target=\"http://{flap}\"}}");
+    flap_ctl.down.store(true, Ordering::SeqCst);
+    eventually("the target to be taken out", || async {
+        metric(&kg, &gauge).await == Some(0.0)
+    })
+    .await;
+    // A reload that leaves the back end as it was keeps the pool and its verdicts.
+    kg.write_config(&format!("[[services]]\nname = \"s\"\n{hc}{other}"));
+    let (status, body) = kg.reload().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(get(&kg.url("/m")).await.text(), "m", "the reload took");
+    assert_eq!(metric(&kg, &gauge).await, Some(0.0));
+    let hits = flap_ctl.hits.load(Ordering::SeqCst);
+    for _ in 0..6 {
+        assert_eq!(get(&kg.url("/hc/x")).await.text(), "steady");
+    }
+    assert_eq!(flap_ctl.hits.load(Ordering::SeqCst), hits);
+    // A reload without the API drops the upstream: probing stops, the series goes.
+    kg.write_config(&format!("[[services]]\nname = \"s\"\n{other}"));
+    let (status, body) = kg.reload().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually("the series to go", || async {
+        metric(&kg, &gauge).await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probes = flap_ctl.probes_bad.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        flap_ctl.probes_bad.load(Ordering::SeqCst),
+        probes,
+        "no probe after the upstream is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrency_limit_admits_exactly_max_and_releases_on_end_and_abort() {
     let (be, ctl) = spawn_ctl("be", 200).await;
     let cfg = format!(
