@@ -18,6 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,14 +116,18 @@ type Pool = Client<HttpsConnector<HttpConnector>, Body>;
 pub struct Prober {
     task: tokio::task::AbortHandle,
     metrics: Option<(Arc<Metrics>, String, Vec<String>)>,
+    /// Tells this task's metric series from those of a pool that replaced it.
+    id: u64,
 }
+
+static NEXT_PROBER: AtomicU64 = AtomicU64::new(1);
 
 impl Drop for Prober {
     fn drop(&mut self) {
         self.task.abort();
         if let Some((m, upstream, targets)) = &self.metrics {
             for t in targets {
-                m.forget_target(upstream, t);
+                m.forget_target(upstream, t, self.id);
             }
         }
     }
@@ -141,12 +146,13 @@ pub fn start(
         .targets()
         .map(|(t, _)| format!("{}://{}{}", t.scheme, t.authority, t.base_path))
         .collect();
+    let id = NEXT_PROBER.fetch_add(1, Ordering::Relaxed);
     if let Some((m, upstream)) = &metrics {
         for n in &names {
-            m.set_target_healthy(upstream, n, true);
+            m.set_target_healthy(upstream, n, true, id);
         }
     }
-    let gauge = metrics.clone();
+    let gauge = metrics.clone().map(|(m, u)| (m, u, id));
     let task = rt.spawn(probe_loop(
         spec,
         balancer,
@@ -158,6 +164,7 @@ pub fn start(
     Some(Prober {
         task: task.abort_handle(),
         metrics: metrics.map(|(m, u)| (m, u, names)),
+        id,
     })
 }
 
@@ -166,7 +173,7 @@ async fn probe_loop(
     balancer: Arc<Balancer<Target>>,
     pool: Pool,
     http2: bool,
-    metrics: Option<(Arc<Metrics>, String)>,
+    metrics: Option<(Arc<Metrics>, String, u64)>,
     names: Vec<String>,
 ) {
     let n = balancer.len();
@@ -211,8 +218,8 @@ async fn probe_loop(
                     up = now_up,
                     "health check changed a target's state"
                 );
-                if let Some((m, upstream)) = &metrics {
-                    m.set_target_healthy(upstream, target, now_up);
+                if let Some((m, upstream, id)) = &metrics {
+                    m.set_target_healthy(upstream, target, now_up, *id);
                 }
             }
         }

@@ -145,6 +145,9 @@ pub struct Metrics {
     cluster_errors: Family<KindLabels, Counter>,
     cluster_fallbacks: Counter,
     target_healthy: Family<TargetLabels, Gauge>,
+    /// Which health-check task last wrote each target's series: a pool
+    /// replaced on reload must not remove its successor's series.
+    target_owners: Mutex<HashMap<TargetLabels, u64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -306,25 +309,36 @@ impl Metrics {
             cluster_errors,
             cluster_fallbacks,
             target_healthy,
+            target_owners: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The active health check's verdict on `target` of `upstream`.
-    pub fn set_target_healthy(&self, upstream: &str, target: &str, up: bool) {
+    /// The active health check's verdict on `target` of `upstream`, written by
+    /// the health-check task `owner`.
+    pub fn set_target_healthy(&self, upstream: &str, target: &str, up: bool, owner: u64) {
+        let labels = TargetLabels {
+            upstream: upstream.to_string(),
+            target: target.to_string(),
+        };
+        let mut owners = self.target_owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.insert(labels.clone(), owner);
         self.target_healthy
-            .get_or_create(&TargetLabels {
-                upstream: upstream.to_string(),
-                target: target.to_string(),
-            })
+            .get_or_create(&labels)
             .set(i64::from(up));
     }
 
-    /// The upstream is gone: its targets' series go too.
-    pub fn forget_target(&self, upstream: &str, target: &str) {
-        self.target_healthy.remove(&TargetLabels {
+    /// Task `owner` stopped: its targets' series go, unless a newer task
+    /// (a pool that replaced it on reload) writes them now.
+    pub fn forget_target(&self, upstream: &str, target: &str, owner: u64) {
+        let labels = TargetLabels {
             upstream: upstream.to_string(),
             target: target.to_string(),
-        });
+        };
+        let mut owners = self.target_owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.get(&labels) == Some(&owner) {
+            owners.remove(&labels);
+            self.target_healthy.remove(&labels);
+        }
     }
 
     /// The cluster mode now in force: `shared` or the `on_error` fall-back.

@@ -360,6 +360,22 @@ async fn health_verdicts_survive_a_reload_and_probes_stop_with_the_upstream() {
         assert_eq!(get(&kg.url("/hc/x")).await.text(), "steady");
     }
     assert_eq!(flap_ctl.hits.load(Ordering::SeqCst), hits);
+    // A changed health check makes a new pool; the old pool's going does not
+    // take the new one's series with it.
+    let changed = api(
+        "hc",
+        "/hc",
+        &backend.replace("interval = \"100ms\"", "interval = \"120ms\""),
+        "",
+    );
+    kg.write_config(&format!("[[services]]\nname = \"s\"\n{changed}{other}"));
+    let (status, body) = kg.reload().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(metric(&kg, &gauge).await.is_some(), "series kept");
+    eventually("the new pool to take the target out", || async {
+        metric(&kg, &gauge).await == Some(0.0)
+    })
+    .await;
     // A reload without the API drops the upstream: probing stops, the series goes.
     kg.write_config(&format!("[[services]]\nname = \"s\"\n{other}"));
     let (status, body) = kg.reload().await;
