@@ -7,9 +7,13 @@
 //! tried again and a single further failure ejects it again (half-open), while one
 //! success resets its count. When every target is ejected, the one whose ejection ends
 //! first is returned: trying a probably-broken target beats failing for sure.
+//!
+//! Active health checks (src/health.rs) mark targets down and up again; a target
+//! that is down is skipped like an ejected one. A retry asks for a target other
+//! than the ones already tried ([`Balancer::pick_except`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Longest precomputed schedule; larger weight sums are scaled down to fit.
@@ -33,6 +37,8 @@ struct Target<T> {
     fails: AtomicU32,
     /// Ejected while `now < ejected_until` (nanoseconds since `epoch`; 0 = never).
     ejected_until: AtomicU64,
+    /// Up according to the active health check (always true without one).
+    healthy: AtomicBool,
 }
 
 impl<T: fmt::Debug> fmt::Debug for Balancer<T> {
@@ -67,6 +73,7 @@ impl<T> Balancer<T> {
                     weight,
                     fails: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
                 })
                 .collect(),
             schedule,
@@ -79,29 +86,59 @@ impl<T> Balancer<T> {
 
     /// The next target, skipping ejected ones; `None` only when there is no target.
     pub fn pick(&self, now: Instant) -> Option<(usize, &T)> {
+        self.pick_except(now, &[])
+    }
+
+    /// The next target that is not in `tried`, skipping ejected and unhealthy
+    /// ones. When every untried target is out, the one whose ejection ends first
+    /// (a healthy one before an unhealthy one) is returned; `None` only when
+    /// every target was tried.
+    pub fn pick_except(&self, now: Instant, tried: &[usize]) -> Option<(usize, &T)> {
         let n = self.targets.len();
+        let fresh = |i: usize| !tried.contains(&i);
         if n <= 1 {
-            return self.targets.first().map(|t| (0, &t.value));
+            return self
+                .targets
+                .first()
+                .filter(|_| fresh(0))
+                .map(|t| (0, &t.value));
         }
         let start = self.cursor.fetch_add(1, Relaxed);
         let len = self.schedule.len();
         let t = self.nanos(now);
-        let first = self.schedule[start % len] as usize;
-        if !self.targets[first].is_ejected(t) {
-            return Some((first, &self.targets[first].value));
-        }
-        if self.targets.iter().all(|x| x.is_ejected(t)) {
-            let (idx, target) = self
-                .targets
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, x)| x.ejected_until.load(Relaxed))?;
-            return Some((idx, &target.value));
-        }
-        (1..len)
+        let up = |i: usize| fresh(i) && self.targets[i].is_up(t);
+        if let Some(i) = (0..len)
             .map(|k| self.schedule[(start + k) % len] as usize)
-            .find(|&i| !self.targets[i].is_ejected(t))
-            .map(|i| (i, &self.targets[i].value))
+            .find(|&i| up(i))
+        {
+            return Some((i, &self.targets[i].value));
+        }
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| fresh(*i))
+            .min_by_key(|(_, x)| (!x.healthy.load(Relaxed), x.ejected_until.load(Relaxed)))
+            .map(|(i, x)| (i, &x.value))
+    }
+
+    /// The active health check's verdict on target `idx`. Coming back up also
+    /// ends a passive ejection: the probe has just seen the target answer.
+    pub fn set_healthy(&self, idx: usize, healthy: bool) {
+        let Some(target) = self.targets.get(idx) else {
+            return;
+        };
+        target.healthy.store(healthy, Relaxed);
+        if healthy {
+            target.fails.store(0, Relaxed);
+            target.ejected_until.store(0, Relaxed);
+        }
+    }
+
+    /// Whether target `idx` is up according to the active health check.
+    pub fn is_healthy(&self, idx: usize) -> bool {
+        self.targets
+            .get(idx)
+            .is_some_and(|t| t.healthy.load(Relaxed))
     }
 
     /// Records the outcome of a request sent to target `idx`.
@@ -166,6 +203,11 @@ impl<T> Target<T> {
     #[inline]
     fn is_ejected(&self, now_nanos: u64) -> bool {
         now_nanos < self.ejected_until.load(Relaxed)
+    }
+
+    #[inline]
+    fn is_up(&self, now_nanos: u64) -> bool {
+        !self.is_ejected(now_nanos) && self.healthy.load(Relaxed)
     }
 }
 
@@ -348,6 +390,36 @@ mod tests {
         assert_eq!(c[0], 0);
         assert_eq!(c[1] + c[2], 500);
         assert!(c[1] >= 3 * c[2] - 10, "{c:?}");
+    }
+
+    #[test]
+    fn retries_skip_tried_and_unhealthy_targets() {
+        let t0 = Instant::now();
+        let b = Balancer::new(
+            vec![("a", 1), ("b", 1), ("c", 1)],
+            1,
+            Duration::from_secs(10),
+        );
+        for _ in 0..10 {
+            let (i, _) = b.pick_except(t0, &[0, 2]).unwrap();
+            assert_eq!(i, 1);
+        }
+        assert_eq!(b.pick_except(t0, &[0, 1, 2]), None);
+        b.set_healthy(1, false);
+        assert!(!b.is_healthy(1));
+        let c = counts(&b, 40, t0);
+        assert_eq!((c[1], c[0] + c[2]), (0, 40), "{c:?}");
+        // Only the unhealthy one is left untried: it is still tried.
+        assert_eq!(b.pick_except(t0, &[0, 2]), Some((1, &"b")));
+        // An ejected target beats an unhealthy one when all are out.
+        b.report(0, false, t0);
+        b.set_healthy(2, false);
+        assert_eq!(b.pick(t0).map(|p| p.0), Some(0));
+        // Coming back up ends a passive ejection too.
+        b.set_healthy(0, true);
+        assert!(!b.is_ejected(0, t0));
+        let one = Balancer::new(vec![("only", 1)], 1, Duration::from_secs(1));
+        assert_eq!(one.pick_except(t0, &[0]), None);
     }
 
     #[test]

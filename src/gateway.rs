@@ -143,6 +143,8 @@ pub struct Api {
     pub front: crate::route::front::FrontProtocols,
     /// Declared front-end parameters and their back-end mapping.
     pub inputs: crate::policy::inputs::Inputs,
+    /// The `concurrency_control` plugin, when one applies.
+    pub concurrency: Option<Arc<crate::policy::concurrency::ConcurrencyPolicy>>,
     pub backend: Backend,
     /// `allow_*` / `deny_*` caller lists, checked after authentication.
     pub acl: Option<Arc<crate::policy::acl::CallerAcl>>,
@@ -211,6 +213,8 @@ pub struct HttpBackend {
     pub preserve_host: bool,
     /// `type = "websocket"`: only GET (the upgrade) is taken.
     pub websocket: bool,
+    /// `retries`, `retry_on`, `try_timeout`.
+    pub retry: crate::upstream::RetryPolicy,
 }
 
 pub struct MockBackend {

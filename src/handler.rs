@@ -19,6 +19,7 @@ use crate::route::front::Front;
 use crate::state::State;
 use crate::upstream::{
     strip_hop_by_hop, upgrade_protocol, AbandonGuard, BodyLimitExceeded, ClientBodyError,
+    SendOptions,
 };
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -334,6 +335,21 @@ impl Ctx {
             }
         }
 
+        // 5b. Concurrency: the permit is held until the response body ends.
+        let permit = match &api.concurrency {
+            None => None,
+            Some(c) => Some(
+                c.acquire(identity.as_ref().map(|i| i.app.as_str()), ip)
+                    .map_err(|o| match o.unavailable {
+                        true => Reject::Overloaded(o.message),
+                        false => Reject::RateLimited {
+                            message: o.message,
+                            quota: false,
+                        },
+                    })?,
+            ),
+        };
+
         // 6. Forward.
         let mut resp = match &api.backend {
             Backend::Mock(m) => mock_response(m),
@@ -351,7 +367,7 @@ impl Ctx {
                 )?;
                 let sent = Instant::now();
                 fwd.apply(&mut parts.uri, &mut parts.headers)?;
-                let resp = self.forward(b, parts, body).await?;
+                let resp = self.forward(api, b, parts, body).await?;
                 out.upstream_latency = Some(sent.elapsed());
                 out.upstream_status = Some(resp.status().as_u16());
                 resp
@@ -371,6 +387,9 @@ impl Ctx {
                     resp.headers_mut().insert("x-usageplan-id", v);
                 }
             }
+        }
+        if let Some(p) = permit {
+            resp = resp.map(|b| p.hold(b));
         }
         Ok(resp)
     }
@@ -515,6 +534,7 @@ impl Ctx {
 
     async fn forward(
         &self,
+        api: &Api,
         b: &HttpBackend,
         parts: Parts,
         body: Body,
@@ -534,7 +554,13 @@ impl Ctx {
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         let req = Request::from_parts(parts, body);
         let abandon = AbandonGuard::new(request_id.clone());
-        let sent = b.upstream.send(req, b.timeout, b.preserve_host).await;
+        let opts = SendOptions {
+            timeout: b.timeout,
+            preserve_host: b.preserve_host,
+            retry: &b.retry,
+            metrics: Some(&api.metrics),
+        };
+        let sent = b.upstream.send(req, &opts).await;
         abandon.disarm();
         let mut resp = sent?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod gateway;
 pub mod grpc;
 pub mod handler;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod path;

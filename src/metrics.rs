@@ -24,6 +24,11 @@
 //! | `keygate_cluster_mode` | gauge (1 = active) | `mode` (`shared`, `local`, `allow`, `deny`) |
 //! | `keygate_cluster_redis_errors_total` | counter | `kind` (`timeout`, `error`, `reply`) |
 //! | `keygate_cluster_fallback_decisions_total` | counter | – |
+//! | `keygate_upstream_retries_total` | counter | `route`, `reason` (`connect`, `5xx`, `timeout`) |
+//! | `keygate_upstream_target_healthy` | gauge (1 up, 0 down) | `upstream`, `target` |
+//!
+//! `upstream_target_healthy` exists for the targets of upstreams with an active
+//! `health_check`; `upstream` is the label of the first API that uses the pool.
 //!
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | | – (from `/proc`, read at scrape time) |
 //!
@@ -144,6 +149,13 @@ struct Families {
     upstream_latency: Family<RouteLabels, LatencyHistogram>,
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
+    retries: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    upstream: String,
+    target: String,
 }
 
 /// The process-wide metrics.
@@ -161,6 +173,10 @@ pub struct Metrics {
     cluster_mode: Family<ModeLabels, Gauge>,
     cluster_errors: Family<KindLabels, Counter>,
     cluster_fallbacks: Counter,
+    target_healthy: Family<TargetLabels, Gauge>,
+    /// Which health-check task last wrote each target's series: a pool
+    /// replaced on reload must not remove its successor's series.
+    target_owners: Mutex<HashMap<TargetLabels, u64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -305,6 +321,17 @@ impl Metrics {
             cluster_fallbacks.clone(),
         );
         r.register(
+            "upstream_retries",
+            "Requests tried again on another target, by route and cause",
+            f.retries.clone(),
+        );
+        let target_healthy = Family::<TargetLabels, Gauge>::default();
+        r.register(
+            "upstream_target_healthy",
+            "Active health check verdict per target (1 up, 0 down)",
+            target_healthy.clone(),
+        );
+        r.register(
             "log_dropped_lines",
             "Log lines dropped because the log sink fell too far behind",
             FnCounter(crate::logging::dropped_lines),
@@ -324,10 +351,40 @@ impl Metrics {
             cluster_mode,
             cluster_errors,
             cluster_fallbacks,
+            target_healthy,
+            target_owners: Mutex::new(HashMap::new()),
         };
         // Requests no API matched are counted from the start too.
         m.route(NO_ROUTE);
         m
+    }
+
+    /// The active health check's verdict on `target` of `upstream`, written by
+    /// the health-check task `owner`.
+    pub fn set_target_healthy(&self, upstream: &str, target: &str, up: bool, owner: u64) {
+        let labels = TargetLabels {
+            upstream: upstream.to_string(),
+            target: target.to_string(),
+        };
+        let mut owners = self.target_owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.insert(labels.clone(), owner);
+        self.target_healthy
+            .get_or_create(&labels)
+            .set(i64::from(up));
+    }
+
+    /// Task `owner` stopped: its targets' series go, unless a newer task
+    /// (a pool that replaced it on reload) writes them now.
+    pub fn forget_target(&self, upstream: &str, target: &str, owner: u64) {
+        let labels = TargetLabels {
+            upstream: upstream.to_string(),
+            target: target.to_string(),
+        };
+        let mut owners = self.target_owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.get(&labels) == Some(&owner) {
+            owners.remove(&labels);
+            self.target_healthy.remove(&labels);
+        }
     }
 
     /// The cluster mode now in force: `shared` or the `on_error` fall-back.
@@ -525,6 +582,17 @@ impl RouteMetrics {
     /// Response body bytes sent, counted as they stream.
     pub fn add_bytes_out(&self, n: u64) {
         self.bytes_out.inc_by(n);
+    }
+
+    /// A request is tried again on another target (`connect`, `5xx`, `timeout`).
+    pub fn retry(&self, reason: &'static str) {
+        self.families
+            .retries
+            .get_or_create(&ReasonLabels {
+                route: self.route.clone(),
+                reason,
+            })
+            .inc();
     }
 
     /// Record one answered request of this route.

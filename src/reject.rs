@@ -50,6 +50,9 @@ pub enum Reject {
     /// (`rejected_code`, `rejected_msg`); code and envelope stay the inner one's.
     #[error("{0}")]
     Custom(Box<CustomReject>),
+    /// A `concurrency_control` limit with `over_limit_status = 503`.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// A configured `rejected_code` / `rejected_msg` pair (APISIX naming).
@@ -147,6 +150,7 @@ impl Reject {
             Reject::ClusterUnavailable => 503,
             Reject::InvalidAction(_) => 400,
             Reject::ClientClosed => 499,
+            Reject::Overloaded(_) => 503,
             Reject::Custom(c) => return c.refusal.status.unwrap_or_else(|| c.inner.status()),
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -159,9 +163,9 @@ impl Reject {
             Reject::Auth(e) => e.code(),
             Reject::IpDenied(_) => "UnauthorizedOperation",
             Reject::RateLimited { quota: true, .. } => "LimitExceeded",
-            Reject::RateLimited { quota: false, .. } | Reject::ClusterUnavailable => {
-                "RequestLimitExceeded"
-            }
+            Reject::RateLimited { quota: false, .. }
+            | Reject::ClusterUnavailable
+            | Reject::Overloaded(_) => "RequestLimitExceeded",
             Reject::BodyTooLarge(_) => "InvalidParameter",
             Reject::InvalidAction(_) => "InvalidAction",
             Reject::BodyTimeout(_) => "RequestTimeout",
@@ -187,7 +191,9 @@ impl Reject {
             Reject::Auth(AuthError::NotAllowed) => "auth",
             Reject::Auth(_) => "auth",
             Reject::IpDenied(_) => "ip",
-            Reject::RateLimited { .. } | Reject::ClusterUnavailable => "limit",
+            Reject::RateLimited { .. } | Reject::ClusterUnavailable | Reject::Overloaded(_) => {
+                "limit"
+            }
             Reject::BodyTooLarge(_)
             | Reject::BodyTimeout(_)
             | Reject::BadRequest(_)

@@ -25,6 +25,8 @@ pub struct State {
     pub body_budget: BodyBudget,
     /// Limiter, window and quota counters, keyed by policy identity.
     pub limits: Arc<LimitState>,
+    /// In-flight counts of `concurrency_control` plugins, by plugin name.
+    pub concurrency: crate::policy::concurrency::ConcurrencyState,
     pub draining: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
@@ -45,6 +47,7 @@ impl State {
             replay: ReplayCache::new(replay_capacity),
             body_budget: BodyBudget::default(),
             limits,
+            concurrency: Default::default(),
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -64,13 +67,15 @@ impl State {
     }
 
     /// The pool for `spec`: the live one when an equal spec is in use, else a new one.
-    pub fn upstream(&self, spec: &UpstreamSpec) -> Result<Arc<Upstream>, String> {
+    /// `label` names a new pool in metrics (the first API that uses it).
+    pub fn upstream(&self, spec: &UpstreamSpec, label: &str) -> Result<Arc<Upstream>, String> {
         let id = spec.identity();
         let mut map = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(u) = map.get(&id).and_then(Weak::upgrade) {
             return Ok(u);
         }
-        let u = Arc::new(Upstream::new(spec, &self.base_dir)?);
+        let metrics = Some((self.metrics.clone(), label.to_string()));
+        let u = Arc::new(Upstream::new(spec, &self.base_dir, metrics)?);
         map.retain(|_, w| w.strong_count() > 0);
         map.insert(id, Arc::downgrade(&u));
         Ok(u)

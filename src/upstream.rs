@@ -6,14 +6,22 @@
 //! A failure is blamed on the target (and counts toward its ejection) only when
 //! the back end failed: a client that aborts or garbles its request body is a
 //! client fault (400 or 499), never a 502.
+//!
+//! A request that could not reach its target is tried again on another one
+//! (`retries`, `retry_on`): always after a failed connection (nothing was sent),
+//! and, opt-in, after a 502/503/504 answer or a timeout for idempotent methods.
+//! A try never repeats a request body a back end has started to read: the body
+//! waits in a [`Replay`] slot that the first poll empties.
 
 use crate::balance::Balancer;
 use crate::body::{Body, BoxError};
+use crate::health::{HealthSpec, Prober};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::reject::Reject;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -25,7 +33,7 @@ use std::cell::Cell;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -49,6 +57,11 @@ pub struct UpstreamSpec {
     pub ca_file: Option<String>,
     /// Speak HTTP/2 to the targets (`[services.apis.backend] http2`).
     pub http2: bool,
+    /// `fail_on`: what counts toward `max_fails` (transport failures, 5xx answers).
+    pub fail_on_connect: bool,
+    pub fail_on_5xx: bool,
+    /// `health_check`: active probes of every target.
+    pub health: Option<HealthSpec>,
 }
 
 impl UpstreamSpec {
@@ -68,7 +81,7 @@ pub struct Target {
 type Pool = Client<HttpsConnector<HttpConnector>, Body>;
 
 pub struct Upstream {
-    balancer: Balancer<Target>,
+    balancer: Arc<Balancer<Target>>,
     connector: HttpsConnector<HttpConnector>,
     /// One connection pool per worker (`[server] runtime = "per-core"`), made on
     /// first use: hyper-util's pool sits behind one lock, and a connection
@@ -76,6 +89,232 @@ pub struct Upstream {
     /// request. With the shared runtime there is one.
     pools: Box<[OnceLock<Pool>]>,
     http2: bool,
+    fail_on_connect: bool,
+    fail_on_5xx: bool,
+    /// The health-check task, stopped when the upstream is dropped.
+    _prober: Option<Prober>,
+}
+
+/// Most `retries` a back end may ask for.
+pub const MAX_RETRIES: u32 = 10;
+
+/// How a request is tried again on another target (`[services.apis.backend]`
+/// `retries`, `retry_on`, `try_timeout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Further tries after the first, each on a target not tried yet.
+    pub retries: u32,
+    pub on_connect: bool,
+    /// A 502/503/504 answer (idempotent methods only).
+    pub on_5xx: bool,
+    /// No answer within `try_timeout` (idempotent methods only).
+    pub on_timeout: bool,
+    /// Time allowed to one try, within the API's `timeout`.
+    pub try_timeout: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 1,
+            on_connect: true,
+            on_5xx: false,
+            on_timeout: false,
+            try_timeout: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// From the backend table; `timeout` is the API's.
+    pub fn compile(
+        retries: Option<u32>,
+        retry_on: Option<&[String]>,
+        try_timeout: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<RetryPolicy, Vec<String>> {
+        let mut e = vec![];
+        let mut p = RetryPolicy {
+            retries: retries.unwrap_or(1),
+            try_timeout,
+            ..RetryPolicy::default()
+        };
+        if p.retries > MAX_RETRIES {
+            e.push(format!("retries must be 0-{MAX_RETRIES}"));
+        }
+        if let Some(list) = retry_on {
+            p.on_connect = false;
+            for r in list {
+                match r.as_str() {
+                    "connect" => p.on_connect = true,
+                    "5xx" => p.on_5xx = true,
+                    "timeout" => p.on_timeout = true,
+                    other => e.push(format!(
+                        "retry_on {other:?} is not one of connect, 5xx, timeout"
+                    )),
+                }
+            }
+        }
+        if let Some(t) = try_timeout {
+            if t.is_zero() || t > timeout {
+                e.push("try_timeout must be positive and at most the API's timeout".into());
+            }
+        }
+        if e.is_empty() {
+            Ok(p)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `fail_on = ["connect", "5xx"]`: (transport failures count, 5xx answers count).
+pub fn compile_fail_on(list: Option<&[String]>) -> Result<(bool, bool), String> {
+    let Some(list) = list else {
+        return Ok((true, false));
+    };
+    let (mut connect, mut server) = (false, false);
+    for f in list {
+        match f.as_str() {
+            "connect" => connect = true,
+            "5xx" => server = true,
+            other => return Err(format!("fail_on {other:?} is not one of connect, 5xx")),
+        }
+    }
+    Ok((connect, server))
+}
+
+/// How one request is sent: the API's timeouts, host handling and retries.
+pub struct SendOptions<'a> {
+    pub timeout: Duration,
+    pub preserve_host: bool,
+    pub retry: &'a RetryPolicy,
+    /// The route's metrics, for `keygate_upstream_retries_total`.
+    pub metrics: Option<&'a RouteMetrics>,
+}
+
+/// Why a try failed, when another target may be tried.
+struct Failed {
+    reject: Reject,
+    /// `connect`, `timeout` or `5xx`: the retry cause; `None` is final.
+    cause: Option<&'static str>,
+}
+
+impl From<Reject> for Failed {
+    fn from(reject: Reject) -> Self {
+        Failed {
+            reject,
+            cause: None,
+        }
+    }
+}
+
+/// The request body across tries: tries may be repeated only while no byte
+/// of it was polled.
+enum Replay {
+    /// No body: every try sends none.
+    Empty,
+    /// One try only: the body as it is.
+    Once(Option<Body>),
+    /// Several tries possible: the body waits here until a try first polls it.
+    Slot(Arc<Mutex<Option<Body>>>, SizeHint),
+}
+
+impl Replay {
+    fn new(body: Body, several: bool) -> Replay {
+        if body.is_end_stream() {
+            Replay::Empty
+        } else if several {
+            let hint = body.size_hint();
+            Replay::Slot(Arc::new(Mutex::new(Some(body))), hint)
+        } else {
+            Replay::Once(Some(body))
+        }
+    }
+
+    /// The body for the next try.
+    fn body(&mut self) -> Body {
+        match self {
+            Replay::Empty => crate::body::empty(),
+            Replay::Once(b) => b.take().unwrap_or_else(crate::body::empty),
+            Replay::Slot(slot, hint) => SlotBody {
+                slot: slot.clone(),
+                hint: *hint,
+                inner: None,
+            }
+            .boxed_unsync(),
+        }
+    }
+
+    /// May the body be sent again (no byte of it was polled)?
+    fn untouched(&self) -> bool {
+        match self {
+            Replay::Empty => true,
+            Replay::Once(b) => b.is_some(),
+            Replay::Slot(slot, _) => slot_untouched(Some(slot)),
+        }
+    }
+
+    /// The slot a try checks after the answer's head (`None`: nothing to check).
+    fn slot(&self) -> Option<&Arc<Mutex<Option<Body>>>> {
+        match self {
+            Replay::Slot(slot, _) => Some(slot),
+            _ => None,
+        }
+    }
+}
+
+fn slot_untouched(slot: Option<&Arc<Mutex<Option<Body>>>>) -> bool {
+    slot.is_none_or(|s| s.lock().map(|s| s.is_some()).unwrap_or(false))
+}
+
+/// A request body taken from its [`Replay`] slot on the first poll.
+struct SlotBody {
+    slot: Arc<Mutex<Option<Body>>>,
+    hint: SizeHint,
+    inner: Option<Body>,
+}
+
+impl http_body::Body for SlotBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.inner.is_none() {
+            let taken = self.slot.lock().ok().and_then(|mut s| s.take());
+            match taken {
+                Some(b) => self.inner = Some(b),
+                None => {
+                    return Poll::Ready(Some(Err("request body already sent".into())));
+                }
+            }
+        }
+        match self.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_some_and(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => self.hint,
+        }
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
 }
 
 static POOLS_PER_UPSTREAM: AtomicUsize = AtomicUsize::new(1);
@@ -112,7 +351,12 @@ fn new_pool(connector: HttpsConnector<HttpConnector>, http2: bool) -> Pool {
 }
 
 impl Upstream {
-    pub fn new(spec: &UpstreamSpec, base: &Path) -> Result<Upstream, String> {
+    /// `metrics`: the process's metrics and the label the health gauge uses.
+    pub fn new(
+        spec: &UpstreamSpec,
+        base: &Path,
+        metrics: Option<(Arc<Metrics>, String)>,
+    ) -> Result<Upstream, String> {
         let mut targets = Vec::with_capacity(spec.targets.len());
         for (url, weight) in &spec.targets {
             targets.push((parse_target(url)?, (*weight).max(1)));
@@ -136,11 +380,19 @@ impl Upstream {
             builder.enable_http1().wrap_connector(http)
         };
         let n = POOLS_PER_UPSTREAM.load(Ordering::Relaxed);
+        let balancer = Arc::new(Balancer::new(targets, spec.max_fails, spec.fail_timeout));
+        let prober = spec.health.clone().and_then(|h| {
+            let pool = new_pool(https.clone(), spec.http2);
+            crate::health::start(h, balancer.clone(), pool, spec.http2, metrics)
+        });
         Ok(Upstream {
-            balancer: Balancer::new(targets, spec.max_fails, spec.fail_timeout),
+            balancer,
             connector: https,
             pools: (0..n).map(|_| OnceLock::new()).collect(),
             http2: spec.http2,
+            fail_on_connect: spec.fail_on_connect,
+            fail_on_5xx: spec.fail_on_5xx,
+            _prober: prober,
         })
     }
 
@@ -154,21 +406,80 @@ impl Upstream {
         self.pools[i].get_or_init(|| new_pool(self.connector.clone(), self.http2))
     }
 
-    /// Send `req`, whose URI holds only the path and query, to the next target.
+    /// Send `req`, whose URI holds only the path and query, to the next target,
+    /// and on to further targets as `o.retry` allows.
     /// The request goes out in the version the pool speaks, whatever the
     /// client's; the answer's version is for the caller to set.
     pub async fn send(
         &self,
-        mut req: Request<Body>,
-        timeout: Duration,
-        preserve_host: bool,
+        req: Request<Body>,
+        o: &SendOptions<'_>,
     ) -> Result<Response<Body>, Reject> {
-        let now = Instant::now();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (idx, target) = self
-            .balancer
-            .pick(now)
-            .ok_or_else(|| Reject::UpstreamUnavailable("no target available".into()))?;
+        let deadline = tokio::time::Instant::now() + o.timeout;
+        let (mut head, body) = req.into_parts();
+        let idempotent = is_idempotent(&head.method);
+        let max_tries = (o.retry.retries.min(MAX_RETRIES) as usize + 1).min(self.balancer.len());
+        let mut replay = Replay::new(body, max_tries > 1);
+        let mut tried = [usize::MAX; MAX_RETRIES as usize + 1];
+        let mut n = 0;
+        loop {
+            let now = tokio::time::Instant::now();
+            let try_deadline = o
+                .retry
+                .try_timeout
+                .map_or(deadline, |t| deadline.min(now + t));
+            let (idx, target) = self
+                .balancer
+                .pick_except(Instant::now(), &tried[..n])
+                .ok_or_else(|| Reject::UpstreamUnavailable("no target available".into()))?;
+            tried[n] = idx;
+            n += 1;
+            let more = n < max_tries;
+            let mut req = Request::new(replay.body());
+            *req.method_mut() = head.method.clone();
+            *req.uri_mut() = head.uri.clone();
+            *req.headers_mut() = if more {
+                head.headers.clone()
+            } else {
+                std::mem::take(&mut head.headers)
+            };
+            *req.extensions_mut() = std::mem::take(&mut head.extensions);
+            let retry_5xx = more && idempotent && o.retry.on_5xx;
+            let slot = replay.slot();
+            let tried_once = self.try_once(idx, target, req, try_deadline, o, retry_5xx, slot);
+            let failed = match tried_once.await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => f,
+            };
+            let allowed = match failed.cause {
+                Some("connect") => o.retry.on_connect,
+                Some("timeout") => o.retry.on_timeout && idempotent,
+                Some("5xx") => retry_5xx,
+                _ => false,
+            };
+            if !(more && allowed && replay.untouched() && tokio::time::Instant::now() < deadline) {
+                return Err(failed.reject);
+            }
+            if let (Some(m), Some(cause)) = (o.metrics, failed.cause) {
+                m.retry(cause);
+            }
+            tracing::debug!(cause = failed.cause, "trying another target");
+        }
+    }
+
+    /// One try on target `idx`. `retry_5xx`: a 502/503/504 answer is a failure
+    /// to retry (when the body is still untouched) rather than the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_once(
+        &self,
+        idx: usize,
+        target: &Target,
+        mut req: Request<Body>,
+        deadline: tokio::time::Instant,
+        o: &SendOptions<'_>,
+        retry_5xx: bool,
+        slot: Option<&Arc<Mutex<Option<Body>>>>,
+    ) -> Result<Response<Body>, Failed> {
         let pq = req
             .uri()
             .path_and_query()
@@ -186,7 +497,7 @@ impl Upstream {
             .path_and_query(full)
             .build()
             .map_err(|e| Reject::Internal(format!("upstream uri: {e}")))?;
-        if !preserve_host || !req.headers().contains_key(header::HOST) {
+        if !o.preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, target.host.clone());
         }
         if self.http2 {
@@ -215,30 +526,54 @@ impl Upstream {
         let resp = match tokio::time::timeout_at(deadline, self.pool().request(req)).await {
             Err(_) => {
                 if let Some(f) = watch.fault.get() {
-                    return Err(f.reject());
+                    return Err(f.reject().into());
                 }
                 // Still waiting for the client's body: its slowness, not the target's.
                 if watch.waiting_on_client.load(Ordering::Relaxed) {
-                    return Err(Reject::BodyTimeout(timeout));
+                    return Err(Reject::BodyTimeout(o.timeout).into());
                 }
-                self.balancer.report(idx, false, Instant::now());
-                return Err(Reject::UpstreamTimeout);
+                self.fail(idx);
+                return Err(Failed {
+                    reject: Reject::UpstreamTimeout,
+                    cause: Some("timeout"),
+                });
             }
             Ok(Err(e)) => {
                 // The request body's own error comes first: the client's fault is
                 // not the target's.
                 if let Some(f) = watch.fault.get() {
-                    return Err(f.reject());
+                    return Err(f.reject().into());
                 }
                 if let Some(limit) = body_limit_error(&e) {
-                    return Err(Reject::BodyTooLarge(limit));
+                    return Err(Reject::BodyTooLarge(limit).into());
                 }
-                self.balancer.report(idx, false, Instant::now());
+                self.fail(idx);
                 tracing::debug!(error = ?e, "back-end request failed");
-                return Err(Reject::UpstreamUnavailable(describe(&e).into()));
+                return Err(Failed {
+                    reject: Reject::UpstreamUnavailable(describe(&e).into()),
+                    cause: e.is_connect().then_some("connect"),
+                });
             }
             Ok(Ok(resp)) => resp,
         };
+        let server_error = resp.status().is_server_error();
+        if server_error && self.fail_on_5xx {
+            self.balancer.report(idx, false, Instant::now());
+        }
+        if retry_5xx
+            && matches!(
+                resp.status(),
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            )
+            && slot_untouched(slot)
+        {
+            return Err(Failed {
+                reject: Reject::UpstreamUnavailable("back end answered 5xx".into()),
+                cause: Some("5xx"),
+            });
+        }
         let (parts, mut body) = resp.into_parts();
         let mut first = None;
         if !parts.status.is_informational()
@@ -249,18 +584,21 @@ impl Upstream {
             let wait = deadline.min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
             match tokio::time::timeout_at(wait, body.frame()).await {
                 Ok(Some(Err(e))) => {
-                    self.balancer.report(idx, false, Instant::now());
+                    self.fail(idx);
                     tracing::debug!(error = ?e, "back-end response body failed");
                     return Err(Reject::UpstreamUnavailable(
                         "back end sent a malformed response body".into(),
-                    ));
+                    )
+                    .into());
                 }
                 Ok(Some(Ok(frame))) => first = Some(Some((frame, hint))),
                 Ok(None) => first = Some(None),
                 Err(_) => {}
             }
         }
-        self.balancer.report(idx, true, Instant::now());
+        if !(server_error && self.fail_on_5xx) {
+            self.balancer.report(idx, true, Instant::now());
+        }
         let body = match first {
             Some(Some((frame, hint))) => PrefixedBody {
                 first: Some(frame),
@@ -273,6 +611,13 @@ impl Upstream {
             None => body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
         };
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// A transport failure of target `idx`, counted when `fail_on` has `connect`.
+    fn fail(&self, idx: usize) {
+        if self.fail_on_connect {
+            self.balancer.report(idx, false, Instant::now());
+        }
     }
 }
 

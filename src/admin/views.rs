@@ -167,6 +167,12 @@ fn plugin_settings(p: &RawPlugin) -> Value {
             "default_rate_limit": c.default_rate_limit,
             "strategies": c.strategies.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         }),
+        RawPlugin::ConcurrencyControl(c) => json!({
+            "max_in_flight": c.max_in_flight,
+            "max_in_flight_per_app": c.max_in_flight_per_app,
+            "max_in_flight_per_ip": c.max_in_flight_per_ip,
+            "over_limit_status": c.over_limit_status,
+        }),
         RawPlugin::Cors(c) => json!({
             "allow_origin": c.allow_origin,
             "allow_methods": c.allow_methods,

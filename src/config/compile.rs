@@ -9,6 +9,8 @@ use crate::auth::tc1::Tc1Settings;
 use crate::auth::tc3::Tc3Settings;
 use crate::auth::{Key, Keys};
 use crate::gateway::*;
+use crate::health::HealthSpec;
+use crate::policy::concurrency::ConcurrencyPolicy;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::ip::{IpPolicy, TrustedProxies};
 use crate::policy::limits::{ParamPolicy, PlanLimits, QpsLimit, RouteLimits, TrafficPolicy};
@@ -16,7 +18,7 @@ use crate::reject::ErrorStyle;
 use crate::route::{ApiSpec, Router, ServiceSpec};
 use crate::state::State;
 use crate::tls::CertStore;
-use crate::upstream::UpstreamSpec;
+use crate::upstream::{compile_fail_on, RetryPolicy, UpstreamSpec};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
@@ -351,7 +353,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             RawPlugin::IpControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
             RawPlugin::TrafficControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
             RawPlugin::ParamTrafficControl(x) => (x.rejected_code, x.rejected_msg.as_deref()),
-            RawPlugin::Cors(_) => (None, None),
+            // Its refusal status is `over_limit_status`.
+            RawPlugin::Cors(_) | RawPlugin::ConcurrencyControl(_) => (None, None),
         };
         match crate::reject::Refusal::new(refusal.0, refusal.1) {
             Ok(Some(r)) => {
@@ -371,6 +374,8 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             RawPlugin::ParamTrafficControl(p) => ParamPolicy::compile(p, &state.limits)
                 .map(Plugin::ParamTraffic)
                 .map_err(|m| m.join("; ")),
+            RawPlugin::ConcurrencyControl(c) => ConcurrencyPolicy::compile(c, &state.concurrency)
+                .map(|x| Plugin::Concurrency(Arc::new(x))),
         };
         match compiled {
             Ok(c) => {
@@ -593,6 +598,7 @@ enum Plugin {
     Cors(Arc<CorsPolicy>),
     Traffic(Arc<TrafficPolicy>),
     ParamTraffic(Arc<ParamPolicy>),
+    Concurrency(Arc<ConcurrencyPolicy>),
 }
 
 struct ApiCtx<'a> {
@@ -833,6 +839,7 @@ fn compile_api(
     let mut traffic_kinds = vec![];
     let mut traffic = None;
     let mut param = None;
+    let mut concurrency = None;
     let mut seen = HashSet::new();
     for name in svc.plugins.iter().chain(api.plugins.iter()) {
         if !seen.insert(name) {
@@ -862,6 +869,15 @@ fn compile_api(
             Some(Plugin::ParamTraffic(p)) => {
                 traffic_kinds.push(name.clone());
                 param = Some(p.clone());
+            }
+            Some(Plugin::Concurrency(c)) => {
+                if concurrency.is_some() {
+                    e.push(err(
+                        at,
+                        format!("plugin {name:?}: only one concurrency_control plugin per API"),
+                    ));
+                }
+                concurrency = Some(c.clone());
             }
         }
     }
@@ -914,7 +930,6 @@ fn compile_api(
         crate::route::front::FrontProtocols::compile(&svc.protocols, svc.https_redirect, tls_port)
             // An error is reported once, at the service.
             .unwrap_or_default();
-    let backend = compile_backend(ctx, api, at, &mut e);
     let mut refusals = Refusals {
         auth: caller.refusal,
         ..Refusals::default()
@@ -942,13 +957,15 @@ fn compile_api(
         e.extend(msgs.into_iter().map(|m| err(at, m)));
         Default::default()
     });
+    let label = format!("{}/{}", svc.name, api.name);
+    let backend = compile_backend(ctx, api, at, &label, &mut e);
     if !e.is_empty() {
         return Err(e);
     }
     let Some(backend) = backend else {
         return Err(e);
     };
-    let label: Arc<str> = Arc::from(format!("{}/{}", svc.name, api.name));
+    let label: Arc<str> = Arc::from(label);
     Ok(Api {
         service: Arc::from(svc.name.as_str()),
         name: Arc::from(api.name.as_str()),
@@ -966,6 +983,7 @@ fn compile_api(
         limits,
         front,
         inputs,
+        concurrency,
         backend,
         acl: caller.acl,
         request_headers: caller.request_headers,
@@ -1076,6 +1094,7 @@ fn compile_backend(
     ctx: &ApiCtx,
     api: &RawApi,
     at: &str,
+    label: &str,
     e: &mut Vec<ConfigError>,
 ) -> Option<Backend> {
     let b = &api.backend;
@@ -1201,6 +1220,22 @@ fn compile_backend(
             let const_query = form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(fixed(&b.const_query).iter())
                 .finish();
+            let retry =
+                RetryPolicy::compile(b.retries, b.retry_on.as_deref(), b.try_timeout, timeout)
+                    .unwrap_or_else(|m| {
+                        e.extend(m.into_iter().map(|m| err(&at, m)));
+                        RetryPolicy::default()
+                    });
+            let (fail_on_connect, fail_on_5xx) = compile_fail_on(b.fail_on.as_deref())
+                .unwrap_or_else(|m| {
+                    e.push(err(&at, m));
+                    (true, false)
+                });
+            let health = b.health_check.as_ref().and_then(|h| {
+                HealthSpec::compile(h)
+                    .map_err(|m| e.extend(m.into_iter().map(|m| err(&at, m))))
+                    .ok()
+            });
             let spec = UpstreamSpec {
                 targets: expanded,
                 max_fails: b.max_fails,
@@ -1211,6 +1246,9 @@ fn compile_backend(
                     .min(timeout),
                 ca_file: b.ca_file.clone(),
                 http2: b.http2,
+                fail_on_connect,
+                fail_on_5xx,
+                health,
             };
             if websocket && b.http2 {
                 e.push(err(
@@ -1218,7 +1256,7 @@ fn compile_backend(
                     "http2 = true cannot carry websocket upgrades; use HTTP/1.1 for this back end",
                 ));
             }
-            let upstream = match ctx.state.upstream(&spec) {
+            let upstream = match ctx.state.upstream(&spec, label) {
                 Ok(u) => u,
                 Err(m) => {
                     e.push(err(&at, m));
@@ -1234,6 +1272,7 @@ fn compile_backend(
                 const_query,
                 preserve_host: b.preserve_host,
                 websocket,
+                retry,
             }))
         }
         other => {

@@ -503,6 +503,7 @@ pub enum RawPlugin {
     TrafficControl(RawTrafficControl),
     ParamTrafficControl(RawParamTrafficControl),
     Cors(RawCors),
+    ConcurrencyControl(crate::policy::concurrency::RawConcurrencyControl),
 }
 
 impl RawPlugin {
@@ -512,6 +513,7 @@ impl RawPlugin {
             RawPlugin::TrafficControl(p) => &p.name,
             RawPlugin::ParamTrafficControl(p) => &p.name,
             RawPlugin::Cors(p) => &p.name,
+            RawPlugin::ConcurrencyControl(p) => &p.name,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -520,6 +522,7 @@ impl RawPlugin {
             RawPlugin::TrafficControl(_) => "traffic_control",
             RawPlugin::ParamTrafficControl(_) => "param_traffic_control",
             RawPlugin::Cors(_) => "cors",
+            RawPlugin::ConcurrencyControl(_) => "concurrency_control",
         }
     }
 }
@@ -778,6 +781,17 @@ pub struct RawBackend {
     /// Speak HTTP/2 to the back end (prior knowledge on http://, ALPN on https://).
     #[serde(default)]
     pub http2: bool,
+    /// Further tries on other targets (default 1, for failed connections).
+    pub retries: Option<u32>,
+    /// `connect`, `5xx`, `timeout` (default `["connect"]`).
+    pub retry_on: Option<Vec<String>>,
+    /// Time allowed to one try, within `timeout`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub try_timeout: Option<Duration>,
+    /// What counts toward `max_fails`: `connect`, `5xx` (default `["connect"]`).
+    pub fail_on: Option<Vec<String>>,
+    /// Active probes of every target.
+    pub health_check: Option<crate::health::RawHealthCheck>,
     // mock
     pub status: Option<u16>,
     pub body: Option<String>,

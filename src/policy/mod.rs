@@ -1,5 +1,6 @@
 //! Request policies: one check type per file.
 pub mod acl;
+pub mod concurrency;
 pub mod cors;
 pub mod expr;
 pub mod headers;
