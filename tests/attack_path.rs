@@ -63,7 +63,9 @@ impl Nginx {
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
             .arg("-g")
-            .arg(format!("daemon off; master_process off; pid {d}/nginx.pid;"))
+            .arg(format!(
+                "daemon off; master_process off; pid {d}/nginx.pid;"
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
