@@ -15,6 +15,11 @@
 #   --server LINES    extra lines for [server], e.g. 'runtime = "per-core"'
 #                     (default: none, i.e. the default configuration)
 #   --no-access-log   [log] access = false (default: access log on, to a file)
+#   --native          no valgrind: CPU time (user + system, all threads, from
+#                     /proc/PID/stat) per request instead, kernel work included
+#                     but sensitive to machine load
+#   --clients C       concurrent curl clients, one keep-alive connection each
+#                     (default 1); the requests are split between them
 #
 # The back end is nginx answering 200 from memory on a loopback port. One curl
 # process sends the requests over one keep-alive connection; counting covers
@@ -30,6 +35,8 @@ SCENARIO=plain
 SERVER_EXTRA=""
 ACCESS=true
 KEEP=0
+NATIVE=0
+CLIENTS=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN="$2"; shift 2 ;;
@@ -39,6 +46,8 @@ while [ $# -gt 0 ]; do
         --server) SERVER_EXTRA="$2"; shift 2 ;;
         --no-access-log) ACCESS=false; shift ;;
         --keep) KEEP=1; shift ;;
+        --native) NATIVE=1; shift ;;
+        --clients) CLIENTS="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
@@ -170,24 +179,41 @@ if [ "$SCENARIO" = full ]; then
     HEADERS+=(-H "Origin: http://bench.local")
 fi
 
-valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.%p" \
-    "$BIN" run --config "$TMP/keygate.toml" >"$TMP/keygate.out" 2>"$TMP/keygate.err" &
+VG=(valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.%p")
+[ "$NATIVE" = 0 ] || VG=()
+"${VG[@]}" "$BIN" run --config "$TMP/keygate.toml" >"$TMP/keygate.out" 2>"$TMP/keygate.err" &
 KG=$!
 PIDS+=($KG)
 wait_port "$PORT" || { cat "$TMP/keygate.err" >&2; echo "keygate did not start" >&2; exit 1; }
 
-send() { # send N: N requests over one keep-alive connection
-    local i
-    for i in $(seq "$1"); do
+send() { # send N: N requests over CLIENTS keep-alive connections
+    local i per=$(($1 / CLIENTS)) cpids=()
+    for i in $(seq "$per"); do
         printf 'url = "http://127.0.0.1:%s/bench/x"\noutput = "/dev/null"\n' "$PORT"
     done >"$TMP/urls"
-    curl -sS -w '%{http_code}\n' "${HEADERS[@]}" -K "$TMP/urls" >"$TMP/codes"
+    for i in $(seq "$CLIENTS"); do
+        curl -sS -w '%{http_code}\n' "${HEADERS[@]}" -K "$TMP/urls" >"$TMP/codes.$i" &
+        cpids+=($!)
+    done
+    for i in "${cpids[@]}"; do wait "$i"; done
+    cat "$TMP"/codes.* >"$TMP/codes"
+    rm -f "$TMP"/codes.*
     local bad
     bad=$(grep -vc '^200$' "$TMP/codes" || true)
     [ "$bad" = 0 ] || { echo "non-200 answers: $(sort "$TMP/codes" | uniq -c | tr '\n' ' ')" >&2; exit 1; }
 }
+ticks() { sed 's/^.*) //' "/proc/$KG/stat" | awk '{print $12 + $13}'; }
 send "$WARM"
 sleep 0.5
+if [ "$NATIVE" = 1 ]; then
+    t0=$(ticks)
+    send "$REQS"
+    sleep 0.2
+    t1=$(ticks)
+    echo "scenario=$SCENARIO server='${SERVER_EXTRA}' access=$ACCESS requests=$REQS clients=$CLIENTS cpu_ticks=$((t1 - t0))"
+    awk -v t=$((t1 - t0)) -v n="$REQS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "cpu_us/request %.1f\n", t * 1000000 / hz / n }'
+    exit 0
+fi
 callgrind_control --zero "$KG" >/dev/null
 send "$REQS"
 sleep 0.5 # let the access writer's batch go out within the window
