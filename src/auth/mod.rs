@@ -22,6 +22,9 @@ pub struct Key {
     /// Flow-control "application"; the key id when not configured.
     pub app: String,
     pub enabled: bool,
+    /// The `hmac` scheme's MAC keyed with `secret`, per algorithm, prepared on
+    /// first use and cloned per request instead of keyed again.
+    pub(crate) macs: hmac::KeyedMacs,
 }
 
 impl Key {
@@ -32,6 +35,7 @@ impl Key {
             secret,
             app,
             enabled,
+            macs: hmac::KeyedMacs::default(),
         }
     }
 }
