@@ -8,9 +8,15 @@
 #                   [--rate-frac F] [--idle-conns N] [--access-log] [--no-build]
 #                   [--port-base P] [--backend-workers N] [--keep]
 #
-#   --workers LIST     comma-separated worker counts: keygate [server] workers and
-#                      nginx worker_processes (default "1,2")
-#   --runtime R        keygate [server] runtime (default per-core)
+#   --workers LIST     comma-separated worker counts: nginx worker_processes, and
+#                      keygate [server] workers unless --runtime is "default"
+#                      (then keygate runs its default, one worker per core)
+#                      (default: the number of cores with --runtime default,
+#                      else "1,2")
+#   --runtime R        keygate [server] runtime and workers: "default" leaves both
+#                      out of keygate's config (its DEFAULT configuration, the
+#                      figure that counts); multi or per-core set them (default
+#                      "default")
 #   --duration SECS    length of each wrk run and of each fixed-rate run (default 4)
 #   --runs N           repeat every measurement N times, interleaving the
 #                      scenarios; medians are printed (default 3)
@@ -21,7 +27,9 @@
 #                      for this worker count (default 0.5), the same rate for all
 #   --idle-conns N     RSS of keygate (full policy) and nginx holding N idle
 #                      keep-alive connections (default 1000; 0 = skip)
-#   --access-log       turn the access log on in both keygate (to a file) and nginx
+#   --access-log       nginx logs too (keygate's access log is on, to its redirected
+#                      stderr, as in its default configuration)
+#   --no-access-log    keygate's access log off ([log] access = false)
 #   --no-build         do not run `cargo build --release` (binaries: $KEYGATE_BIN or
 #                      $CARGO_TARGET_DIR/release/keygate, and examples/ next to it)
 #   --port-base P      ports P..P+9 on 127.0.0.1 (default 19000)
@@ -41,13 +49,13 @@
 # is pinned and the three compete: then compare the CPU-per-request column,
 # which depends least on contention.
 #
-# nginx and wrk are installed with apt-get when missing (root or sudo).
+# nginx and wrk must be installed (the script installs nothing).
 # Every process this script starts is stopped on exit (trap).
 
 set -euo pipefail
 
-WORKERS_LIST=1,2
-RUNTIME=per-core
+WORKERS_LIST=""
+RUNTIME=default
 DURATION=4
 RUNS=3
 CONNS=32
@@ -56,6 +64,7 @@ RATE=""
 RATE_FRAC=0.5
 IDLE_CONNS=1000
 ACCESS=false
+KG_ACCESS=true
 BUILD=1
 PORT_BASE=19000
 BACKEND_WORKERS=2
@@ -75,6 +84,7 @@ while [ $# -gt 0 ]; do
         --rate-frac) RATE_FRAC="$2"; shift 2 ;;
         --idle-conns) IDLE_CONNS="$2"; shift 2 ;;
         --access-log) ACCESS=true; shift ;;
+        --no-access-log) KG_ACCESS=false; shift ;;
         --no-build) BUILD=0; shift ;;
         --port-base) PORT_BASE="$2"; shift 2 ;;
         --backend-workers) BACKEND_WORKERS="$2"; shift 2 ;;
@@ -87,9 +97,10 @@ for v in DURATION RUNS CONNS THREADS PORT_BASE BACKEND_WORKERS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || { echo "--${v,,} must be a positive integer" >&2; exit 2; }
 done
 [[ "$IDLE_CONNS" =~ ^[0-9]+$ ]] || { echo "--idle-conns must be a number" >&2; exit 2; }
-[[ "$WORKERS_LIST" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "--workers wants a list like 1,2" >&2; exit 2; }
+[ -z "$WORKERS_LIST" ] || [[ "$WORKERS_LIST" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "--workers wants a list like 1,2" >&2; exit 2; }
 [ -z "$RATE" ] || [[ "$RATE" =~ ^[0-9]+$ ]] || { echo "--rate must be a number" >&2; exit 2; }
-case "$RUNTIME" in multi|per-core) ;; *) echo "--runtime is multi or per-core" >&2; exit 2 ;; esac
+case "$RUNTIME" in default|multi|per-core) ;; *) echo "--runtime is default, multi or per-core" >&2; exit 2 ;; esac
+[ -n "$WORKERS_LIST" ] || if [ "$RUNTIME" = default ]; then WORKERS_LIST=$(nproc); else WORKERS_LIST=1,2; fi
 IFS=, read -r -a WORKER_COUNTS <<<"$WORKERS_LIST"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,7 +123,6 @@ die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- clean-up
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/keygate-load.XXXXXX")
 PIDS=()
-POLICY_RC_CREATED=0
 stop_pids() { # stop_pids PID...: TERM, wait up to 5 s, then KILL
     local pid
     for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -126,7 +136,6 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_pids "${PIDS[@]}"
-    if [ "$POLICY_RC_CREATED" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     if [ "$KEEP" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
@@ -135,26 +144,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 NGINX=$(command -v nginx || true)
 [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 [ -n "$NGINX" ] || missing+=(nginx)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]} (apt-get)"
-    # Keep the package's postinst from starting a system nginx on port 80
-    # (policy-rc.d is Debian's switch for that; removed again on exit).
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-        as_root chmod 0755 /usr/sbin/policy-rc.d
-        POLICY_RC_CREATED=1
-    fi
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
-    if [ "$POLICY_RC_CREATED" = 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; POLICY_RC_CREATED=0; fi
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-fi
+# Nothing is installed by this script: install the tools yourself
+# (Debian/Ubuntu: apt-get install wrk nginx).
+[ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: install them first (e.g. apt-get install ${missing[*]})"
 command -v wrk >/dev/null || die "wrk is not installed"
 [ -x "$NGINX" ] || die "nginx is not installed"
 
@@ -204,7 +201,8 @@ done
 
 LOG_LEVEL=warn
 NGINX_ACCESS_LOG=off
-if [ "$ACCESS" = true ]; then LOG_LEVEL=info; NGINX_ACCESS_LOG="access.log"; fi
+if [ "$KG_ACCESS" = true ]; then LOG_LEVEL=info; fi
+if [ "$ACCESS" = true ]; then NGINX_ACCESS_LOG="access.log"; fi
 USER_LINE=""
 if [ "$(id -u)" = 0 ]; then USER_LINE="user $(id -un) $(id -gn);"; fi
 
@@ -212,9 +210,13 @@ fill() { # fill TEMPLATE OUT PORT ADMIN WORKERS
     sed -e "s|@PORT@|$3|g" -e "s|@ADMIN@|$4|g" -e "s|@WORKERS@|$5|g" -e "s|@RUNTIME@|$RUNTIME|g" \
         -e "s|@BACKEND@|$BACKEND_PORT|g" -e "s|@BACKEND_ADMIN@|$BACKEND_ADMIN|g" \
         -e "s|@UNUSED@|$BACKEND_UNUSED|g" -e "s|@BACKEND_WORKERS@|$BACKEND_WORKERS|g" \
-        -e "s|@LOG_LEVEL@|$LOG_LEVEL|g" -e "s|@ACCESS_LOG@|$ACCESS|g" \
+        -e "s|@LOG_LEVEL@|$LOG_LEVEL|g" -e "s|@ACCESS_LOG@|$KG_ACCESS|g" \
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" -e "s|@USER_LINE@|$USER_LINE|g" \
         "$1" >"$2"
+    # The default configuration: no runtime or workers line at all.
+    if [ "$RUNTIME" = default ] && [ "$1" != "$LOADDIR/nginx.conf" ] && [ "$1" != "$LOADDIR/backend.toml" ]; then
+        sed -i -e '/^runtime = /d' -e '/^workers = /d' "$2"
+    fi
     if grep -v '^[[:space:]]*#' "$2" | grep -q '@[A-Z_]*@'; then die "unfilled placeholder in $2"; fi
 }
 export KEYGATE_BENCH_SECRET=$BENCH_SECRET

@@ -86,7 +86,7 @@ impl Ctx {
         let gw = self.live.load_full();
         let request_id = request_id(req.headers());
         // Copies for the access log only: without it they cost an allocation each.
-        let access = gw.log.access;
+        let access = gw.log.access && crate::logging::access::enabled();
         let method = access.then(|| req.method().clone());
         let host = if access { host_of(&req) } else { None };
         let path = if access {
@@ -161,26 +161,25 @@ impl Ctx {
         }
         if let Some(method) = method {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
-            tracing::info!(
-                target: "keygate::access",
-                request_id = %request_id,
-                client_ip = %out.client_ip.unwrap_or(conn.peer.ip()),
-                host = host.as_deref().unwrap_or("-"),
-                method = %method,
-                path = %path,
+            crate::logging::access::log(&crate::logging::access::Line {
+                request_id: &request_id,
+                client_ip: out.client_ip.unwrap_or(conn.peer.ip()),
+                host: host.as_deref().unwrap_or("-"),
+                method: method.as_str(),
+                path: &path,
                 route,
-                key_id = out.key_id.as_deref().unwrap_or("-"),
+                key_id: out.key_id.as_deref().unwrap_or("-"),
                 status,
-                upstream_status = out.upstream_status.unwrap_or(0),
-                grpc_status = resp
+                upstream_status: out.upstream_status.unwrap_or(0),
+                grpc_status: resp
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-"),
-                error_code = error_code.unwrap_or("-"),
-                bytes_out = bytes_out.unwrap_or(0),
-                latency_us = latency.as_micros() as u64,
-            );
+                error_code: error_code.unwrap_or("-"),
+                bytes_out: bytes_out.unwrap_or(0),
+                latency_us: latency.as_micros() as u64,
+            });
         }
         resp
     }

@@ -7,8 +7,15 @@
 //! than blocking a runtime worker. A proxy that hangs because its log pipe is
 //! full is worse than a gap in the log, and the gap is visible in `/metrics`.
 //!
+//! Access lines from the request handler skip `tracing` altogether: they are
+//! formatted by hand into per-worker buffers and written in batches (see
+//! [`access`]). Other `keygate::access` events still go through tracing and
+//! join the same buffers.
+//!
 //! Text lines carry ANSI colour only when stderr is a terminal and `NO_COLOR`
 //! is not set; the `access_file` never does.
+
+pub mod access;
 
 use crate::config::raw::RawLog;
 use std::fs::OpenOptions;
@@ -37,10 +44,13 @@ pub fn dropped_lines() -> u64 {
         .get()
         .map(|c| c.iter().map(|c| c.dropped_lines() as u64).sum())
         .unwrap_or(0)
+        + access::dropped()
 }
 
 /// Keeps the background writers alive; dropping it flushes what is buffered.
 pub struct LogGuard {
+    // Dropped first: the access writer flushes before the tracing writers.
+    _access: Option<access::AccessGuard>,
     _guards: Vec<WorkerGuard>,
 }
 
@@ -58,8 +68,10 @@ pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
     counters.push(app_writer.error_counter());
     guards.push(g);
 
-    // Access lines go to their own file when configured, else with the rest.
-    let access_writer = match &cfg.access_file {
+    let stderr_colour = colour(std::io::stderr().is_terminal(), no_color());
+    // Access lines go to their own file when configured, else to stderr with
+    // the rest; colour only on a terminal, never in a file.
+    let access_sink = match &cfg.access_file {
         Some(p) => {
             let path = base.join(p);
             let file = OpenOptions::new()
@@ -67,23 +79,21 @@ pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
                 .append(true)
                 .open(&path)
                 .map_err(|e| format!("access log {}: {e}", path.display()))?;
-            let (w, g) = builder().finish(file);
-            counters.push(w.error_counter());
-            guards.push(g);
-            w
+            access::Sink::File(file)
         }
-        None => app_writer.clone(),
+        None => access::Sink::Stderr,
     };
+    let access_colour = cfg.access_file.is_none() && stderr_colour;
+    let access_guard = access::start(access_sink, json, access_colour);
     let _ = COUNTERS.set(counters);
 
     let is_access = |m: &tracing::Metadata<'_>| m.target() == ACCESS_TARGET;
-    let stderr_colour = colour(std::io::stderr().is_terminal(), no_color());
     let app = tracing_subscriber::fmt::layer()
         .with_ansi(stderr_colour)
         .with_writer(app_writer);
     let access = tracing_subscriber::fmt::layer()
-        .with_ansi(cfg.access_file.is_none() && stderr_colour)
-        .with_writer(access_writer);
+        .with_ansi(access_colour)
+        .with_writer(access::AccessWriter);
     let (app, access) = if json {
         (
             app.json().boxed(),
@@ -98,7 +108,16 @@ pub fn init(cfg: &RawLog, base: &Path) -> Result<LogGuard, String> {
         .with(access.with_filter(filter_fn(is_access)));
     // A second init (tests calling this twice) keeps the first subscriber.
     let _ = registry.try_init();
-    Ok(LogGuard { _guards: guards })
+    // The level filter (`level`, `RUST_LOG`) decides once whether the hand-made
+    // access lines are written, as it decided for the tracing events.
+    access::set_enabled(tracing::enabled!(
+        target: "keygate::access",
+        tracing::Level::INFO
+    ));
+    Ok(LogGuard {
+        _access: access_guard,
+        _guards: guards,
+    })
 }
 
 /// `NO_COLOR` set to anything but the empty string (https://no-color.org).

@@ -24,6 +24,9 @@ pub struct Key {
     /// Flow-control "application"; the key id when not configured.
     pub app: String,
     pub enabled: bool,
+    /// The `hmac` scheme's MAC keyed with `secret`, per algorithm, prepared on
+    /// first use and cloned per request instead of keyed again.
+    pub(crate) macs: hmac::KeyedMacs,
 }
 
 impl Key {
@@ -34,6 +37,7 @@ impl Key {
             secret,
             app,
             enabled,
+            macs: hmac::KeyedMacs::default(),
         }
     }
 }

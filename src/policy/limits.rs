@@ -49,7 +49,6 @@ pub use crate::store::{LimitState, StateOptions, Timestamp, Usage};
 use http::{HeaderMap, HeaderValue, Method};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -207,14 +206,21 @@ impl LimitReport<'_> {
         if let Some(r) = u.reset {
             h.insert(RESET, HeaderValue::from(r));
         }
-        let name = sf_string(p.name);
-        let mut policy = format!("{name};q={}", u.limit);
+        // `"name";q=N;w=W` and `"name";r=N;t=T`, built without `format!`.
+        let mut policy = sf_string(p.name);
+        let mut state = policy.clone();
+        let mut num = itoa::Buffer::new();
+        policy.push_str(";q=");
+        policy.push_str(num.format(u.limit));
         if let Some(w) = u.window {
-            let _ = write!(policy, ";w={w}");
+            policy.push_str(";w=");
+            policy.push_str(num.format(w));
         }
-        let mut state = format!("{name};r={}", u.remaining);
+        state.push_str(";r=");
+        state.push_str(num.format(u.remaining));
         if let Some(r) = u.reset {
-            let _ = write!(state, ";t={r}");
+            state.push_str(";t=");
+            state.push_str(num.format(r));
         }
         if let Ok(v) = HeaderValue::from_str(&policy) {
             h.insert(POLICY, v);
@@ -232,7 +238,7 @@ impl LimitReport<'_> {
 
 /// A structured-field string: printable ASCII, `"` and `\` escaped.
 fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+    let mut out = String::with_capacity(s.len() + 32);
     out.push('"');
     for c in s.chars() {
         match c {
