@@ -307,7 +307,7 @@ impl Ctx {
                         a.apply(x.copied_headers(), &mut parts.headers);
                         Some(a)
                     }
-                    Err(auth::external::Refused::Answer(r)) => return Ok(r),
+                    Err(auth::external::Refused::Answer(r)) => return Ok(*r),
                     Err(auth::external::Refused::Reject(r)) => return Err(r),
                 }
             }

@@ -92,7 +92,7 @@ pub struct Admitted {
 /// Why a request was not admitted.
 pub enum Refused {
     /// The auth service's own answer (status and small body), passed as is.
-    Answer(Response<Body>),
+    Answer(Box<Response<Body>>),
     /// A refusal written in the API's error style.
     Reject(Reject),
 }
@@ -307,7 +307,7 @@ fn refusal(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Refused {
             r.headers_mut()
                 .insert(http::header::WWW_AUTHENTICATE, w.clone());
         }
-        return Refused::Answer(r);
+        return Refused::Answer(Box::new(r));
     }
     let inner = Reject::Auth(super::AuthError::InvalidToken(
         "refused by the external authorization service".into(),

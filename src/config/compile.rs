@@ -759,8 +759,8 @@ fn compile_api(
             Some(x) => match crate::auth::external::ExternalAuth::new(x) {
                 Ok(x) => AuthMode::External(Arc::new(x)),
                 Err(errs) => {
-                    for (field, m) in errs {
-                        e.push(err(format!("{at}.external_auth.{field}"), m));
+                    for (_, m) in errs {
+                        e.push(err(format!("{at} / external_auth"), m));
                     }
                     AuthMode::None
                 }
