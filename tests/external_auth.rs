@@ -23,6 +23,27 @@ type Seen = Arc<Mutex<Vec<(Method, HeaderMap, usize)>>>;
 /// 200 naming that key id, `deny` → 403 with a JSON body, `slow` → 200 after
 /// 2s, anything else → 401 without a body.
 async fn spawn_auth_service() -> (SocketAddr, Seen) {
+    spawn_auth_service_on(None).await
+}
+
+/// The same service over TLS, with a certificate for `localhost`; returns the
+/// CA (its own certificate) as PEM too.
+async fn spawn_tls_auth_service() -> (SocketAddr, Seen, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (addr, seen) = spawn_auth_service_on(Some(acceptor)).await;
+    (addr, seen, ck.cert.pem())
+}
+
+async fn spawn_auth_service_on(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -33,11 +54,17 @@ async fn spawn_auth_service() -> (SocketAddr, Seen) {
                 continue;
             };
             let s = s.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| decide(req, s.clone()));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(conn), svc)
-                    .await;
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => server.serve_connection(TokioIo::new(conn), svc).await,
+                    Some(a) => match a.accept(conn).await {
+                        Ok(conn) => server.serve_connection(TokioIo::new(conn), svc).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
@@ -80,6 +107,7 @@ async fn decide(
         "ok" => answer(200, &[("x-user", "u1"), ("x-not-copied", "n")], ""),
         "alice" => answer(200, &[("x-caller", "alice")], ""),
         "ghost" => answer(200, &[("x-caller", "ghost")], ""),
+        "partner" => answer(200, &[("x-app", "partner")], ""),
         "deny" => answer(
             403,
             &[("content-type", "application/json")],
@@ -125,6 +153,7 @@ timeout = "300ms"
 request_headers = ["X-Token"]
 response_headers = ["X-User"]
 key_id_header = "X-Caller"
+app_header = "X-App"
 {extra}
 [services.apis.backend]
 type = "http"
@@ -244,6 +273,17 @@ async fn a_named_key_gets_its_identity_plan_and_quota() {
     let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "ghost")], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
     assert_eq!(r.json()["code"], "AuthFailure.SecretIdNotFound");
+    // An app alone identifies the caller as that app.
+    let r = send(
+        Method::GET,
+        &kg.url("/ext/x"),
+        &[("x-token", "partner")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-keygate-app"], "partner");
+    assert_eq!(r.json()["headers"]["x-keygate-key-id"], "partner");
     // On a service binding plans, an admission naming no key passes unplanned.
     let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "ok")], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -338,6 +378,13 @@ name = "stray"
 path = "/stray/"
 [services.apis.external_auth]
 url = "http://127.0.0.1:9/"
+{backend}[[services.apis]]
+name = "noca"
+path = "/noca/"
+auth = "external"
+[services.apis.external_auth]
+url = "https://127.0.0.1:9/"
+ca_file = "missing-ca.pem"
 {backend}
 "#
         ),
@@ -359,7 +406,45 @@ url = "http://127.0.0.1:9/"
         "services (svc) / apis (bad) / external_auth: response_headers: \"bad name\" is not a header name",
         "services (svc) / apis (missing): auth = \"external\" needs [services.apis.external_auth]",
         "services (svc) / apis (stray): external_auth is only used with auth = \"external\"",
+        "services (svc) / apis (noca) / external_auth: ca_file: cannot read CA file",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_auth_service_is_reached_with_its_ca_file() {
+    let (auth, seen, ca) = spawn_tls_auth_service().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("auth-ca.pem"), ca).expect("write ca");
+    let be = spawn_backend().await;
+    let kg = Keygate::start_in(
+        dir,
+        &format!(
+            r#"
+[[services]]
+name = "svc"
+[[services.apis]]
+name = "ext"
+path = "/ext/"
+auth = "external"
+[services.apis.external_auth]
+url = "https://localhost:{port}/check"
+ca_file = "auth-ca.pem"
+request_headers = ["X-Token"]
+response_headers = ["X-User"]
+[services.apis.backend]
+type = "http"
+url = "http://{be}"
+"#,
+            port = auth.port()
+        ),
+    )
+    .await;
+    let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "ok")], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["headers"]["x-user"], "u1");
+    let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "deny")], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen_count(&seen), 2);
 }

@@ -23,7 +23,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// An answer body up to this size is passed to the client as is.
@@ -60,6 +61,9 @@ pub struct RawExternalAuth {
     /// Cache 2xx answers for this long (default: no cache).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub cache_ttl: Option<Duration>,
+    /// PEM CA bundle for an https `url` (default: the bundled web PKI roots);
+    /// relative to the config file.
+    pub ca_file: Option<String>,
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -110,7 +114,10 @@ pub struct Subject<'a> {
 
 impl ExternalAuth {
     /// Compiles the raw settings; errors are `(field, message)`.
-    pub fn new(raw: &RawExternalAuth) -> Result<ExternalAuth, Vec<(&'static str, String)>> {
+    pub fn new(
+        raw: &RawExternalAuth,
+        base: &Path,
+    ) -> Result<ExternalAuth, Vec<(&'static str, String)>> {
         let mut e = vec![];
         let url = match check_url(&raw.url) {
             Ok(u) => Some(u),
@@ -158,10 +165,11 @@ impl ExternalAuth {
         };
         let key_id_header = one("key_id_header", &raw.key_id_header, &mut e);
         let app_header = one("app_header", &raw.app_header, &mut e);
-        let client = match client() {
+        let ca_file = raw.ca_file.as_deref().map(|f| base.join(f));
+        let client = match client(ca_file.as_deref()) {
             Ok(c) => Some(c),
             Err(m) => {
-                e.push(("url", format!("cannot build the HTTPS client: {m}")));
+                e.push(("ca_file", format!("ca_file: {m}")));
                 None
             }
         };
@@ -378,17 +386,10 @@ fn check_url(url: &str) -> Result<Uri, String> {
     }
 }
 
-fn client() -> Result<HttpsClient, String> {
+fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::upstream::client_tls(ca_file)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -453,11 +454,11 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let ok = ExternalAuth::new(&raw("url = \"http://127.0.0.1:9/auth\""));
+        let ok = ExternalAuth::new(&raw("url = \"http://127.0.0.1:9/auth\""), Path::new("."));
         assert!(ok.is_ok());
         let bad = ExternalAuth::new(&raw(
             "url = \"ftp://x\"\ntimeout = \"0ms\"\non_error = \"maybe\"\nrequest_headers = [\"X-Forwarded-Uri\"]\nresponse_headers = [\"X-Keygate-Key-Id\", \"bad name\"]",
-        ));
+        ), Path::new("."));
         let fields: Vec<&str> = match &bad {
             Err(e) => e.iter().map(|(f, _)| *f).collect(),
             Ok(_) => vec![],

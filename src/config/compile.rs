@@ -756,7 +756,7 @@ fn compile_api(
                 ));
                 AuthMode::None
             }
-            Some(x) => match crate::auth::external::ExternalAuth::new(x) {
+            Some(x) => match crate::auth::external::ExternalAuth::new(x, &ctx.state.base_dir) {
                 Ok(x) => AuthMode::External(Arc::new(x)),
                 Err(errs) => {
                     for (_, m) in errs {
