@@ -69,6 +69,9 @@ struct Outcome {
     preflight: bool,
     /// Headers added to the response whatever it is (rate-limit headers).
     extra: HeaderMap,
+    /// The metrics reason of a refusal that is not counted by its `Reject`'s:
+    /// an external authorization service's refusal or failure is `auth`.
+    refused: Option<&'static str>,
 }
 
 /// The caller, once authenticated.
@@ -148,7 +151,10 @@ impl Ctx {
         route_metrics.record(Sample {
             status,
             // A refused preflight is no valid call.
-            reject: refused.or((out.preflight && status >= 400).then_some("cors")),
+            reject: out
+                .refused
+                .or(refused)
+                .or((out.preflight && status >= 400).then_some("cors")),
             upstream_status: out.upstream_status,
             latency,
             upstream_latency: out.upstream_latency,
@@ -307,8 +313,14 @@ impl Ctx {
                         a.apply(x.copied_headers(), &mut parts.headers);
                         Some(a)
                     }
-                    Err(auth::external::Refused::Answer(r)) => return Ok(*r),
-                    Err(auth::external::Refused::Reject(r)) => return Err(r),
+                    Err(auth::external::Refused::Answer(r)) => {
+                        out.refused = Some("auth");
+                        return Ok(*r);
+                    }
+                    Err(auth::external::Refused::Reject(r)) => {
+                        out.refused = Some("auth");
+                        return Err(r);
+                    }
                 }
             }
             _ => None,

@@ -234,6 +234,16 @@ async fn refusals_carry_the_services_status_and_small_body() {
     let r = get(&kg.url("/ext/x")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["code"], "AuthFailure.TokenFailure");
+
+    // Both count as authentication refusals, not as valid calls.
+    let m = get(&format!("http://{}/metrics", kg.admin)).await.text();
+    for want in [
+        "keygate_frontend_errors_total{route=\"svc/ext\",reason=\"auth\"} 2",
+        "keygate_valid_calls_total{route=\"svc/ext\"} 0",
+        "keygate_requests_total{route=\"svc/ext\",code=\"403\"} 1",
+    ] {
+        assert!(m.contains(want), "missing {want:?} in:\n{m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,8 +22,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -189,8 +191,16 @@ impl ExternalAuth {
         })
     }
 
-    /// Asks the auth service (or the cache) about `s`.
-    pub async fn check(&self, s: &Subject<'_>) -> Result<Admitted, Refused> {
+    /// Asks the auth service (or the cache) about `s`. Boxed: the client's
+    /// future is deep, and the request pipeline's type must stay provable `Send`.
+    pub fn check<'a>(
+        &'a self,
+        s: &'a Subject<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<Admitted, Refused>> + Send + 'a>> {
+        Box::pin(self.decide(s))
+    }
+
+    async fn decide(&self, s: &Subject<'_>) -> Result<Admitted, Refused> {
         let sent = self.headers_sent(s);
         let cache_key = self.cache.as_ref().map(|_| cache_key(&sent));
         if let (Some(c), Some(k)) = (&self.cache, &cache_key) {
