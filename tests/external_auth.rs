@@ -107,6 +107,7 @@ async fn decide(
         "ok" => answer(200, &[("x-user", "u1"), ("x-not-copied", "n")], ""),
         "alice" => answer(200, &[("x-caller", "alice")], ""),
         "ghost" => answer(200, &[("x-caller", "ghost")], ""),
+        "off" => answer(200, &[("x-caller", "off")], ""),
         "partner" => answer(200, &[("x-app", "partner")], ""),
         "deny" => answer(
             403,
@@ -130,6 +131,10 @@ const KEYS: &str = r#"
 id = "alice"
 secret = "sk-alice-0123456789"
 app = "shop"
+[[keys]]
+id = "off"
+secret = "sk-off-0123456789"
+enabled = false
 [[usage_plans]]
 name = "gold"
 quota = 2
@@ -283,6 +288,9 @@ async fn a_named_key_gets_its_identity_plan_and_quota() {
     let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "ghost")], "").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
     assert_eq!(r.json()["code"], "AuthFailure.SecretIdNotFound");
+    let r = send(Method::GET, &kg.url("/ext/x"), &[("x-token", "off")], "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert_eq!(r.json()["code"], "AuthFailure.InvalidSecretId");
     // An app alone identifies the caller as that app.
     let r = send(
         Method::GET,
