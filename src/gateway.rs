@@ -180,6 +180,8 @@ pub enum AuthMode {
     OpenApi,
     /// A plain API key read from this header / query parameter.
     Key(Arc<crate::auth::key::KeySource>),
+    /// An external authorization service decides (`[services.apis.external_auth]`).
+    External(Arc<crate::auth::external::ExternalAuth>),
 }
 
 impl AuthMode {
@@ -192,6 +194,7 @@ impl AuthMode {
             AuthMode::Jwt(_) => "jwt",
             AuthMode::OpenApi => "openapi",
             AuthMode::Key(_) => "key",
+            AuthMode::External(_) => "external",
         }
     }
 }

@@ -70,6 +70,9 @@ struct Outcome {
     preflight: bool,
     /// Headers added to the response whatever it is (rate-limit headers).
     extra: HeaderMap,
+    /// The metrics reason of a refusal that is not counted by its `Reject`'s:
+    /// an external authorization service's refusal or failure is `auth`.
+    refused: Option<&'static str>,
 }
 
 /// The caller, once authenticated.
@@ -149,7 +152,10 @@ impl Ctx {
         route_metrics.record(Sample {
             status,
             // A refused preflight is no valid call.
-            reject: refused.or((out.preflight && status >= 400).then_some("cors")),
+            reject: out
+                .refused
+                .or(refused)
+                .or((out.preflight && status >= 400).then_some("cors")),
             upstream_status: out.upstream_status,
             latency,
             upstream_latency: out.upstream_latency,
@@ -290,11 +296,43 @@ impl Ctx {
             }
         }
 
-        // 4. Authentication.
+        // 4. Authentication. An external authorization service is asked first
+        //    (src/auth/external.rs); the body is never sent to it.
+        let admitted = match &api.auth {
+            AuthMode::External(x) => {
+                let subject = auth::external::Subject {
+                    method: &parts.method,
+                    path: &path,
+                    query: parts.uri.query(),
+                    host: parts.headers.get(header::HOST),
+                    client_ip: ip,
+                    headers: &parts.headers,
+                };
+                match x.check(&subject).await {
+                    Ok(a) => {
+                        a.apply(x.copied_headers(), &mut parts.headers);
+                        Some(a)
+                    }
+                    Err(auth::external::Refused::Answer(r)) => {
+                        out.refused = Some("auth");
+                        return Ok(*r);
+                    }
+                    Err(auth::external::Refused::Reject(r)) => {
+                        out.refused = Some("auth");
+                        return Err(r);
+                    }
+                }
+            }
+            _ => None,
+        };
         let (identity, body) = self
             .authenticate(gw, api, &parts, body, declared_len, &mut out.extra)
             .await
             .map_err(|r| custom_auth_refusal(api, r))?;
+        let identity = match admitted {
+            Some(a) => external_identity(gw, api, a).map_err(|r| custom_auth_refusal(api, r))?,
+            None => identity,
+        };
         out.key_id = identity.as_ref().map(|i| i.key_id.clone());
         if let (Some(acl), Some(id)) = (&api.acl, &identity) {
             if !acl.allows(&id.key_id, &id.app) {
@@ -445,6 +483,7 @@ impl Ctx {
             AuthMode::Tc1 => auth::tc1::body_limit(&parts.method),
             AuthMode::OpenApi => auth::openapi::body_limit(&parts.method),
             AuthMode::Key(_) => None,
+            AuthMode::External(_) => return Ok((None, stream(body))),
         };
         if let (Some(limit), Some(len)) = (limit, declared_len) {
             if len > limit as u64 {
@@ -622,6 +661,30 @@ fn header_vars<'a>(
         client_ip,
         request_id,
     }
+}
+
+/// The caller an external authorization service named: a key id must name an
+/// enabled key (401 otherwise); an app alone identifies the caller as that app.
+fn external_identity(
+    gw: &Gateway,
+    api: &Api,
+    a: auth::external::Admitted,
+) -> Result<Option<Identity>, Reject> {
+    let (key_id, app) = match (a.key_id, a.app) {
+        (None, None) => return Ok(None),
+        (Some(id), app) => {
+            let k = auth::lookup_key(&gw.keys, &id)?;
+            (k.id.clone(), app.unwrap_or_else(|| k.app.clone()))
+        }
+        (None, Some(app)) => (app.clone(), app),
+    };
+    let plan = plan_of(api, &key_id)?;
+    Ok(Some(Identity {
+        key_id,
+        app,
+        plan,
+        headers: vec![],
+    }))
 }
 
 fn plan_of(api: &Api, key_id: &str) -> Result<Option<Arc<str>>, Reject> {
@@ -825,7 +888,9 @@ fn verify_scheme(
         AuthMode::Tc1 => auth::tc1::verify(&gw.auth.tc1, rp, &gw.keys, now),
         AuthMode::OpenApi => auth::openapi::verify(rp, &gw.keys),
         AuthMode::Key(source) => auth::key::verify(source, &gw.auth.key_index, rp),
-        AuthMode::None | AuthMode::Jwt(_) => Err(AuthError::Missing("a signature scheme".into())),
+        AuthMode::None | AuthMode::Jwt(_) | AuthMode::External(_) => {
+            Err(AuthError::Missing("a signature scheme".into()))
+        }
     }
 }
 

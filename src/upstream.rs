@@ -870,7 +870,7 @@ fn parse_target(url: &str) -> Result<Target, String> {
     })
 }
 
-fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn client_tls(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {

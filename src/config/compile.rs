@@ -754,6 +754,24 @@ fn compile_api(
                 }
             }
         }
+        "external" => match &api.external_auth {
+            None => {
+                e.push(err(
+                    at,
+                    "auth = \"external\" needs [services.apis.external_auth]",
+                ));
+                AuthMode::None
+            }
+            Some(x) => match crate::auth::external::ExternalAuth::new(x, &ctx.state.base_dir) {
+                Ok(x) => AuthMode::External(Arc::new(x)),
+                Err(errs) => {
+                    for (_, m) in errs {
+                        e.push(err(format!("{at} / external_auth"), m));
+                    }
+                    AuthMode::None
+                }
+            },
+        },
         "jwt" => match api.jwt_provider.as_deref().map(|p| (p, ctx.jwt.get(p))) {
             Some((_, Some(p))) => AuthMode::Jwt(p.clone()),
             Some((name, None)) => {
@@ -777,10 +795,10 @@ fn compile_api(
             e.push(err(
                 at,
                 format!(
-                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi, key{}",
+                    "auth {other:?} is not one of none, hmac, tc3, tc1, jwt, openapi, key, external{}",
                     did_you_mean(
                         other,
-                        ["none", "hmac", "tc3", "tc1", "jwt", "openapi", "key"]
+                        ["none", "hmac", "tc3", "tc1", "jwt", "openapi", "key", "external"]
                     )
                 ),
             ));
@@ -791,6 +809,12 @@ fn compile_api(
         e.push(err(
             at,
             "hmac_enforce_headers is only used with auth = \"hmac\"",
+        ));
+    }
+    if api.external_auth.is_some() && api.auth != "external" {
+        e.push(err(
+            at,
+            "external_auth is only used with auth = \"external\"",
         ));
     }
     if api.jwt_provider.is_some() && api.auth != "jwt" {

@@ -711,6 +711,8 @@ pub struct RawApi {
     pub key_header: Option<String>,
     /// `auth = "key"`: per-API override of `[auth.key] key_query`.
     pub key_query: Option<String>,
+    /// `auth = "external"`: the external authorization service.
+    pub external_auth: Option<crate::auth::external::RawExternalAuth>,
     /// Caller access lists, checked after authentication (403).
     #[serde(default)]
     pub allow_apps: Vec<String>,
