@@ -95,10 +95,10 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
                 .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             r
         }
-        (&Method::GET, "/-/routes") => json(
-            StatusCode::OK,
-            reloader.live().load().views.routes().clone(),
-        ),
+        (&Method::GET, "/-/routes") => {
+            let gw = reloader.live().load();
+            json(StatusCode::OK, gw.views.routes_live(&gw))
+        }
         (&Method::GET, "/-/keys") => {
             json(StatusCode::OK, reloader.live().load().views.keys().clone())
         }

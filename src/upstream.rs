@@ -401,6 +401,26 @@ impl Upstream {
         self.http2
     }
 
+    /// Each target (without user-info) with its active health-check verdict and
+    /// whether passive ejection has it out now, for the admin's `/-/routes`.
+    pub fn target_states(&self, now: Instant) -> Vec<(String, bool, bool)> {
+        (0..self.balancer.len())
+            .filter_map(|i| {
+                let t = self.balancer.get(i)?;
+                let host = match t.authority.port_u16() {
+                    Some(p) => format!("{}:{p}", t.authority.host()),
+                    None => t.authority.host().to_string(),
+                };
+                let url = format!("{}://{host}{}", t.scheme, t.base_path);
+                Some((
+                    url,
+                    self.balancer.is_healthy(i),
+                    self.balancer.is_ejected(i, now),
+                ))
+            })
+            .collect()
+    }
+
     fn pool(&self) -> &Pool {
         let i = WORKER.with(Cell::get) % self.pools.len();
         self.pools[i].get_or_init(|| new_pool(self.connector.clone(), self.http2))

@@ -302,6 +302,25 @@ async fn health_checks_take_a_flapping_target_out_and_bring_it_back() {
         flap_ctl.probes_bad.load(Ordering::SeqCst) >= 3,
         "taken out after `unhealthy` failed probes"
     );
+    // The admin's route view shows the verdict per target.
+    let routes = get(&format!("http://{}/-/routes", kg.admin)).await.json();
+    let hc = routes
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["route"] == "s/hc"))
+        .expect("route s/hc in /-/routes")
+        .clone();
+    let targets = hc["backend"]["targets"]
+        .as_array()
+        .expect("targets")
+        .clone();
+    let state = |addr: String| {
+        targets
+            .iter()
+            .find(|t| t["url"] == format!("http://{addr}").as_str())
+            .map(|t| t["healthy"].clone())
+    };
+    assert_eq!(state(flap.to_string()), Some(false.into()), "{hc}");
+    assert_eq!(state(steady.to_string()), Some(true.into()), "{hc}");
     let hits = flap_ctl.hits.load(Ordering::SeqCst);
     for _ in 0..10 {
         let r = get(&kg.url("/hc/x")).await;

@@ -107,6 +107,33 @@ impl Views {
         &self.routes
     }
 
+    /// The routes with the live state of each HTTP back end's targets: the
+    /// active health check's verdict and passive ejection (`healthy`, `ejected`).
+    pub fn routes_live(&self, gw: &Gateway) -> Value {
+        let mut routes = self.routes.clone();
+        let now = std::time::Instant::now();
+        if let Value::Array(list) = &mut routes {
+            for r in list.iter_mut() {
+                let label = r["route"].as_str().unwrap_or_default().to_owned();
+                let Some(api) = gw.apis.iter().find(|a| *a.label == *label) else {
+                    continue;
+                };
+                if let crate::gateway::Backend::Http(b) = &api.backend {
+                    let targets: Vec<Value> = b
+                        .upstream
+                        .target_states(now)
+                        .into_iter()
+                        .map(|(url, healthy, ejected)| {
+                            json!({ "url": url, "healthy": healthy, "ejected": ejected })
+                        })
+                        .collect();
+                    r["backend"]["targets"] = Value::Array(targets);
+                }
+            }
+        }
+        routes
+    }
+
     pub fn keys(&self) -> &Value {
         &self.keys
     }
