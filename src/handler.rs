@@ -163,7 +163,18 @@ impl Ctx {
         let bytes_out = resp.body().size_hint().exact();
         match bytes_out {
             Some(n) => route_metrics.add_bytes_out(n),
-            None => resp = resp.map(|b| CountedBody::wrap(b, route_metrics.clone())),
+            None => {
+                let route = route_metrics.clone();
+                resp = resp.map(|b| {
+                    crate::body::inspect(b, move |p| {
+                        if let Poll::Ready(Some(Ok(f))) = p {
+                            if let Some(d) = f.data_ref() {
+                                route.add_bytes_out(d.len() as u64);
+                            }
+                        }
+                    })
+                })
+            }
         }
         if let Some(method) = method {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
@@ -1016,45 +1027,6 @@ impl http_body::Body for LimitedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body of unknown length whose bytes are added to the route's
-/// `bytes_out` metric as they are sent.
-struct CountedBody {
-    inner: Body,
-    route: Arc<RouteMetrics>,
-}
-
-impl CountedBody {
-    fn wrap(inner: Body, route: Arc<RouteMetrics>) -> Body {
-        CountedBody { inner, route }.boxed_unsync()
-    }
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                self.route.add_bytes_out(d.len() as u64);
-            }
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

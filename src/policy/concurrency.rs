@@ -8,16 +8,12 @@
 //! by plugin name, so that a reload neither forgets in-flight requests nor
 //! lets a second batch in beside them.
 
-use crate::body::{Body, BoxError};
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
+use crate::body::Body;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,40 +213,12 @@ impl Drop for Permit {
 impl Permit {
     /// The response body, holding the permit until it ends or is dropped.
     pub fn hold(self, body: Body) -> Body {
-        PermitBody {
-            inner: body,
-            permit: Some(self),
-        }
-        .boxed_unsync()
-    }
-}
-
-struct PermitBody {
-    inner: Body,
-    permit: Option<Permit>,
-}
-
-impl http_body::Body for PermitBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.permit = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut permit = Some(self);
+        crate::body::inspect(body, move |p| {
+            if matches!(p, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                drop(permit.take());
+            }
+        })
     }
 }
 
