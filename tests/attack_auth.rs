@@ -575,10 +575,13 @@ async fn exhausted_body_budget_answers_503_and_is_returned() {
     let mut staller = TcpStream::connect(kg.addr).await.expect("connect");
     staller.write_all(head.as_bytes()).await.expect("head");
     staller.write_all(&body[..1024]).await.expect("part");
+    staller.flush().await.expect("flush");
 
     // Another upload of the same size finds no room: 503 with Retry-After.
+    // (Polled for up to 20 s: on a loaded 2-core CI machine the staller's head
+    // may be read late.)
     let mut refused = None;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let (st, hd, b) = raw_exchange(kg.addr, &head, &body).await;
         if st == 503 {
             refused = Some((hd, b));
