@@ -34,14 +34,15 @@ pub async fn choose(
     gw: &Gateway,
     m: &RouteMatch<'_>,
     parts: &Parts,
+    route_method: &Method,
     body: ReqBody,
     declared_len: Option<u64>,
     budget: &BodyBudget,
 ) -> Result<(usize, ReqBody), Reject> {
-    // A CORS preflight carries no action: the group's first API allowing OPTIONS
-    // answers it with its CORS policy.
+    // A CORS preflight carries no action: the group's first API allowing the
+    // method it asks about answers it with its CORS policy.
     if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
-        return Ok((m.first_allowing(&parts.method), body));
+        return Ok((m.first_allowing(route_method), body));
     }
     let has = |pred: fn(&AuthMode) -> bool| {
         m.candidates

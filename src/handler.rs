@@ -222,14 +222,32 @@ impl Ctx {
             .map_err(|e| Reject::BadRequest(e.to_string()))?;
         let mut body = ReqBody::Stream(body);
         let (api_idx, backend_path, env_len, fwd) = {
-            let m = gw
-                .router
-                .lookup(host, &path, &parts.method)
-                .ok_or(Reject::NoRoute)?;
+            // A preflight is routed by the method it asks about, to an API with a
+            // CORS policy; otherwise (no such API) as the OPTIONS request it is.
+            let asked = CorsPolicy::requested_method(&parts.method, &parts.headers);
+            let by_asked = asked.as_ref().and_then(|am| {
+                gw.router
+                    .lookup(host, &path, am)
+                    .filter(|m| {
+                        gw.apis
+                            .get(m.first_allowing(am))
+                            .is_some_and(|a| a.cors.is_some())
+                    })
+                    .map(|m| (m, am))
+            });
+            let (m, route_method) = match by_asked {
+                Some(found) => found,
+                None => (
+                    gw.router
+                        .lookup(host, &path, &parts.method)
+                        .ok_or(Reject::NoRoute)?,
+                    &parts.method,
+                ),
+            };
             // A back end that merges slashes or drops `;` parameters must not be
             // able to read the path as another API's.
             if let Some(other) = crate::path::other_reading(&path) {
-                let elsewhere = gw.router.lookup(host, &other, &parts.method);
+                let elsewhere = gw.router.lookup(host, &other, route_method);
                 if elsewhere.is_some_and(|o| o.api != m.api) {
                     return Err(Reject::BadRequest(
                         "path reads as another API's once slashes are merged or `;` parameters dropped"
@@ -241,7 +259,9 @@ impl Ctx {
                 out.api = Some(m.api);
                 let chosen;
                 let budget = &self.state.body_budget;
-                (chosen, body) = action::choose(gw, &m, &parts, body, declared_len, budget).await?;
+                (chosen, body) =
+                    action::choose(gw, &m, &parts, route_method, body, declared_len, budget)
+                        .await?;
                 chosen
             } else {
                 m.api

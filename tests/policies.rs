@@ -545,3 +545,43 @@ async fn limit_holds_under_load() {
     assert!(span > 2.0, "{span}");
     assert!((170.0..=230.0).contains(&rate), "{rate}");
 }
+
+/// Browsers preflight `PUT /x` to the API that takes `PUT /x`: an API listing
+/// only its real methods still answers the preflight with its CORS grant. A
+/// preflight to an API without a CORS policy stays an `OPTIONS` request, routed
+/// (and refused) as one.
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_routed_by_the_method_it_asks_about() {
+    let cfg = format!(
+        "[[plugins]]\nname = \"web\"\ntype = \"cors\"\nallow_origin = [\"https://app.example\"]\nallow_methods = [\"GET\", \"PUT\"]\n\
+         [[services]]\nname = \"s\"\n{}{}",
+        mock_api("docs", "/docs", "methods = [\"GET\", \"PUT\"]\nplugins = [\"web\"]"),
+        mock_api("plain", "/plain", "methods = [\"GET\", \"PUT\"]"),
+    );
+    let kg = Keygate::start(&cfg).await;
+    let ask = |path: &'static str, method: &'static str| {
+        let url = kg.url(path);
+        async move {
+            send(
+                Method::OPTIONS,
+                &url,
+                &[
+                    ("origin", "https://app.example"),
+                    ("access-control-request-method", method),
+                ],
+                "",
+            )
+            .await
+        }
+    };
+    let r = ask("/docs", "PUT").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    // A method the API does not take: no API answers it.
+    assert_eq!(ask("/docs", "DELETE").await.status, StatusCode::NOT_FOUND);
+    // No CORS policy: the OPTIONS request is not an allowed method there.
+    assert_eq!(ask("/plain", "PUT").await.status, StatusCode::NOT_FOUND);
+}

@@ -148,6 +148,17 @@ impl CorsPolicy {
             && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
     }
 
+    /// The method a preflight asks about (`Access-Control-Request-Method`), by
+    /// which it is routed: a browser preflights `PUT /x` to the API taking
+    /// `PUT /x`, whether or not that API lists `OPTIONS`.
+    pub fn requested_method(method: &Method, headers: &HeaderMap) -> Option<Method> {
+        if !Self::is_preflight(method, headers) {
+            return None;
+        }
+        let v = headers.get(ACCESS_CONTROL_REQUEST_METHOD)?.to_str().ok()?;
+        Method::from_bytes(v.trim().as_bytes()).ok()
+    }
+
     /// Whether the answer depends on the request's origin (then `Vary: Origin`).
     fn varies(&self) -> bool {
         !self.any_origin || self.credentials
