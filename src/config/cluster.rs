@@ -126,43 +126,7 @@ pub fn check(raw: &RawCluster, base_dir: &Path) -> Vec<(&'static str, String)> {
     if let Some(m) = raw.on_error.problem("") {
         errors.push(("cluster.on_error", m));
     }
-    match topology(raw) {
-        Err(e) => errors.push(e),
-        Ok(Topology::Single(url)) => match expand_env(url) {
-            Ok(u) => {
-                if let Err(m) = check_url(&u) {
-                    errors.push(("cluster.redis", m));
-                }
-            }
-            Err(m) => errors.push(("cluster.redis", m)),
-        },
-        Ok(Topology::Sentinel { sentinels, .. }) => {
-            for s in sentinels {
-                if let Err(m) = host_port(s) {
-                    errors.push(("cluster.sentinels", m));
-                }
-            }
-        }
-        Ok(Topology::Cluster(nodes)) => {
-            if raw.prefix.contains(['{', '}']) {
-                errors.push((
-                    "cluster.prefix",
-                    "must not contain { or } with Redis Cluster (it is the counters' hash tag)"
-                        .into(),
-                ));
-            }
-            for n in nodes {
-                match expand_env(n) {
-                    Ok(n) => {
-                        if let Err(m) = node_url(&n, raw.tls) {
-                            errors.push(("cluster.nodes", m));
-                        }
-                    }
-                    Err(m) => errors.push(("cluster.nodes", m)),
-                }
-            }
-        }
-    }
+    addresses(raw, &mut errors);
     if let Some(p) = &raw.password {
         if let Err(m) = expand_env(p) {
             errors.push(("cluster.password", m));
@@ -203,6 +167,47 @@ pub fn check(raw: &RawCluster, base_dir: &Path) -> Vec<(&'static str, String)> {
         errors.push(("cluster.prefix", "must not be empty".into()));
     }
     errors
+}
+
+/// The one topology and each of its addresses (after `${ENV}` expansion).
+fn addresses(raw: &RawCluster, errors: &mut Vec<(&'static str, String)>) {
+    match topology(raw) {
+        Err(e) => errors.push(e),
+        Ok(Topology::Single(url)) => match expand_env(url) {
+            Ok(u) => {
+                if let Err(m) = check_url(&u) {
+                    errors.push(("cluster.redis", m));
+                }
+            }
+            Err(m) => errors.push(("cluster.redis", m)),
+        },
+        Ok(Topology::Sentinel { sentinels, .. }) => {
+            for s in sentinels {
+                if let Err(m) = host_port(s) {
+                    errors.push(("cluster.sentinels", m));
+                }
+            }
+        }
+        Ok(Topology::Cluster(nodes)) => {
+            if raw.prefix.contains(['{', '}']) {
+                errors.push((
+                    "cluster.prefix",
+                    "must not contain { or } with Redis Cluster (it is the counters' hash tag)"
+                        .into(),
+                ));
+            }
+            for n in nodes {
+                match expand_env(n) {
+                    Ok(n) => {
+                        if let Err(m) = node_url(&n, raw.tls) {
+                            errors.push(("cluster.nodes", m));
+                        }
+                    }
+                    Err(m) => errors.push(("cluster.nodes", m)),
+                }
+            }
+        }
+    }
 }
 
 /// The PEM of `ca_file` (relative to the config's directory), with at least one

@@ -10,6 +10,7 @@ use crate::config::raw::{AuthKind, BackendKind, CloudErrorStatus, RawApi, RawSer
 use crate::gateway::{Api, Refusals};
 use crate::policy::concurrency::ConcurrencyPolicy;
 use crate::policy::cors::CorsPolicy;
+use crate::policy::inputs::Inputs;
 use crate::policy::ip::IpPolicy;
 use crate::policy::limits::{ParamPolicy, RouteLimits, TrafficPolicy};
 use crate::reject::ErrorStyle;
@@ -51,48 +52,13 @@ pub(super) fn compile(ctx: &ApiCtx, api: &RawApi, at: &str) -> Result<Api, Vec<C
             e.push(err(at, m));
         }
     }
-    let mut bound = bind(sh.plugins, svc.plugins.iter().chain(api.plugins.iter()));
-    for name in &bound.missing {
-        let own = api.plugins.contains(name) && !svc.plugins.contains(name);
-        if own && !sh.plugins.declared.contains(name.as_str()) {
-            let hint = did_you_mean(name, sh.plugins.declared.iter().copied());
-            e.push(err(at, format!("plugin {name:?} is not defined{hint}")));
-        }
-    }
-    for m in &bound.conflicts {
-        if !ctx.service.plugin_conflicts.contains(m) {
-            e.push(err(at, m));
-        }
-    }
-    if bound.cors.is_none() && api.enable_cors {
-        bound.cors = Some(Arc::new(CorsPolicy::allow_any()));
-    }
+    let bound = plugins(ctx, api, at, &mut e);
     let max_body = api.max_body_bytes.unwrap_or(sh.raw.server.max_body_bytes);
     // A zero `[server] max_body_bytes` is reported once, at the server.
     if api.max_body_bytes == Some(0) {
         e.push(err(at, "max_body_bytes must be positive"));
     }
-    // A zero QPS is reported at the service or the API (above), not here.
-    let qps = (
-        limits::service_qps(sh.state, svc),
-        limits::api_qps(sh.state, svc, api),
-    );
-    let (service_qps, api_qps) = match qps {
-        (Ok(s), Ok(a)) => (s, a),
-        (s, a) => {
-            for m in [s.err(), a.err()].into_iter().flatten() {
-                e.push(err(at, m));
-            }
-            (None, None)
-        }
-    };
-    let limits = RouteLimits::new(
-        service_qps,
-        api_qps,
-        bound.traffic,
-        bound.param,
-        ctx.plan_limits.clone(),
-    );
+    let limits = route_limits(ctx, api, bound.traffic, bound.param, at, &mut e);
     let front = FrontProtocols::compile(
         &ctx.service.protocols,
         svc.https_redirect,
@@ -101,17 +67,7 @@ pub(super) fn compile(ctx: &ApiCtx, api: &RawApi, at: &str) -> Result<Api, Vec<C
     // An error is reported once, at the service.
     .unwrap_or_default();
     let refusals = refusals(sh.plugins, svc, api, callers.refusal);
-    let inputs = crate::policy::inputs::Inputs::compile(
-        &api.params,
-        &crate::route::param_names(&api.path).unwrap_or_default(),
-        (api.backend.kind.get() != Some(BackendKind::Mock)).then_some(api.backend.path.as_str()),
-        &api.backend.const_query,
-        &api.backend.const_headers,
-    )
-    .unwrap_or_else(|msgs| {
-        e.extend(msgs.into_iter().map(|m| err(at, m)));
-        Default::default()
-    });
+    let inputs = inputs(api, at, &mut e);
     let label = format!("{}/{}", svc.name, api.name);
     let backend = backend::compile(sh.state, api, kind, at, &label, &mut e);
     if !e.is_empty() {
@@ -142,6 +98,79 @@ pub(super) fn compile(ctx: &ApiCtx, api: &RawApi, at: &str) -> Result<Api, Vec<C
         request_headers: callers.request_headers,
         response_headers: callers.response_headers,
         refusals,
+    })
+}
+
+/// The plugins of the service, then the API's own. Only the API's own
+/// mistakes are reported here (the service's were reported at the service).
+fn plugins(ctx: &ApiCtx, api: &RawApi, at: &str, e: &mut Vec<ConfigError>) -> Bound {
+    let (plugins, svc) = (ctx.service.shared.plugins, ctx.service.svc);
+    let mut bound = bind(plugins, svc.plugins.iter().chain(api.plugins.iter()));
+    for name in &bound.missing {
+        let own = api.plugins.contains(name) && !svc.plugins.contains(name);
+        if own && !plugins.declared.contains(name.as_str()) {
+            let hint = did_you_mean(name, plugins.declared.iter().copied());
+            e.push(err(at, format!("plugin {name:?} is not defined{hint}")));
+        }
+    }
+    for m in &bound.conflicts {
+        if !ctx.service.plugin_conflicts.contains(m) {
+            e.push(err(at, m));
+        }
+    }
+    if bound.cors.is_none() && api.enable_cors {
+        bound.cors = Some(Arc::new(CorsPolicy::allow_any()));
+    }
+    bound
+}
+
+/// Every counting limit of the API: service and API QPS, its traffic plugin,
+/// the usage plans of its callers.
+fn route_limits(
+    ctx: &ApiCtx,
+    api: &RawApi,
+    traffic: Option<Arc<TrafficPolicy>>,
+    param: Option<Arc<ParamPolicy>>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> RouteLimits {
+    let (state, svc) = (ctx.service.shared.state, ctx.service.svc);
+    // A zero QPS is reported at the service or the API, not here.
+    let qps = (
+        limits::service_qps(state, svc),
+        limits::api_qps(state, svc, api),
+    );
+    let (service_qps, api_qps) = match qps {
+        (Ok(s), Ok(a)) => (s, a),
+        (s, a) => {
+            for m in [s.err(), a.err()].into_iter().flatten() {
+                e.push(err(at, m));
+            }
+            (None, None)
+        }
+    };
+    RouteLimits::new(
+        service_qps,
+        api_qps,
+        traffic,
+        param,
+        ctx.plan_limits.clone(),
+    )
+}
+
+/// The API's declared parameters.
+fn inputs(api: &RawApi, at: &str, e: &mut Vec<ConfigError>) -> Inputs {
+    let mock = api.backend.kind.get() == Some(BackendKind::Mock);
+    Inputs::compile(
+        &api.params,
+        &crate::route::param_names(&api.path).unwrap_or_default(),
+        (!mock).then_some(api.backend.path.as_str()),
+        &api.backend.const_query,
+        &api.backend.const_headers,
+    )
+    .unwrap_or_else(|msgs| {
+        e.extend(msgs.into_iter().map(|m| err(at, m)));
+        Default::default()
     })
 }
 

@@ -56,8 +56,14 @@ fn mock(b: &RawBackend, at: &str, e: &mut Vec<ConfigError>) -> Option<Backend> {
 }
 
 /// The targets with their weights: exactly one of `url`, `urls`, `targets`;
-/// a target of weight 0 is disabled (kept in the file, sent nothing).
-fn targets(b: &RawBackend, at: &str, e: &mut Vec<ConfigError>) -> Option<Vec<(String, u32)>> {
+/// a target of weight 0 is disabled (kept in the file, sent nothing). URLs are
+/// `${ENV}` expanded; `ws://` / `wss://` (websocket only) become `http(s)://`.
+fn targets(
+    b: &RawBackend,
+    websocket: bool,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> Option<Vec<(String, u32)>> {
     let sources = b.url.is_some() as u8 + !b.urls.is_empty() as u8 + !b.targets.is_empty() as u8;
     if sources != 1 {
         e.push(err(at, "exactly one of url, urls and targets is needed"));
@@ -80,7 +86,14 @@ fn targets(b: &RawBackend, at: &str, e: &mut Vec<ConfigError>) -> Option<Vec<(St
         e.push(err(at, "every target has weight 0 (disabled)"));
         return None;
     }
-    Some(targets)
+    let mut expanded = vec![];
+    for (u, w) in targets {
+        match expand_env(&u).and_then(|u| ws_url(u, websocket)) {
+            Ok(u) => expanded.push((u, w)),
+            Err(m) => e.push(err(at, m)),
+        }
+    }
+    Some(expanded)
 }
 
 fn http(
@@ -93,73 +106,18 @@ fn http(
     e: &mut Vec<ConfigError>,
 ) -> Option<Backend> {
     let b = &api.backend;
-    let targets = targets(b, at, e)?;
-    let mut expanded = vec![];
-    for (u, w) in targets {
-        match expand_env(&u).and_then(|u| ws_url(u, websocket)) {
-            Ok(u) => expanded.push((u, w)),
-            Err(m) => e.push(err(at, m)),
-        }
-    }
+    let targets = targets(b, websocket, at, e)?;
     if websocket {
-        for m in &api.methods {
-            // Unknown methods are the API's problem, reported there.
-            if m.get().is_some() && *m != "GET" && *m != "ANY" {
-                e.push(err(
-                    at,
-                    format!("type = \"websocket\" takes GET only, not {m}"),
-                ));
-            }
-        }
+        websocket_methods(api, at, e);
     }
-    let max = if websocket {
-        MAX_WEBSOCKET_TIMEOUT
-    } else {
-        MAX_HTTP_TIMEOUT
-    };
-    let default = if auth == Some(AuthKind::Openapi) {
-        Duration::from_secs(3)
-    } else {
-        Duration::from_secs(15)
-    };
-    let timeout = b.timeout.unwrap_or(if websocket { max } else { default });
-    if timeout < MIN_DURATION || timeout > max {
-        e.push(err(
-            at,
-            format!(
-                "timeout must be between 1ms and {}",
-                humantime::format_duration(max)
-            ),
-        ));
-    }
-    if !b.path.is_empty() && !b.path.starts_with('/') {
-        e.push(err(at, "path must start with /"));
-    } else if let Err(m) = crate::route::check_backend_path_with(
-        &api.path,
-        &b.path,
-        &crate::policy::inputs::Inputs::backend_path_names(&api.params),
-    ) {
-        e.push(err(at, m));
-    }
+    let timeout = timeout(b, auth, websocket, at, e);
+    path(api, at, e);
     let method = b
         .method
         .as_ref()
         .and_then(|m| m.check(at, "method", e))
         .map(|m| m.method());
-    // Constants naming `${param.X}` are filled per request (policy::inputs).
-    let fixed = |m: &BTreeMap<String, String>| {
-        m.iter()
-            .filter(|(_, v)| !crate::policy::inputs::is_param_ref(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let const_headers = header_map(&fixed(&b.const_headers), at, e)
-        .into_iter()
-        .filter_map(|(k, v)| Some((k?, v)))
-        .collect();
-    let const_query = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fixed(&b.const_query).iter())
-        .finish();
+    let (const_headers, const_query) = constants(b, at, e);
     let retry = retry_policy(b, timeout, at, e);
     let (fail_on_connect, fail_on_5xx) = fail_on(b, at, e);
     let health = b.health_check.as_ref().and_then(|h| {
@@ -168,7 +126,7 @@ fn http(
             .ok()
     });
     let spec = UpstreamSpec {
-        targets: expanded,
+        targets,
         max_fails: b.max_fails,
         fail_timeout: b.fail_timeout,
         connect_timeout: b
@@ -205,6 +163,91 @@ fn http(
         websocket,
         retry,
     }))
+}
+
+/// A websocket upgrade is a GET.
+fn websocket_methods(api: &RawApi, at: &str, e: &mut Vec<ConfigError>) {
+    for m in &api.methods {
+        // Unknown methods are the API's problem, reported there.
+        if m.get().is_some() && *m != "GET" && *m != "ANY" {
+            e.push(err(
+                at,
+                format!("type = \"websocket\" takes GET only, not {m}"),
+            ));
+        }
+    }
+}
+
+/// The API's back-end timeout: 1 ms to 30 s (30 min for websocket); by
+/// default 15 s, 3 s for `openapi` (the platform's longest), the maximum for
+/// websocket.
+fn timeout(
+    b: &RawBackend,
+    auth: Option<AuthKind>,
+    websocket: bool,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> Duration {
+    let max = if websocket {
+        MAX_WEBSOCKET_TIMEOUT
+    } else {
+        MAX_HTTP_TIMEOUT
+    };
+    let default = match auth {
+        _ if websocket => max,
+        Some(AuthKind::Openapi) => Duration::from_secs(3),
+        _ => Duration::from_secs(15),
+    };
+    let timeout = b.timeout.unwrap_or(default);
+    if timeout < MIN_DURATION || timeout > max {
+        e.push(err(
+            at,
+            format!(
+                "timeout must be between 1ms and {}",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    timeout
+}
+
+/// The back-end path: absolute, with only `{param}`s the front path captures
+/// or the API declares.
+fn path(api: &RawApi, at: &str, e: &mut Vec<ConfigError>) {
+    let b = &api.backend;
+    if !b.path.is_empty() && !b.path.starts_with('/') {
+        e.push(err(at, "path must start with /"));
+    } else if let Err(m) = crate::route::check_backend_path_with(
+        &api.path,
+        &b.path,
+        &crate::policy::inputs::Inputs::backend_path_names(&api.params),
+    ) {
+        e.push(err(at, m));
+    }
+}
+
+/// Constant headers and query (`const_headers`, `const_query`) added to every
+/// forwarded request. Constants naming `${param.X}` are filled per request
+/// (`policy::inputs`).
+fn constants(
+    b: &RawBackend,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) -> (Vec<(HeaderName, HeaderValue)>, String) {
+    let fixed = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .filter(|(_, v)| !crate::policy::inputs::is_param_ref(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let headers = header_map(&fixed(&b.const_headers), at, e)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k?, v)))
+        .collect();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fixed(&b.const_query).iter())
+        .finish();
+    (headers, query)
 }
 
 /// `retries`, `retry_on`, `try_timeout`. The names of `retry_on` are checked

@@ -137,46 +137,8 @@ pub(super) fn rules(
     e: &mut Vec<ConfigError>,
 ) -> CallerRules {
     let sh = ctx.service.shared;
-    let lists = [
-        ("allow_keys", &api.allow_keys),
-        ("deny_keys", &api.deny_keys),
-        ("allow_apps", &api.allow_apps),
-        ("deny_apps", &api.deny_apps),
-    ];
-    let any_list = lists.iter().any(|(_, l)| !l.is_empty());
     let anonymous = kind == Some(AuthKind::None);
-    if any_list && anonymous {
-        e.push(err(
-            at,
-            "allow_apps, deny_apps, allow_keys and deny_keys need an auth scheme (auth is \"none\")",
-        ));
-    }
-    for (what, list) in &lists[..2] {
-        for k in list.iter() {
-            if !sh.raw.keys.iter().any(|x| &x.id == k) {
-                e.push(err(
-                    at,
-                    format!("{what}: key {k:?} is not defined in [[keys]]"),
-                ));
-            }
-        }
-    }
-    // JWT callers may be subjects outside [[keys]] (their app is the subject);
-    // with an unknown scheme, the apps are not checked either.
-    if kind.is_some_and(|k| k != AuthKind::Jwt) {
-        for (what, list) in &lists[2..] {
-            for a in list.iter() {
-                let known = sh
-                    .raw
-                    .keys
-                    .iter()
-                    .any(|x| x.app.as_deref().unwrap_or(&x.id) == a);
-                if !known {
-                    e.push(err(at, format!("{what}: no key in [[keys]] has app {a:?}")));
-                }
-            }
-        }
-    }
+    check_lists(ctx, api, kind, at, e);
     let acl = CallerAcl::new(
         &api.allow_apps,
         &api.deny_apps,
@@ -215,5 +177,56 @@ pub(super) fn rules(
         request_headers,
         response_headers,
         refusal,
+    }
+}
+
+/// The caller access lists: with an auth scheme, and naming keys and apps
+/// that exist.
+fn check_lists(
+    ctx: &ApiCtx,
+    api: &RawApi,
+    kind: Option<AuthKind>,
+    at: &str,
+    e: &mut Vec<ConfigError>,
+) {
+    let sh = ctx.service.shared;
+    let lists = [
+        ("allow_keys", &api.allow_keys),
+        ("deny_keys", &api.deny_keys),
+        ("allow_apps", &api.allow_apps),
+        ("deny_apps", &api.deny_apps),
+    ];
+    let any_list = lists.iter().any(|(_, l)| !l.is_empty());
+    if any_list && kind == Some(AuthKind::None) {
+        e.push(err(
+            at,
+            "allow_apps, deny_apps, allow_keys and deny_keys need an auth scheme (auth is \"none\")",
+        ));
+    }
+    for (what, list) in &lists[..2] {
+        for k in list.iter() {
+            if !sh.raw.keys.iter().any(|x| &x.id == k) {
+                e.push(err(
+                    at,
+                    format!("{what}: key {k:?} is not defined in [[keys]]"),
+                ));
+            }
+        }
+    }
+    // JWT callers may be subjects outside [[keys]] (their app is the subject);
+    // with an unknown scheme, the apps are not checked either.
+    if kind.is_some_and(|k| k != AuthKind::Jwt) {
+        for (what, list) in &lists[2..] {
+            for a in list.iter() {
+                let known = sh
+                    .raw
+                    .keys
+                    .iter()
+                    .any(|x| x.app.as_deref().unwrap_or(&x.id) == a);
+                if !known {
+                    e.push(err(at, format!("{what}: no key in [[keys]] has app {a:?}")));
+                }
+            }
+        }
     }
 }

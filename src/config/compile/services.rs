@@ -7,7 +7,7 @@ use super::ctx::{ApiCtx, ServiceCtx, Shared};
 use super::{limits, server};
 use crate::config::error::{err, ConfigError};
 use crate::config::locate::did_you_mean;
-use crate::config::raw::RawService;
+use crate::config::raw::{RawApi, RawService};
 use crate::gateway::{fingerprint, Api};
 use crate::route::front::FrontProtocols;
 use crate::route::{ApiSpec, ServiceSpec};
@@ -41,25 +41,7 @@ pub(super) fn compile(sh: &Shared, e: &mut Vec<ConfigError>) -> Routes {
             e.push(err(&sat, "duplicate service name"));
         }
         let environment = service_settings(sh, svc, &sat, e);
-        // A custom domain (and path prefix) belongs to one service.
-        for h in &svc.hosts {
-            let key = (
-                h.trim_end_matches('.').to_ascii_lowercase(),
-                environment.clone(),
-            );
-            match bound_hosts.get(&key) {
-                Some(other) if *other != svc.name => e.push(err(
-                    &sat,
-                    format!(
-                        "host {h:?} is bound to service {other} already{}; a custom domain belongs to one service (share it between environments with path_mapping)",
-                        environment.as_ref().map(|p| format!(" under /{p}")).unwrap_or_default()
-                    ),
-                )),
-                _ => {
-                    bound_hosts.insert(key, svc.name.clone());
-                }
-            }
-        }
+        bind_hosts(&mut bound_hosts, svc, &environment, &sat, e);
         let key_plans = sh.plans.of_service(svc, &sat, e);
         let ctx = ServiceCtx {
             shared: sh,
@@ -103,28 +85,61 @@ pub(super) fn compile(sh: &Shared, e: &mut Vec<ConfigError>) -> Routes {
                 plan_limits: sh.plans.limits_of(&plan_names),
             };
             match api::compile(&actx, a, &at) {
-                Ok(compiled) => {
-                    let print = (&svc.hosts, &svc.environment, svc.qps, a);
-                    let print = (print, &svc.usage_plans, &svc.plugins);
-                    out.prints.insert(
-                        format!("{}/{} {}", svc.name, a.name, a.path),
-                        fingerprint(&print),
-                    );
-                    spec.apis.push(ApiSpec {
-                        id: out.apis.len(),
-                        name: a.name.clone(),
-                        path: a.path.clone(),
-                        methods: a.methods.iter().map(|m| m.to_string()).collect(),
-                        actions: a.actions.clone(),
-                    });
-                    out.apis.push(compiled);
-                }
+                Ok(compiled) => out.add(svc, a, compiled, &mut spec),
                 Err(mut errs) => e.append(&mut errs),
             }
         }
         out.specs.push(spec);
     }
     out
+}
+
+impl Routes {
+    /// A compiled API: its route, and its fingerprint.
+    fn add(&mut self, svc: &RawService, a: &RawApi, compiled: Api, spec: &mut ServiceSpec) {
+        let print = (&svc.hosts, &svc.environment, svc.qps, a);
+        let print = (print, &svc.usage_plans, &svc.plugins);
+        self.prints.insert(
+            format!("{}/{} {}", svc.name, a.name, a.path),
+            fingerprint(&print),
+        );
+        spec.apis.push(ApiSpec {
+            id: self.apis.len(),
+            name: a.name.clone(),
+            path: a.path.clone(),
+            methods: a.methods.iter().map(|m| m.to_string()).collect(),
+            actions: a.actions.clone(),
+        });
+        self.apis.push(compiled);
+    }
+}
+
+/// A custom domain (and path prefix) belongs to one service.
+fn bind_hosts(
+    bound: &mut HashMap<(String, Option<String>), String>,
+    svc: &RawService,
+    environment: &Option<String>,
+    sat: &str,
+    e: &mut Vec<ConfigError>,
+) {
+    for h in &svc.hosts {
+        let key = (
+            h.trim_end_matches('.').to_ascii_lowercase(),
+            environment.clone(),
+        );
+        match bound.get(&key) {
+            Some(other) if *other != svc.name => e.push(err(
+                sat,
+                format!(
+                    "host {h:?} is bound to service {other} already{}; a custom domain belongs to one service (share it between environments with path_mapping)",
+                    environment.as_ref().map(|p| format!(" under /{p}")).unwrap_or_default()
+                ),
+            )),
+            _ => {
+                bound.insert(key, svc.name.clone());
+            }
+        }
+    }
 }
 
 /// The service's own settings; returns its path prefix (environment, or the

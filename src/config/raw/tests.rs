@@ -55,7 +55,10 @@ fn legacy_and_case_insensitive_spellings() {
     for (text, mode) in [
         ("replay = true", crate::auth::replay::ReplayMode::Nonce),
         ("replay = false", crate::auth::replay::ReplayMode::Off),
-        ("replay = \"Strict\"", crate::auth::replay::ReplayMode::Strict),
+        (
+            "replay = \"Strict\"",
+            crate::auth::replay::ReplayMode::Strict,
+        ),
     ] {
         let raw = parse(&format!("[auth]\n{text}\n")).expect("parses");
         assert_eq!(raw.auth.replay, mode, "{text}");
