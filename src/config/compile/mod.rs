@@ -4,13 +4,19 @@
 //! TLS, log), `auth` (scheme settings, keys, JWT providers), `plans` (usage
 //! plans and their keys), `plugins` (each plugin, with the limit rules of
 //! `limits`), `services` (services and the APIs in them, through `api`,
-//! `caller` and `backend`). `[cluster]` is checked by `config/cluster.rs`.
+//! `caller` and `backend`, against the contexts of `ctx`). `[cluster]` is
+//! checked by `config/cluster.rs`, counts and durations by `config/bounds.rs`.
 //!
-//! Every rule is checked in exactly one place and every problem is reported
-//! once, with its location: a mistake in a shared item (a plugin, a plan, a
-//! service setting) is reported at that item, never again at each API that
-//! uses it; a runtime constructor is called only with values its rules have
-//! already accepted, so that its own refusal cannot add a second problem.
+//! Every mistake is reported once, with its location: a mistake in a shared
+//! item (a plugin, a plan, a service setting) is reported at that item, never
+//! again at each API that uses it, and a name outside its closed set has no
+//! follow-on problems. Where a rule is checked here and also by the runtime
+//! constructor of the setting (the limit policies, the `ip_control` mode, the
+//! `cors` methods, `retry_on`, `fail_on`, `external_auth.on_error`), the
+//! constructor is called only with values this check accepted, or its refusal
+//! of the same value is dropped. Settings no rule here covers are checked by
+//! their constructor alone (address lists, origins, header rules, keys of JWT
+//! providers, ...).
 
 mod api;
 mod auth;
@@ -23,12 +29,12 @@ mod plugins;
 mod server;
 mod services;
 
-pub use super::error::ConfigError;
 pub use server::listen_addrs;
 // The parse step moved to `config::source`; kept here for the tests, benches
 // and examples that call `config::compile::parse`.
 pub use super::source::parse;
 
+use super::error::ConfigError;
 use super::raw::RawConfig;
 use crate::gateway::{AuthSettings, ConfigVersion, Gateway, Inventory, LogSettings};
 use crate::route::Router;

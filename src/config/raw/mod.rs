@@ -4,8 +4,10 @@
 //! [`Choice`](super::choice::Choice), so that a wrong name is reported with
 //! every other problem instead of ending the parse.
 //!
-//! Nothing here depends on the runtime: the runtime imports its settings from
-//! here.
+//! The runtime imports its settings from here. A few setting types still live
+//! beside their runtime code and are borrowed here: the replay mode
+//! (`auth/replay.rs`), the escaped-slash action (`path.rs`), and the
+//! `concurrency_control` and declared-parameter tables (`policy/`).
 
 mod auth;
 mod backend;
