@@ -8,7 +8,7 @@
 //! pools an unchanged back end keeps). The first compile (start-up, which also
 //! creates the pools) is printed apart from the reloads.
 
-use keygate::config::compile;
+use keygate::config::{compile, source};
 use keygate::policy::limits::LimitState;
 use keygate::state::State;
 use std::fmt::Write as _;
@@ -97,7 +97,7 @@ fn main() {
 
     let state = State::new(&dir, 1024, LimitState::in_memory());
     let t = Instant::now();
-    let (raw, hash) = compile::read_file(&path).expect("parse");
+    let (raw, hash) = source::read_file(&path).expect("parse");
     let parsed = t.elapsed();
     let gw = compile::compile(&raw, hash, &state).expect("compile");
     let first = t.elapsed();
@@ -110,7 +110,7 @@ fn main() {
     for _ in 0..runs {
         let c = thread_cpu();
         let t = Instant::now();
-        let (raw, hash) = compile::read_file(&path).expect("parse");
+        let (raw, hash) = source::read_file(&path).expect("parse");
         let p = t.elapsed();
         let gw = compile::compile(&raw, hash, &state).expect("compile");
         times.push(t.elapsed());

@@ -9,6 +9,7 @@
 
 use crate::balance::Balancer;
 use crate::body::{empty, Body};
+use crate::config::raw::RawHealthCheck;
 use crate::metrics::Metrics;
 use crate::upstream::Target;
 use http::uri::PathAndQuery;
@@ -17,49 +18,9 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// `health_check = { path, interval, timeout, healthy, unhealthy }` in
-/// `[services.apis.backend]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawHealthCheck {
-    #[serde(default = "default_path")]
-    pub path: String,
-    #[serde(
-        default = "default_interval",
-        deserialize_with = "crate::config::raw::de_duration"
-    )]
-    pub interval: Duration,
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "crate::config::raw::de_duration"
-    )]
-    pub timeout: Duration,
-    #[serde(default = "default_healthy")]
-    pub healthy: u32,
-    #[serde(default = "default_unhealthy")]
-    pub unhealthy: u32,
-}
-
-fn default_path() -> String {
-    "/healthz".into()
-}
-fn default_interval() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_healthy() -> u32 {
-    2
-}
-fn default_unhealthy() -> u32 {
-    3
-}
 
 /// A validated health check; part of the upstream's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

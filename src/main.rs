@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, CommandFactory, Parser, Subcommand};
-use keygate::config::{compile, locate, preflight};
+use keygate::config::{compile, locate, preflight, source};
 use keygate::server;
 use keygate::state::State;
 use std::net::SocketAddr;
@@ -142,14 +142,14 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let read = compile::read_text(path)
-        .and_then(|(text, hash)| Ok((compile::parse_file(path, &text)?, hash, text)));
+    let read = source::read_text(path)
+        .and_then(|(text, hash)| Ok((source::parse_file(path, &text)?, hash, text)));
     let errors = match read {
         Err(errors) => errors,
         Ok((raw, hash, text)) => {
             let limits = keygate::policy::limits::LimitState::in_memory();
-            let state = State::new(&server::base_dir(path), 16, limits);
-            let pre = preflight::check(&raw, &server::base_dir(path));
+            let state = State::new(&source::base_dir(path), 16, limits);
+            let pre = preflight::check(&raw, &source::base_dir(path));
             for w in &pre.warnings {
                 eprintln!("{}: warning: {w}", path.display());
             }
@@ -240,7 +240,7 @@ fn keygate_cli_reload(config: &Path, admin: Option<&str>) -> anyhow::Result<()> 
     let addr = match admin {
         Some(a) => a.to_string(),
         None => {
-            let (raw, _) = compile::read_file(config).map_err(|errors| {
+            let (raw, _) = source::read_file(config).map_err(|errors| {
                 anyhow::anyhow!(
                     "cannot read {}:\n{}",
                     config.display(),
@@ -296,7 +296,7 @@ fn keygate_cli_reload(config: &Path, admin: Option<&str>) -> anyhow::Result<()> 
 
 fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
     // The runtime's size and the log format come from the file, so read it first.
-    let (raw, _) = compile::read_file(path).map_err(|errors| {
+    let (raw, _) = source::read_file(path).map_err(|errors| {
         anyhow::anyhow!(
             "invalid configuration:\n{}",
             errors
@@ -319,11 +319,11 @@ fn run(path: &Path, demo_backend: Option<SocketAddr>) -> anyhow::Result<()> {
         );
     }
     let _log =
-        keygate::logging::init(&raw.log, &server::base_dir(path)).map_err(anyhow::Error::msg)?;
-    for w in preflight::check(&raw, &server::base_dir(path)).warnings {
+        keygate::logging::init(&raw.log, &source::base_dir(path)).map_err(anyhow::Error::msg)?;
+    for w in preflight::check(&raw, &source::base_dir(path)).warnings {
         tracing::warn!("{w}");
     }
-    let json = raw.log.format == "json";
+    let json = raw.log.json();
     let runtime = match raw.server.runtime {
         keygate::config::raw::RuntimeKind::PerCore => "per-core",
         keygate::config::raw::RuntimeKind::Multi => "multi",

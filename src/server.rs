@@ -2,8 +2,10 @@
 //! and HTTP/2 connections with header limits and timeouts, and the graceful drain.
 
 use crate::body::Body;
-use crate::config::compile::{self, ConfigError};
+use crate::config::compile;
+use crate::config::error::ConfigError;
 use crate::config::raw::{RawServer, RuntimeKind};
+use crate::config::source::{self, base_dir};
 use crate::config::watch::Reloader;
 use crate::gateway::Gateway;
 use crate::handler::{ConnInfo, Ctx};
@@ -16,7 +18,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +99,7 @@ impl Running {
 /// Load `path`, bind every listener and start serving.
 pub async fn start(path: &Path) -> Result<Running, ServeError> {
     let path = path.to_path_buf();
-    let (raw, hash) = compile::read_file(&path).map_err(ServeError::Config)?;
+    let (raw, hash) = source::read_file(&path).map_err(ServeError::Config)?;
     // Before the per-core workers are spawned: `workers` is bounded.
     let bounds = crate::config::bounds::check(&raw);
     if !bounds.is_empty() {
@@ -278,15 +280,6 @@ fn bind_all(
         out.push((l, Some(h.clone())));
     }
     Ok((at, out))
-}
-
-/// Relative paths in the config (certs, secret files, state_dir) are resolved
-/// against the config file's directory.
-pub fn base_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 fn conn_builder(s: &RawServer) -> auto::Builder<TokioExecutor> {

@@ -551,7 +551,7 @@ listen = ["127.0.0.1:0"]
     assert!(!ok);
     for want in [
         "services (a): https_redirect needs \"https\" in protocols",
-        "services (b): protocol \"ftp\" is not http or https",
+        "services (b): protocol \"ftp\" is not one of http, https",
         "services (c): protocols may not be empty",
         "services (d): https_redirect needs a fixed port",
     ] {

@@ -50,7 +50,7 @@ impl Views {
                 let methods: Vec<&str> = if api.methods.is_empty() {
                     vec!["ANY"]
                 } else {
-                    api.methods.iter().map(String::as_str).collect()
+                    api.methods.iter().map(|m| m.as_str()).collect()
                 };
                 routes.push(json!({
                     "route": label,

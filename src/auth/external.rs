@@ -11,6 +11,7 @@
 //! the values of every header sent.
 
 use crate::body::{full, Body};
+use crate::config::raw::RawExternalAuth;
 use crate::reject::{Refusal, Reject};
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
@@ -20,7 +21,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
@@ -40,37 +40,6 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// `[services.apis.external_auth]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawExternalAuth {
-    pub url: String,
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Client headers sent to the auth service.
-    #[serde(default)]
-    pub request_headers: Vec<String>,
-    /// Auth-service answer headers copied to the back-end request.
-    #[serde(default)]
-    pub response_headers: Vec<String>,
-    /// Answer header naming the caller's key id (plans and limits apply).
-    pub key_id_header: Option<String>,
-    /// Answer header naming the caller's app.
-    pub app_header: Option<String>,
-    /// `deny` (default: 503) or `allow` when the service cannot answer.
-    pub on_error: Option<String>,
-    /// Cache 2xx answers for this long (default: no cache).
-    #[serde(default, deserialize_with = "de_opt_duration")]
-    pub cache_ttl: Option<Duration>,
-    /// PEM CA bundle for an https `url` (default: the bundled web PKI roots);
-    /// relative to the config file.
-    pub ca_file: Option<String>,
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    crate::config::raw::de_duration(d).map(Some)
-}
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 

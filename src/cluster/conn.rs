@@ -17,212 +17,29 @@
 //! TLS (`rediss://`, or `tls = true` for `host:port` nodes) uses rustls with the
 //! webpki roots, or only the CA of `[cluster] ca_file` when it is set.
 
+use crate::config::cluster::{check, host_port, load_ca, node_url, topology, Topology};
 use crate::config::raw::RawCluster;
+use crate::config::source::expand_env;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture,
-    RedisResult, TlsCertificates, TlsMode, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, RedisResult,
+    TlsCertificates, TlsMode, Value,
 };
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+pub use crate::config::cluster::check_url;
 
 /// How long a new TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the sentinels are asked which server is the primary.
 pub const SENTINEL_POLL: Duration = Duration::from_millis(200);
-
-/// Which of the three topologies a `[cluster]` section names, or why none.
-pub enum Topology<'a> {
-    Single(&'a str),
-    Sentinel {
-        sentinels: &'a [String],
-        master_name: &'a str,
-    },
-    Cluster(&'a [String]),
-}
-
-/// The one topology of `raw`, or the located error (field, message).
-pub fn topology(raw: &RawCluster) -> Result<Topology<'_>, (&'static str, String)> {
-    let given = [
-        raw.redis.is_some(),
-        !raw.sentinels.is_empty(),
-        !raw.nodes.is_empty(),
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
-        return Err((
-            "cluster",
-            "needs exactly one of redis (one server), sentinels (Redis Sentinel) \
-             or nodes (Redis Cluster)"
-                .into(),
-        ));
-    }
-    if let Some(url) = &raw.redis {
-        if raw.master_name.is_some() {
-            return Err(("cluster.master_name", "only goes with sentinels".into()));
-        }
-        return Ok(Topology::Single(url));
-    }
-    if !raw.sentinels.is_empty() {
-        let master_name = match raw.master_name.as_deref() {
-            Some(n) if !n.is_empty() => n,
-            _ => {
-                return Err((
-                    "cluster.master_name",
-                    "is required with sentinels (the name the sentinels monitor)".into(),
-                ))
-            }
-        };
-        return Ok(Topology::Sentinel {
-            sentinels: &raw.sentinels,
-            master_name,
-        });
-    }
-    if raw.master_name.is_some() {
-        return Err(("cluster.master_name", "only goes with sentinels".into()));
-    }
-    Ok(Topology::Cluster(&raw.nodes))
-}
-
-/// `host:port` with a port, as `sentinels` and `nodes` entries are written.
-fn host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?} is not host:port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{s:?}: the port is not a number in 1..65535"))?;
-    if host.is_empty() || host.contains('/') || host.contains('@') {
-        return Err(format!("{s:?} is not host:port"));
-    }
-    Ok((host.to_string(), port))
-}
-
-/// A `redis` URL (after `${ENV}` expansion) as this build supports it.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-        return Err("must be a redis:// or rediss:// (TLS) URL".into());
-    }
-    url.into_connection_info()
-        .map(|_| ())
-        // The parser's message may quote the URL, and with it a password.
-        .map_err(|_| "not a valid redis:// or rediss:// URL".into())
-}
-
-/// The URL of a `nodes` entry: itself when it is a URL, else `redis://host:port`
-/// (`rediss://` with `tls = true`).
-fn node_url(entry: &str, tls: bool) -> Result<String, String> {
-    if entry.contains("://") {
-        check_url(entry)?;
-        return Ok(entry.to_string());
-    }
-    let (host, port) = host_port(entry)?;
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    let scheme = if tls { "rediss" } else { "redis" };
-    Ok(format!("{scheme}://{host}:{port}"))
-}
-
-/// Checks every address of the topology and the CA file; messages are located
-/// by field. Used by `keygate check` and before starting.
-pub fn check(raw: &RawCluster, base_dir: &Path) -> Vec<(&'static str, String)> {
-    let mut errors = Vec::new();
-    match topology(raw) {
-        Err(e) => errors.push(e),
-        Ok(Topology::Single(url)) => match crate::config::compile::expand_env(url) {
-            Ok(u) => {
-                if let Err(m) = check_url(&u) {
-                    errors.push(("cluster.redis", m));
-                }
-            }
-            Err(m) => errors.push(("cluster.redis", m)),
-        },
-        Ok(Topology::Sentinel { sentinels, .. }) => {
-            for s in sentinels {
-                if let Err(m) = host_port(s) {
-                    errors.push(("cluster.sentinels", m));
-                }
-            }
-        }
-        Ok(Topology::Cluster(nodes)) => {
-            if raw.prefix.contains(['{', '}']) {
-                errors.push((
-                    "cluster.prefix",
-                    "must not contain { or } with Redis Cluster (it is the counters' hash tag)"
-                        .into(),
-                ));
-            }
-            for n in nodes {
-                match crate::config::compile::expand_env(n) {
-                    Ok(n) => {
-                        if let Err(m) = node_url(&n, raw.tls) {
-                            errors.push(("cluster.nodes", m));
-                        }
-                    }
-                    Err(m) => errors.push(("cluster.nodes", m)),
-                }
-            }
-        }
-    }
-    if let Some(p) = &raw.password {
-        if let Err(m) = crate::config::compile::expand_env(p) {
-            errors.push(("cluster.password", m));
-        }
-    }
-    if let Some(f) = &raw.ca_file {
-        if let Err(m) = load_ca(f, base_dir) {
-            errors.push(("cluster.ca_file", m));
-        }
-    }
-    if let Ok(t) = topology(raw) {
-        let single = matches!(t, Topology::Single(_));
-        if raw.tls && single {
-            errors.push((
-                "cluster.tls",
-                "applies to sentinels and nodes; with redis, write rediss://".into(),
-            ));
-        }
-        let uses_tls = match t {
-            Topology::Single(url) => url.starts_with("rediss://"),
-            Topology::Sentinel { .. } => raw.tls,
-            Topology::Cluster(nodes) => raw.tls || nodes.iter().any(|n| n.starts_with("rediss://")),
-        };
-        if raw.ca_file.is_some() && !uses_tls {
-            errors.push((
-                "cluster.ca_file",
-                "is for TLS: use rediss:// (or tls = true with sentinels or nodes)".into(),
-            ));
-        }
-    }
-    errors
-}
-
-/// The PEM of `ca_file` (relative to the config's directory), with at least one
-/// certificate in it.
-fn load_ca(file: &str, base_dir: &Path) -> Result<Vec<u8>, String> {
-    let path = base_dir.join(file);
-    let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut certs = 0;
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        c.map_err(|e| format!("{}: {e}", path.display()))?;
-        certs += 1;
-    }
-    if certs == 0 {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(pem)
-}
 
 /// The client of one topology. Cheap to share; [`Store::handle`] gives a
 /// connection for one call.
@@ -248,7 +65,7 @@ impl Store {
             None => None,
         };
         let password = match &raw.password {
-            Some(p) => Some(crate::config::compile::expand_env(p)?),
+            Some(p) => Some(expand_env(p)?),
             None => None,
         };
         // Redis-level timeout: longer than ours, so that ours decides.
@@ -259,7 +76,7 @@ impl Store {
         };
         match topology(raw).map_err(|(f, m)| format!("{f}: {m}"))? {
             Topology::Single(url) => {
-                let url = crate::config::compile::expand_env(url)?;
+                let url = expand_env(url)?;
                 let client = match certs {
                     Some(c) => redis::Client::build_with_tls(url.as_str(), c),
                     None => redis::Client::open(url.as_str()),
@@ -310,7 +127,7 @@ impl Store {
             Topology::Cluster(nodes) => {
                 let mut urls = Vec::new();
                 for n in nodes {
-                    let n = crate::config::compile::expand_env(n)?;
+                    let n = expand_env(n)?;
                     urls.push(node_url(&n, raw.tls).map_err(|m| format!("cluster.nodes: {m}"))?);
                 }
                 let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
@@ -462,35 +279,5 @@ impl ConnectionLike for Handle {
             Handle::Multiplexed(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_checked_without_echoing_them() {
-        assert!(check_url("redis://127.0.0.1:6379").is_ok());
-        assert!(check_url("redis://:pw@10.0.0.1:6379/2").is_ok());
-        assert!(check_url("rediss://h:6380").is_ok());
-        assert!(check_url("http://h").is_err());
-        let e = check_url("redis://:secret@h:notaport").unwrap_err();
-        assert!(!e.contains("secret"));
-    }
-
-    #[test]
-    fn node_entries_become_urls() {
-        assert_eq!(
-            node_url("127.0.0.1:7000", false).unwrap(),
-            "redis://127.0.0.1:7000"
-        );
-        assert_eq!(node_url("h:7000", true).unwrap(), "rediss://h:7000");
-        assert_eq!(node_url("[::1]:7000", false).unwrap(), "redis://[::1]:7000");
-        assert_eq!(node_url("rediss://h:1", false).unwrap(), "rediss://h:1");
-        assert!(node_url("h", false).is_err());
-        assert!(node_url("h:0", false).is_err());
-        assert!(node_url("h:99999", false).is_err());
-        assert!(node_url("u@h:1", false).is_err());
     }
 }

@@ -214,7 +214,7 @@ impl Cluster {
         metrics: Arc<Metrics>,
     ) -> Result<Cluster, ClusterError> {
         let on_error = OnError::parse(&raw.on_error)
-            .ok_or_else(|| ClusterError::OnError(raw.on_error.clone()))?;
+            .ok_or_else(|| ClusterError::OnError(raw.on_error.to_string()))?;
         let timeout = raw.timeout.max(Duration::from_millis(1));
         let store = Store::start(raw, base_dir, timeout).map_err(ClusterError::Client)?;
         let counter_prefix = if store.is_cluster() {

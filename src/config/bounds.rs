@@ -4,7 +4,7 @@
 //! a duration below a millisecond is a typo, not a setting. Checked by
 //! `compile`, so `keygate check`, start and reload all refuse the same files.
 
-use super::compile::ConfigError;
+use super::error::ConfigError;
 use super::raw::{RawBackend, RawConfig};
 use std::time::Duration;
 
@@ -22,6 +22,13 @@ pub const MAX_BODY_BYTES: u64 = 1024 * 1024 * 1024;
 pub const MAX_REPLAY_CAPACITY: usize = 10_000_000;
 /// Most targets of one back end.
 pub const MAX_TARGETS: usize = 256;
+/// Most special apps, and most special IPs, of one `traffic_control` plugin
+/// (SPEC §1).
+pub const MAX_SPECIAL: usize = 30;
+/// Most strategies of one `param_traffic_control` plugin (SPEC §1).
+pub const MAX_STRATEGIES: usize = 10;
+/// Highest `strategy_weight` (SPEC §1: unique weights 0-100).
+pub const MAX_WEIGHT: u32 = 100;
 
 /// The smallest duration any setting accepts.
 pub const MIN_DURATION: Duration = Duration::from_millis(1);
@@ -195,7 +202,7 @@ fn backend(e: &mut Vec<ConfigError>, at: &str, b: &RawBackend) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::compile::parse;
+    use crate::config::source::parse;
 
     fn problems(toml: &str) -> Vec<String> {
         let raw = parse(toml).expect("parses");

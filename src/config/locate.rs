@@ -3,7 +3,7 @@
 //! parser's own location points at the first plugin), and "did you mean" for
 //! a misspelt name.
 
-use super::compile::ConfigError;
+use super::error::ConfigError;
 use super::raw::RawPlugin;
 use serde::Deserialize;
 
@@ -22,7 +22,7 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 }
 
 /// Words between backticks, in order: serde names fields and variants so.
-fn backticked(s: &str) -> Vec<&str> {
+pub fn backticked(s: &str) -> Vec<&str> {
     s.split('`').skip(1).step_by(2).collect()
 }
 

@@ -3,7 +3,7 @@
 //! `keygate check` runs these after compiling, so that a file it calls ok
 //! also starts.
 
-use super::compile::ConfigError;
+use super::error::ConfigError;
 use super::raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -95,7 +95,7 @@ fn writable_file(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::compile::parse;
+    use crate::config::source::parse;
 
     #[test]
     fn state_dir_under_a_file_and_missing_log_directory_are_errors() {

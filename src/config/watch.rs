@@ -1,7 +1,9 @@
 //! Reload: file watch, SIGHUP and the admin call all end here. Parse, validate,
 //! then swap the snapshot atomically; a bad file keeps the running config.
 
-use super::compile::{self, ConfigError};
+use super::compile;
+use super::error::ConfigError;
+use super::source;
 use crate::gateway::{ConfigVersion, Gateway};
 use crate::state::State;
 use arc_swap::ArcSwap;
@@ -50,7 +52,7 @@ fn explicit(source: &str) -> bool {
 
 impl Reloader {
     pub fn new(path: PathBuf, live: Arc<ArcSwap<Gateway>>, state: Arc<State>) -> Reloader {
-        let bound = match compile::read_file(&path) {
+        let bound = match source::read_file(&path) {
             Ok((raw, _)) => bound_of(&raw),
             Err(_) => BoundSettings {
                 listen: vec![],
@@ -97,7 +99,7 @@ impl Reloader {
                 changes: vec![],
             })
         };
-        let (text, hash) = match compile::read_text(&self.path) {
+        let (text, hash) = match source::read_text(&self.path) {
             Ok(x) => x,
             Err(errors) => return self.refuse(source, &mut attempts, None, errors),
         };
@@ -116,7 +118,7 @@ impl Reloader {
                 message: "this content was refused already".into(),
             }]);
         }
-        let result = compile::parse_file(&self.path, &text).and_then(|raw| {
+        let result = source::parse_file(&self.path, &text).and_then(|raw| {
             compile::compile(&raw, hash.clone(), &self.state)
                 .map(|g| (g, raw))
                 .map_err(|errors| super::locate::with_lines(&text, errors))
@@ -230,7 +232,7 @@ pub fn spawn_file_watch(reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let path = reloader.path.clone();
     let file_name = path.file_name().map(|f| f.to_os_string());
-    let dir = crate::server::base_dir(&path);
+    let dir = source::base_dir(&path);
     let handler = move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
             if changes_content(&ev.kind)
