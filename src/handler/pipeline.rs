@@ -42,12 +42,15 @@ impl Ctx {
         out.client_ip = Some(ip);
         admission::check_ip(api, ip)?;
 
-        // 4. Authentication. An external authorization service is asked first
+        // 4. Authentication.
+        //    4a. An external authorization service is asked first
         //    (src/auth/external.rs); the body is never sent to it.
         let admitted = match identity::ask_external(api, &mut parts, &routed, ip, out).await? {
             Flow::Next(a) => a,
             Flow::Answer(r) => return Ok(r),
         };
+        //    4b. The API's scheme (src/auth/dispatch.rs), which may read the
+        //    body; the external service's caller, when it named one.
         let (caller, body) = self
             .authenticate(gw, api, &parts, body, routed.declared_len, &mut out.extra)
             .await
