@@ -1,10 +1,6 @@
 //! The immutable snapshot compiled from one config file. Request handling reads
 //! it lock-free; a reload builds a new one and swaps it in whole.
 
-use crate::auth::hmac::HmacSettings;
-use crate::auth::jwt::JwtProvider;
-use crate::auth::tc1::Tc1Settings;
-use crate::auth::tc3::Tc3Settings;
 use crate::auth::Keys;
 use crate::metrics::RouteMetrics;
 use crate::path::PathSettings;
@@ -21,6 +17,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use crate::auth::dispatch::{AuthMode, AuthSettings};
 
 pub struct Gateway {
     pub version: ConfigVersion,
@@ -48,17 +46,6 @@ pub struct ConfigVersion {
     /// SHA-256 of the file's bytes, hex.
     pub hash: String,
     pub loaded_at: SystemTime,
-}
-
-pub struct AuthSettings {
-    pub replay: crate::auth::replay::ReplayMode,
-    pub strip_credentials: bool,
-    pub hmac: HmacSettings,
-    pub tc3: Tc3Settings,
-    pub tc1: Tc1Settings,
-    pub jwt_leeway: Duration,
-    /// SHA-256(secret) -> key, for `auth = "key"`.
-    pub key_index: crate::auth::key::KeyIndex,
 }
 
 #[derive(Debug, Clone)]
@@ -163,40 +150,6 @@ pub struct Refusals {
     pub auth: Option<crate::reject::Refusal>,
     pub plugins: HashMap<Arc<str>, crate::reject::Refusal>,
     pub traffic: Option<crate::reject::Refusal>,
-}
-
-pub enum AuthMode {
-    None,
-    /// `settings`: this API's `[auth.hmac]` when it overrides `enforce_headers`.
-    Hmac {
-        settings: Option<Arc<HmacSettings>>,
-    },
-    Tc3 {
-        service: Option<String>,
-        require_signed_payload: bool,
-    },
-    Tc1,
-    Jwt(Arc<JwtProvider>),
-    OpenApi,
-    /// A plain API key read from this header / query parameter.
-    Key(Arc<crate::auth::key::KeySource>),
-    /// An external authorization service decides (`[services.apis.external_auth]`).
-    External(Arc<crate::auth::external::ExternalAuth>),
-}
-
-impl AuthMode {
-    pub fn name(&self) -> &'static str {
-        match self {
-            AuthMode::None => "none",
-            AuthMode::Hmac { .. } => "hmac",
-            AuthMode::Tc3 { .. } => "tc3",
-            AuthMode::Tc1 => "tc1",
-            AuthMode::Jwt(_) => "jwt",
-            AuthMode::OpenApi => "openapi",
-            AuthMode::Key(_) => "key",
-            AuthMode::External(_) => "external",
-        }
-    }
 }
 
 pub enum Backend {

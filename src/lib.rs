@@ -3,7 +3,6 @@
 // enough for the default limit of 128 to fail proving it `Send`.
 #![recursion_limit = "256"]
 
-pub mod action;
 pub mod admin;
 pub mod auth;
 pub mod authority;

@@ -836,16 +836,8 @@ impl Drop for AbandonGuard {
     }
 }
 
-/// Error a streamed request body yields when reading from the client failed
-/// (connection closed, stream reset, broken chunked framing).
-#[derive(Debug, thiserror::Error)]
-#[error("client request body: {0}")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
-
-/// Marker error a size-limited request body yields when the client sends too much.
-#[derive(Debug, thiserror::Error)]
-#[error("request body exceeds {0} bytes")]
-pub struct BodyLimitExceeded(pub u64);
+// The request body's errors, defined with the body wrapper that yields them.
+pub use crate::body::{BodyLimitExceeded, ClientBodyError};
 
 fn body_limit_error(e: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);

@@ -1,6 +1,7 @@
 //! Authentication schemes. Each scheme is a pure `verify` function over the
 //! request head (and, where the scheme hashes it, the buffered body).
 
+pub mod dispatch;
 pub mod external;
 pub mod hmac;
 pub mod jwks;

@@ -3,11 +3,11 @@
 //! header rules, the custom refusal).
 
 use super::ctx::ApiCtx;
+use crate::auth::dispatch::AuthMode;
 use crate::auth::hmac::HmacSettings;
 use crate::config::error::{err, ConfigError};
 use crate::config::locate::did_you_mean;
 use crate::config::raw::{AuthKind, RawApi, RawExternalAuth, RawHeaderRules};
-use crate::gateway::AuthMode;
 use crate::policy::acl::CallerAcl;
 use crate::policy::headers::{HeaderRules, Side};
 use crate::reject::Refusal;

@@ -36,7 +36,8 @@ pub use super::source::parse;
 
 use super::error::ConfigError;
 use super::raw::RawConfig;
-use crate::gateway::{AuthSettings, ConfigVersion, Gateway, Inventory, LogSettings};
+use crate::auth::dispatch::AuthSettings;
+use crate::gateway::{ConfigVersion, Gateway, Inventory, LogSettings};
 use crate::route::Router;
 use crate::state::State;
 use std::sync::Arc;

@@ -6,39 +6,31 @@
 //! Only requests whose path matched an action group come here; every other request
 //! keeps the plain path lookup. A v1 POST names its action in the form body, which
 //! `tc1` buffers anyway (≤ 1 MiB) to verify the signature: it is read here, once,
-//! and handed to authentication as [`ReqBody::Buffered`].
+//! and handed to authentication as `ReqBody::Buffered`.
 
+use super::buffer::{self, ReqBody};
+use crate::auth::dispatch::AuthMode;
 use crate::auth::{self, AuthError};
-use crate::budget::{BodyBudget, Held};
-use crate::gateway::{AuthMode, Gateway};
+use crate::body::RequestBody;
+use crate::budget::BodyBudget;
+use crate::gateway::Gateway;
 use crate::policy::cors::CorsPolicy;
 use crate::reject::Reject;
 use crate::route::RouteMatch;
-use bytes::Bytes;
 use http::request::Parts;
 use http::{header, Method};
-use hyper::body::Incoming;
-
-/// The request body as authentication receives it.
-pub enum ReqBody {
-    /// Not read yet.
-    Stream(Incoming),
-    /// Already read in full (a v1 POST routed by its `Action` parameter), with
-    /// its room in the body budget.
-    Buffered(Bytes, Held),
-}
 
 /// The API taking the request, and its body (read when a v1 POST's form had to be
 /// inspected). `InvalidAction` when the path matched but no API takes the action.
-pub async fn choose(
+pub(super) async fn choose<B: RequestBody>(
     gw: &Gateway,
     m: &RouteMatch<'_>,
     parts: &Parts,
     route_method: &Method,
-    body: ReqBody,
+    body: ReqBody<B>,
     declared_len: Option<u64>,
     budget: &BodyBudget,
-) -> Result<(usize, ReqBody), Reject> {
+) -> Result<(usize, ReqBody<B>), Reject> {
     // A CORS preflight carries no action: the group's first API allowing the
     // method it asks about answers it with its CORS policy.
     if CorsPolicy::is_preflight(&parts.method, &parts.headers) {
@@ -69,17 +61,14 @@ pub async fn choose(
                         if declared_len.is_some_and(|l| l > auth::tc1::POST_LIMIT as u64) {
                             return Err(AuthError::BodyTooLarge.into());
                         }
-                        tokio::time::timeout(
+                        buffer::read_in_time(
                             gw.body_read_timeout,
-                            crate::handler::read_limited(
-                                incoming,
-                                auth::tc1::POST_LIMIT,
-                                declared_len,
-                                budget,
-                            ),
+                            incoming,
+                            auth::tc1::POST_LIMIT,
+                            declared_len,
+                            budget,
                         )
-                        .await
-                        .map_err(|_| Reject::BodyTimeout(gw.body_read_timeout))??
+                        .await?
                     }
                 };
                 let action = action_param(&bytes);
