@@ -31,6 +31,8 @@ pub struct Gateway {
     pub trusted: TrustedProxies,
     pub certs: CertStore,
     pub log: LogSettings,
+    /// `[tracing]`: the span exporter, `None` when spans are not exported.
+    pub tracing: Option<Arc<crate::trace::otlp::Tracer>>,
     /// See `[server] body_read_timeout`.
     pub body_read_timeout: Duration,
     /// How request paths are made canonical (`[server] normalize_path` ...).

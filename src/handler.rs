@@ -84,9 +84,10 @@ struct Identity {
 }
 
 impl Ctx {
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let gw = self.live.load_full();
+        let span = crate::trace::span::begin(gw.tracing.as_deref(), &mut req, conn.tls);
         let request_id = request_id(req.headers());
         // Copies for the access log only: without it they cost an allocation each.
         let access = gw.log.access && crate::logging::access::enabled();
@@ -175,6 +176,16 @@ impl Ctx {
                     })
                 })
             }
+        }
+        if let Some(span) = span {
+            span.end(crate::trace::span::End {
+                api: out.api.map(|i| &gw.apis[i]),
+                key_id: out.key_id.as_deref(),
+                client: out.client_ip.unwrap_or(conn.peer.ip()),
+                status,
+                upstream_status: out.upstream_status,
+                error_code,
+            });
         }
         if let Some(method) = method {
             let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");
@@ -782,7 +793,7 @@ fn prepare_forward(
     if let Some(rules) = &api.request_headers {
         rules.apply(h, &header_vars(identity, client, request_id));
     }
-    crate::trace::propagate(h);
+    crate::trace::propagate(h, parts.extensions.get());
     if let Some(id) = identity {
         if let Ok(v) = HeaderValue::from_str(&id.key_id) {
             h.insert(KEY_ID_HEADER, v);

@@ -82,6 +82,10 @@ impl Running {
             Err(e) => tracing::error!(error = %e, "final counter flush failed to run"),
         }
         let _ = self.counters_task.await;
+        // The drained requests' spans, before the process exits.
+        if let Some(t) = self.live.load().tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.flush()).await;
+        }
         for (stop, thread) in self.workers {
             drop(stop);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;

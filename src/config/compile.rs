@@ -210,6 +210,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
             e.push(err("cluster.prefix", "must not be empty"));
         }
     }
+    let tracing = state
+        .tracers
+        .compile(raw.tracing.as_ref(), &expand_env)
+        .map_err(|m| e.extend(m.into_iter().map(|(at, m)| err(at, m))))
+        .ok()
+        .flatten();
     if !["text", "json"].contains(&raw.log.format.as_str()) {
         e.push(err(
             "log.format",
@@ -572,6 +578,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         log: LogSettings {
             access: raw.log.access,
         },
+        tracing,
         body_read_timeout: raw.server.body_read_timeout,
         path: crate::path::PathSettings {
             normalize: raw.server.normalize_path,

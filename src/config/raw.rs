@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub log: RawLog,
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub keys: Vec<RawKey>,
     #[serde(default)]
@@ -390,6 +391,35 @@ pub struct RawHeaderRules {
     /// old name -> new name (requests only).
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+}
+
+/// `[tracing]`: one span per request exported over OTLP/HTTP (absent = off).
+/// Checked where the exporter is built (`trace/otlp.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Collector base URL (`http://` or `https://`); spans go to `<otlp>/v1/traces`.
+    pub otlp: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces exported; a caller's sampled flag decides for its own.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Headers sent to the collector (values `${ENV}` expanded), e.g. a token.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed to one export request.
+    #[serde(default = "default_otlp_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+fn default_service_name() -> String {
+    "keygate".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Deserialize)]
