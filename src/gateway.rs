@@ -45,6 +45,14 @@ pub struct Gateway {
     pub views: Arc<crate::admin::views::Views>,
 }
 
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConfigVersion {
     /// SHA-256 of the file's bytes, hex.
