@@ -4,7 +4,7 @@
 #
 #   benches/callgrind.sh [--bin PATH] [--requests N] [--warmup N]
 #                        [--scenario plain|full] [--server 'TOML LINES']
-#                        [--no-access-log] [--keep]
+#                        [--no-access-log] [--otlp] [--keep]
 #
 #   --bin PATH        keygate binary (default target/release/keygate)
 #   --requests N      measured requests (default 2000)
@@ -15,6 +15,8 @@
 #   --server LINES    extra lines for [server], e.g. 'runtime = "per-core"'
 #                     (default: none, i.e. the default configuration)
 #   --no-access-log   [log] access = false (default: access log on, to a file)
+#   --otlp            [tracing] on: one span per request exported to a
+#                     collector (nginx answering 200 on another port)
 #   --native          no valgrind: CPU time (user + system, all threads, from
 #                     /proc/PID/stat) per request instead, kernel work included
 #                     but sensitive to machine load
@@ -34,6 +36,7 @@ WARM=200
 SCENARIO=plain
 SERVER_EXTRA=""
 ACCESS=true
+OTLP=0
 KEEP=0
 NATIVE=0
 CLIENTS=1
@@ -45,6 +48,7 @@ while [ $# -gt 0 ]; do
         --scenario) SCENARIO="$2"; shift 2 ;;
         --server) SERVER_EXTRA="$2"; shift 2 ;;
         --no-access-log) ACCESS=false; shift ;;
+        --otlp) OTLP=1; shift ;;
         --keep) KEEP=1; shift ;;
         --native) NATIVE=1; shift ;;
         --clients) CLIENTS="$2"; shift 2 ;;
@@ -71,6 +75,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 600); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 BACK=$(free_port)
+COLLECTOR=$(free_port)
 cat >"$TMP/nginx.conf" <<EOF
 worker_processes 1;
 error_log $TMP/nginx-error.log;
@@ -81,6 +86,7 @@ http {
     fastcgi_temp_path $TMP/fcgi; uwsgi_temp_path $TMP/uwsgi; scgi_temp_path $TMP/scgi;
     keepalive_requests 1000000;
     server { listen 127.0.0.1:$BACK; location / { return 200 "ok\n"; } }
+    server { listen 127.0.0.1:$COLLECTOR; location / { return 200; } }
 }
 EOF
 "$NGINX" -p "$TMP" -c "$TMP/nginx.conf" -g "daemon off; master_process off; pid $TMP/nginx.pid;" &
@@ -94,6 +100,9 @@ SECRET="cg-secret-$RANDOM$RANDOM"
     printf '[server]\nlisten = ["127.0.0.1:%s"]\nadmin = "127.0.0.1:%s"\nstate_dir = "state"\nwatch = false\n%s\n\n' \
         "$PORT" "$ADMIN" "$SERVER_EXTRA"
     printf '[log]\nlevel = "info"\naccess = %s\naccess_file = "access.log"\n\n' "$ACCESS"
+    if [ "$OTLP" = 1 ]; then
+        printf '[tracing]\notlp = "http://127.0.0.1:%s"\n\n' "$COLLECTOR"
+    fi
     if [ "$SCENARIO" = full ]; then
         cat <<EOF
 [auth]
@@ -210,7 +219,7 @@ if [ "$NATIVE" = 1 ]; then
     send "$REQS"
     sleep 0.2
     t1=$(ticks)
-    echo "scenario=$SCENARIO server='${SERVER_EXTRA}' access=$ACCESS requests=$REQS clients=$CLIENTS cpu_ticks=$((t1 - t0))"
+    echo "scenario=$SCENARIO server='${SERVER_EXTRA}' access=$ACCESS otlp=$OTLP requests=$REQS clients=$CLIENTS cpu_ticks=$((t1 - t0))"
     awk -v t=$((t1 - t0)) -v n="$REQS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "cpu_us/request %.1f\n", t * 1000000 / hz / n }'
     exit 0
 fi
@@ -225,5 +234,5 @@ if [ "$ACCESS" = true ]; then
     lines=$(wc -l <"$TMP/access.log" 2>/dev/null || echo 0)
     echo "access lines written: $lines" >&2
 fi
-echo "scenario=$SCENARIO server='${SERVER_EXTRA}' access=$ACCESS requests=$REQS instructions=$ir"
+echo "scenario=$SCENARIO server='${SERVER_EXTRA}' access=$ACCESS otlp=$OTLP requests=$REQS instructions=$ir"
 awk -v ir="$ir" -v n="$REQS" 'BEGIN { printf "instructions/request %.0f\n", ir / n }'

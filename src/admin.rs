@@ -1,9 +1,10 @@
 //! The admin listener (loopback by default): health, readiness, config version,
 //! reload, metrics and the read-only views (`/-/routes`, `/-/keys`,
-//! `/-/plugins`, `/-/usage?key=ID`; see [`views`]). Kept apart from the proxy
+//! `/-/plugins`, `/-/usage?key=ID`; see [`views`] and [`live`]). Kept apart from the proxy
 //! listeners so it is never exposed by them.
 
 pub mod client;
+pub mod live;
 pub mod views;
 
 use crate::body::{full, Body};
@@ -97,7 +98,7 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
         }
         (&Method::GET, "/-/routes") => {
             let gw = reloader.live().load();
-            json(StatusCode::OK, gw.views.routes_live(&gw))
+            json(StatusCode::OK, live::routes(&gw))
         }
         (&Method::GET, "/-/keys") => {
             json(StatusCode::OK, reloader.live().load().views.keys().clone())
@@ -118,7 +119,7 @@ async fn route(req: Request<Incoming>, reloader: &Arc<Reloader>) -> Response<Bod
                     serde_json::json!({"error": "usage: /-/usage?key=ID"}),
                 );
             };
-            match views::usage(&reloader.live().load(), &key, state.cluster.is_some()) {
+            match live::usage(&reloader.live().load(), &key, state.cluster.is_some()) {
                 Some(v) => json(StatusCode::OK, v),
                 None => json(
                     StatusCode::NOT_FOUND,

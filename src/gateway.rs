@@ -29,6 +29,8 @@ pub struct Gateway {
     pub trusted: TrustedProxies,
     pub certs: CertStore,
     pub log: LogSettings,
+    /// `[tracing]`: the span exporter, `None` when spans are not exported.
+    pub tracing: Option<Arc<crate::trace::otlp::Tracer>>,
     /// See `[server] body_read_timeout`.
     pub body_read_timeout: Duration,
     /// How request paths are made canonical (`[server] normalize_path` ...).
@@ -39,6 +41,14 @@ pub struct Gateway {
     pub inventory: Inventory,
     /// What the admin views (`/-/routes`, `/-/keys` ...) show of this snapshot.
     pub views: Arc<crate::admin::views::Views>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,4 @@
 //! keygate: an authenticating reverse proxy enforcing API-gateway policies.
-// The request pipeline's future (cluster mode reaches Redis inside it) is deep
-// enough for the default limit of 128 to fail proving it `Send`.
-#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod auth;

@@ -4,14 +4,12 @@
 //! compared after folding `_` to `-` (header names are already lower case), because
 //! WSGI, CGI and PHP back ends read `X_Keygate_Key_Id` as `X-Keygate-Key-Id`.
 
-use crate::route::FxHasher;
 use http::header::{HeaderMap, HeaderName};
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
+use rustc_hash::FxHashSet;
 
 /// Looked-up names come from clients, but the set is fixed per snapshot and small:
 /// a fast non-keyed hash is safe.
-type NameSet = HashSet<Box<str>, BuildHasherDefault<FxHasher>>;
+type NameSet = FxHashSet<Box<str>>;
 
 const PREFIX: &str = "x-keygate-";
 const FIXED: [&str; 4] = [

@@ -36,11 +36,10 @@
 //! them, and [`RouteMatch::pick`] chooses the API once the action is known. At most
 //! one of them may list no actions; it takes the actions the others do not.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use http::Method;
+use rustc_hash::FxHashMap;
 
 pub mod action;
 pub mod front;
@@ -130,9 +129,9 @@ impl RouteMatch<'_> {
 
 /// Host + path router compiled from the services of one configuration.
 pub struct Router {
-    exact_hosts: FxMap<Box<str>, HostEntry>,
+    exact_hosts: FxHashMap<Box<str>, HostEntry>,
     /// Keyed by the suffix including its leading dot: `.example.com`.
-    wild_hosts: FxMap<Box<str>, HostEntry>,
+    wild_hosts: FxHashMap<Box<str>, HostEntry>,
     any_host: HostEntry,
 }
 
@@ -158,8 +157,8 @@ impl Router {
             check_duplicates(&[svc], &mut errors);
         }
         let mut router = Router {
-            exact_hosts: FxMap::default(),
-            wild_hosts: FxMap::default(),
+            exact_hosts: FxHashMap::default(),
+            wild_hosts: FxHashMap::default(),
             any_host: HostEntry::default(),
         };
         for ((host, env), members) in group_services(&compiled) {
@@ -348,49 +347,6 @@ fn substitute_params(template: &str, params: &[(&str, &str)], out: &mut String) 
     }
     out.push_str(rest);
 }
-
-// ---------------------------------------------------------------------------------
-// Hashing: keys come from the configuration, so a fast non-keyed hash is safe here.
-
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let r = chunks.remainder();
-        if !r.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..r.len()].copy_from_slice(r);
-            self.add(u64::from_le_bytes(buf));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 // ---------------------------------------------------------------------------------
 // Methods

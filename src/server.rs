@@ -1,5 +1,6 @@
-//! Listeners (bound once, never re-bound by a reload), TLS handshakes, HTTP/1.1
-//! and HTTP/2 connections with header limits and timeouts, and the graceful drain.
+//! Listeners (bound once, never re-bound by a reload), TLS handshakes with the
+//! SNI resolver over the live snapshot, HTTP/1.1 and HTTP/2 connections with
+//! header limits and timeouts, and the graceful drain.
 
 use crate::body::Body;
 use crate::config::compile;
@@ -16,6 +17,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -84,6 +87,10 @@ impl Running {
             Err(e) => tracing::error!(error = %e, "final counter flush failed to run"),
         }
         let _ = self.counters_task.await;
+        // The drained requests' spans, before the process exits.
+        if let Some(t) = self.live.load().tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.flush()).await;
+        }
         for (stop, thread) in self.workers {
             drop(stop);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -156,7 +163,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
     }
     let mut https = vec![];
     if let Some(tls) = &raw.server.tls {
-        let cfg = crate::tls::server_config(live.clone()).map_err(ServeError::Tls)?;
+        let cfg = tls_config(live.clone()).map_err(ServeError::Tls)?;
         let acceptor = TlsAcceptor::from(Arc::new(cfg));
         for a in &tls.listen {
             let addr: SocketAddr = a
@@ -280,6 +287,31 @@ fn bind_all(
         out.push((l, Some(h.clone())));
     }
     Ok((at, out))
+}
+
+/// rustls resolver over the live snapshot's certificates. No SNI and no
+/// default: no certificate, so the handshake is refused.
+#[derive(Debug)]
+struct SniResolver {
+    live: Arc<ArcSwap<Gateway>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.live.load().certs.resolve(hello.server_name())
+    }
+}
+
+/// The TLS listeners' config: certificates by SNI, ALPN h2 and http/1.1.
+fn tls_config(live: Arc<ArcSwap<Gateway>>) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver { live }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
 }
 
 fn conn_builder(s: &RawServer) -> auto::Builder<TokioExecutor> {

@@ -37,6 +37,8 @@ pub struct State {
     pub cluster: Option<Cluster>,
     /// [`crate::cluster::fingerprint`] of the `[cluster]` section in force.
     pub cluster_settings: String,
+    /// `[tracing]` span exporters by settings, kept across reloads.
+    pub tracers: crate::trace::otlp::Tracers,
 }
 
 impl State {
@@ -54,6 +56,7 @@ impl State {
             metrics: Arc::new(Metrics::new()),
             cluster: None,
             cluster_settings: String::new(),
+            tracers: Default::default(),
         }
     }
 

@@ -1,10 +1,8 @@
-//! HTTPS front end: certificates per host name chosen by SNI. The resolver reads
-//! the certificates of the live snapshot, so a reload also swaps certificates.
+//! HTTPS front end: the certificates of a snapshot, chosen per host name by
+//! SNI. The listeners' resolver (`server.rs`) reads the live snapshot's, so a
+//! reload also swaps certificates.
 
 use crate::config::raw::RawCert;
-use crate::gateway::Gateway;
-use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::path::Path;
@@ -108,36 +106,4 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         ));
     }
     Ok(ck)
-}
-
-/// rustls resolver over the live snapshot. No SNI and no default: no certificate,
-/// so the handshake is refused.
-#[derive(Debug)]
-pub struct SniResolver {
-    pub live: Arc<ArcSwap<Gateway>>,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("version", &self.version)
-            .finish()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.live.load().certs.resolve(hello.server_name())
-    }
-}
-
-pub fn server_config(live: Arc<ArcSwap<Gateway>>) -> Result<rustls::ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { live }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
 }

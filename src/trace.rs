@@ -5,48 +5,97 @@
 //! `tracestate` is passed on unchanged. A request without one, or with a
 //! malformed one (or several), gets a new trace id, a new span id and flags
 //! `01`; a `tracestate` that came with a malformed `traceparent` is dropped (the
-//! specification forbids reading it then). No span is exported.
+//! specification forbids reading it then).
+//!
+//! With `[tracing]` configured, the request's exported span ([`span`]) chooses
+//! the ids and the sampled flag instead, and leaves them to the forwarding step
+//! as a [`Hop`] in the request's extensions, so that the back end sees the span
+//! id that the collector receives.
+
+pub mod otlp;
+pub mod span;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Rewrites the request's trace context for the next hop; returns the trace id.
-pub fn propagate(h: &mut HeaderMap) -> [u8; 32] {
-    let parsed = {
-        let mut all = h.get_all(&TRACEPARENT).iter();
-        match (all.next(), all.next()) {
-            (Some(v), None) => parse(v.as_bytes()),
-            _ => None,
+/// keygate's hop of a trace, as lower-case hex: what the back end is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub trace: [u8; 32],
+    pub span: [u8; 16],
+    pub flags: [u8; 2],
+    /// The client's `traceparent` was valid, so its `tracestate` goes on too.
+    pub keeps_state: bool,
+}
+
+impl Hop {
+    /// The next hop of the request's own trace context (no span exported).
+    fn next(h: &HeaderMap) -> Hop {
+        match incoming(h) {
+            Some(p) => Hop {
+                trace: p.trace,
+                span: random_hex::<16>(8),
+                flags: p.flags,
+                keeps_state: true,
+            },
+            None => Hop {
+                trace: random_hex::<32>(16),
+                span: random_hex::<16>(8),
+                flags: *b"01",
+                keeps_state: false,
+            },
         }
+    }
+}
+
+/// The client's valid `traceparent`, in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    pub trace: [u8; 32],
+    pub span: [u8; 16],
+    pub flags: [u8; 2],
+}
+
+/// The request's one valid `traceparent` (none when absent, malformed or repeated).
+pub fn incoming(h: &HeaderMap) -> Option<Parent> {
+    let mut all = h.get_all(&TRACEPARENT).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => parse(v.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Rewrites the request's trace context for the next hop: `hop` when the
+/// exported span chose it, else a new span id on the client's trace (or a new
+/// trace). Returns the trace id.
+pub fn propagate(h: &mut HeaderMap, hop: Option<&Hop>) -> [u8; 32] {
+    let hop = match hop {
+        Some(hop) => *hop,
+        None => Hop::next(h),
     };
-    let (trace, flags) = match parsed {
-        Some(p) => p,
-        None => {
-            h.remove(&TRACESTATE);
-            (random_hex::<32>(16), *b"01")
-        }
-    };
-    let span = random_hex::<16>(8);
+    if !hop.keeps_state {
+        h.remove(&TRACESTATE);
+    }
     let mut out = Vec::with_capacity(55);
     out.extend_from_slice(b"00-");
-    out.extend_from_slice(&trace);
+    out.extend_from_slice(&hop.trace);
     out.push(b'-');
-    out.extend_from_slice(&span);
+    out.extend_from_slice(&hop.span);
     out.push(b'-');
-    out.extend_from_slice(&flags);
+    out.extend_from_slice(&hop.flags);
     if let Ok(v) = HeaderValue::from_bytes(&out) {
         h.insert(TRACEPARENT, v);
     }
-    trace
+    hop.trace
 }
 
-/// `(trace id, flags)` of a valid `traceparent`. Version `00` must be exactly
+/// The fields of a valid `traceparent`. Version `00` must be exactly
 /// 55 characters; a later version may carry more fields after a `-`
 /// (forward compatibility); `ff` is invalid. Hex is lower-case; an all-zero
 /// trace or parent id is invalid.
-fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+fn parse(v: &[u8]) -> Option<Parent> {
     if v.len() < 55 || (v.len() > 55 && v[55] != b'-') {
         return None;
     }
@@ -67,9 +116,14 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
     if trace.iter().all(|&b| b == b'0') || parent.iter().all(|&b| b == b'0') {
         return None;
     }
-    let mut t = [0u8; 32];
-    t.copy_from_slice(trace);
-    Some((t, [flags[0], flags[1]]))
+    let mut p = Parent {
+        trace: [0; 32],
+        span: [0; 16],
+        flags: [flags[0], flags[1]],
+    };
+    p.trace.copy_from_slice(trace);
+    p.span.copy_from_slice(parent);
+    Some(p)
 }
 
 /// `BYTES` random bytes as `HEX` lower-case hex digits, never all zero.
@@ -104,7 +158,7 @@ mod tests {
         if let Some(s) = ts {
             h.insert(TRACESTATE, HeaderValue::from_str(s).expect("value"));
         }
-        propagate(&mut h);
+        propagate(&mut h, None);
         h
     }
 

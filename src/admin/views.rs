@@ -1,14 +1,14 @@
 //! The admin listener's read-only views of the configuration in force:
-//! `/-/routes`, `/-/keys`, `/-/plugins` and `/-/usage?key=ID` (JSON).
+//! `/-/routes`, `/-/keys`, `/-/plugins` (JSON); the live parts (target
+//! health, a key's usage) are added by `live.rs`.
 //!
 //! [`Views`] is built once per snapshot from the parsed file (it is what the
-//! compiled [`Gateway`] was built from, so the two never disagree) and keeps
+//! compiled snapshot was built from, so the two never disagree) and keeps
 //! only what is safe to show: never a secret, a secret file's path, a
 //! back-end URL's user-info, constant headers (which may carry a back end's
 //! credentials) or a JWT key.
 
 use crate::config::raw::{RawBackend, RawConfig, RawPlugin};
-use crate::gateway::Gateway;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -107,39 +107,17 @@ impl Views {
         &self.routes
     }
 
-    /// The routes with the live state of each HTTP back end's targets: the
-    /// active health check's verdict and passive ejection (`healthy`, `ejected`).
-    pub fn routes_live(&self, gw: &Gateway) -> Value {
-        let mut routes = self.routes.clone();
-        let now = std::time::Instant::now();
-        if let Value::Array(list) = &mut routes {
-            for r in list.iter_mut() {
-                let label = r["route"].as_str().unwrap_or_default().to_owned();
-                let Some(api) = gw.apis.iter().find(|a| *a.label == *label) else {
-                    continue;
-                };
-                if let crate::gateway::Backend::Http(b) = &api.backend {
-                    let targets: Vec<Value> = b
-                        .upstream
-                        .target_states(now)
-                        .into_iter()
-                        .map(|(url, healthy, ejected)| {
-                            json!({ "url": url, "healthy": healthy, "ejected": ejected })
-                        })
-                        .collect();
-                    r["backend"]["targets"] = Value::Array(targets);
-                }
-            }
-        }
-        routes
-    }
-
     pub fn keys(&self) -> &Value {
         &self.keys
     }
 
     pub fn plugins(&self) -> &Value {
         &self.plugins
+    }
+
+    /// Names of the usage plans listing `key`.
+    pub fn plans_of(&self, key: &str) -> &[String] {
+        self.plans_of_key.get(key).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -206,69 +184,6 @@ fn plugin_settings(p: &RawPlugin) -> Value {
             "allow_credentials": c.allow_credentials,
         }),
     }
-}
-
-/// `/-/usage?key=ID`: the key's usage plans with quota used and remaining, and
-/// the current windows of the `traffic_control` policies counting its app,
-/// read from the counters without touching them. `None`: no such key.
-pub fn usage(gw: &Gateway, key: &str, cluster: bool) -> Option<Value> {
-    let k = gw.keys.get(key)?;
-    let names = gw.views.plans_of_key.get(key).cloned().unwrap_or_default();
-    let mut plans = Vec::new();
-    for name in &names {
-        // A plan's counters live with the APIs of the services bound to it.
-        let limits = gw.apis.iter().find_map(|a| a.limits.plan(name));
-        let (qps, quota, used) = match limits {
-            Some(p) => (p.qps(), p.quota(), p.quota().map(|_| p.used(key))),
-            None => (None, None, None),
-        };
-        plans.push(json!({
-            "plan": name,
-            "bound": limits.is_some(),
-            "qps": qps,
-            "quota": quota,
-            "used": used,
-            "remaining": quota.zip(used).map(|(q, u)| q.saturating_sub(u)),
-        }));
-    }
-    // The current windows of the traffic_control policies that count this
-    // key's app (once per policy, whichever routes share it).
-    let now = crate::store::Timestamp::now();
-    let mut windows: BTreeMap<String, Value> = BTreeMap::new();
-    for api in &gw.apis {
-        let Some(t) = api.limits.traffic() else {
-            continue;
-        };
-        let entry = windows.entry(t.name().to_string()).or_insert_with(|| {
-            let limit = t.app_limit(&k.app);
-            let (_, used, _) = t.counts(
-                Some(&k.app),
-                std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                now,
-            );
-            json!({
-                "plugin": t.name(),
-                "window_seconds": t.window_secs(),
-                "app": k.app,
-                "app_limit": limit,
-                "used": used,
-                "remaining": limit.map(|l| l.saturating_sub(used)),
-                "routes": [],
-            })
-        });
-        if let Some(r) = entry["routes"].as_array_mut() {
-            r.push(json!(&*api.label));
-        }
-    }
-    Some(json!({
-        "key": k.id,
-        "app": k.app,
-        "enabled": k.enabled,
-        "plans": plans,
-        "windows": windows.into_values().collect::<Vec<_>>(),
-        // Under [cluster], Redis holds the shared counts; these are this node's.
-        "counts": if cluster { "local (cluster: Redis holds the shared counts)" } else { "local" },
-    }))
 }
 
 #[cfg(test)]

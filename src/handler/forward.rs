@@ -78,7 +78,7 @@ impl ForwardHead<'_> {
                 &header_vars(self.identity, self.client_ip, self.request_id),
             );
         }
-        crate::trace::propagate(h);
+        crate::trace::propagate(h, parts.extensions.get());
         if let Some(id) = self.identity {
             if let Ok(v) = HeaderValue::from_str(&id.key_id) {
                 h.insert(KEY_ID_HEADER, v);

@@ -95,9 +95,14 @@ impl Ctx {
         }
     }
 
-    pub async fn handle<B: RequestBody>(&self, req: Request<B>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle<B: RequestBody>(
+        &self,
+        mut req: Request<B>,
+        conn: ConnInfo,
+    ) -> Response<Body> {
         let start = Instant::now();
         let gw = self.live.load_full();
+        let span = crate::trace::span::begin(gw.tracing.as_deref(), &mut req, conn.tls);
         let request_id = record::request_id(req.headers());
         let seen = record::Seen::of(&gw, &req);
         let origin = req.headers().get(header::ORIGIN).cloned();
@@ -115,6 +120,7 @@ impl Ctx {
             request_id: &request_id,
             latency: start.elapsed(),
             refusal,
+            span,
         };
         record::record(&self.state, &gw, &out, seen, done, resp)
     }

@@ -63,6 +63,8 @@ pub(super) struct Done<'a> {
     pub request_id: &'a str,
     pub latency: Duration,
     pub refusal: Option<Refusal>,
+    /// The request's exported span (`[tracing]`), ended with the access record.
+    pub span: Option<crate::trace::span::Started>,
 }
 
 /// Records the request in its route's metrics and the access log; returns the
@@ -111,6 +113,16 @@ pub(super) fn record(
                 })
             })
         }
+    }
+    if let Some(span) = done.span {
+        span.end(crate::trace::span::End {
+            api: out.api.map(|i| &gw.apis[i]),
+            key_id: out.identity.as_ref().map(|i| i.key_id.as_str()),
+            client: out.client_ip.unwrap_or(done.conn.peer.ip()),
+            status,
+            upstream_status: out.upstream_status,
+            error_code: refusal.map(|r| r.code),
+        });
     }
     if let Some(method) = seen.method {
         let route = out.api.map(|i| &*gw.apis[i].label).unwrap_or("-");

@@ -3,11 +3,12 @@
 use regex::Regex;
 
 use super::rule::{CompiledRule, RuleKind, Seg};
-use super::{Candidate, FxMap, RouteMatch};
+use super::{Candidate, RouteMatch};
+use rustc_hash::FxHashMap;
 
 #[derive(Default)]
 pub(crate) struct Table {
-    exact: FxMap<Box<str>, Vec<Entry>>,
+    exact: FxHashMap<Box<str>, Vec<Entry>>,
     pref: PrefixTree<Entry>,
     /// Regex and template rules in declaration order.
     patterns: Vec<Pattern>,

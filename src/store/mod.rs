@@ -11,12 +11,12 @@
 //! fall-back, mirroring the last shared counts.
 
 pub mod cells;
+pub mod limit_state;
 pub mod local;
-pub mod state;
 pub mod table;
 
 pub use cells::{Timestamp, Usage};
-pub use state::{LimitState, StateOptions};
+pub use limit_state::{LimitState, StateOptions};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

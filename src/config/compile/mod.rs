@@ -51,6 +51,12 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         e.extend(super::cluster::problems(c, &base));
     }
     server::log(&raw.log, &mut e);
+    let tracing = state
+        .tracers
+        .compile(raw.tracing.as_ref(), &super::source::expand_env)
+        .map_err(|m| e.extend(m.into_iter().map(|(at, m)| super::error::err(at, m))))
+        .ok()
+        .flatten();
     let auth = auth::compile(raw, &base, &mut e);
     let plans = plans::compile(raw, state, &mut e);
     let plugins = plugins::compile(raw, state, &mut e);
@@ -103,6 +109,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         log: LogSettings {
             access: raw.log.access,
         },
+        tracing,
         body_read_timeout: raw.server.body_read_timeout,
         path: crate::path::PathSettings {
             normalize: raw.server.normalize_path,

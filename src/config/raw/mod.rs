@@ -36,6 +36,7 @@ pub struct RawConfig {
     pub auth: RawAuth,
     #[serde(default)]
     pub log: RawLog,
+    pub tracing: Option<RawTracing>,
     #[serde(default)]
     pub keys: Vec<RawKey>,
     #[serde(default)]

@@ -3,6 +3,7 @@
 use super::{de_duration, default_true};
 use crate::config::choice::{Choice, Closed};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -193,4 +194,33 @@ fn default_log_format() -> Choice<LogFormat> {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+
+/// `[tracing]`: one span per request exported over OTLP/HTTP (absent = off).
+/// Checked where the exporter is built (`trace/otlp.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Collector base URL (`http://` or `https://`); spans go to `<otlp>/v1/traces`.
+    pub otlp: String,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces exported; a caller's sampled flag decides for its own.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Headers sent to the collector (values `${ENV}` expanded), e.g. a token.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed to one export request.
+    #[serde(default = "default_otlp_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+fn default_service_name() -> String {
+    "keygate".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_otlp_timeout() -> Duration {
+    Duration::from_secs(10)
 }
