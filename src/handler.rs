@@ -12,6 +12,7 @@ use crate::metrics::{RouteMetrics, Sample, NO_ROUTE};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::inputs::Forwarding;
 use crate::policy::ip::client_ip;
+use crate::policy::limits::exec::Executor;
 use crate::policy::limits::{LimitRequest, Timestamp};
 use crate::reject::{ErrorStyle, Reject};
 use crate::route::compose_backend_path;
@@ -363,23 +364,19 @@ impl Ctx {
                 headers: &parts.headers,
                 query: parts.uri.query(),
             };
-            let decision = match &self.state.cluster {
-                None => api.limits.check(&req, Timestamp::now()),
-                Some(c) => c.check_limits(&api.limits, &req, Timestamp::now()).await?,
-            };
-            match decision {
-                Ok(report) => report.write_headers(&mut out.extra),
-                Err(report) => {
-                    report.write_headers(&mut out.extra);
-                    let reject = Reject::RateLimited {
-                        message: report.message(),
-                        quota: report.is_quota(),
-                    };
-                    return Err(match (&api.refusals.traffic, report.policy()) {
-                        (Some(r), Some(p)) if is_plugin_limit(p.kind) => r.apply(reject),
-                        _ => reject,
-                    });
-                }
+            let report = Executor::new(self.state.cluster.as_ref())
+                .check(&api.limits, &req, Timestamp::now())
+                .await?;
+            report.write_headers(&mut out.extra);
+            if report.refused {
+                let reject = Reject::RateLimited {
+                    message: report.message(),
+                    quota: report.is_quota(),
+                };
+                return Err(match (&api.refusals.traffic, report.policy()) {
+                    (Some(r), Some(p)) if is_plugin_limit(p.kind) => r.apply(reject),
+                    _ => reject,
+                });
             }
         }
 
@@ -562,14 +559,11 @@ impl Ctx {
     ) -> Result<Identity, Reject> {
         let mode = gw.auth.replay;
         if let Some(r) = verified.replay.as_ref().filter(|r| mode.checks(r.kind)) {
-            let (key, replay) = (&verified.key, &self.state.replay);
-            match &self.state.cluster {
-                None => replay.check_and_insert(&key.id, &r.token, r.ttl, Instant::now())?,
-                Some(c) => {
-                    c.check_replay(replay, &key.id, &key.secret, &r.token, r.ttl)
-                        .await?
-                }
-            }
+            let (key, cluster) = (&verified.key, self.state.cluster.as_ref());
+            self.state
+                .replay
+                .check(cluster, &key.id, &key.secret, r)
+                .await?;
         }
         let plan = plan_of(api, &verified.key.id)?;
         let identity = Identity {

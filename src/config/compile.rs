@@ -311,12 +311,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         if plans.insert(&p.name, p).is_some() {
             e.push(err(&at, "duplicate name"));
         }
-        match PlanLimits::compile(p, &state.limits) {
-            Ok(l) => {
-                plan_limits.insert(&p.name, l);
-            }
-            Err(msgs) => e.extend(msgs.into_iter().map(|m| err(&at, m))),
-        }
+        plan_limits.insert(&p.name, PlanLimits::compile(p, &state.limits));
         if p.qps == Some(0) {
             e.push(err(&at, "qps must be positive (omit it for unlimited)"));
         }
@@ -922,28 +917,26 @@ fn compile_api(
     if max_body == 0 {
         e.push(err(at, "max_body_bytes must be positive"));
     }
+    // A zero `qps` is reported once, at its service or API.
     let service_qps = svc
         .qps
+        .and_then(std::num::NonZeroU32::new)
         .map(|q| QpsLimit::service(&ctx.state.limits, &svc.name, q));
     let api_qps = api
         .qps
+        .and_then(std::num::NonZeroU32::new)
         .map(|q| QpsLimit::api(&ctx.state.limits, &svc.name, &api.name, q));
-    let (service_qps, api_qps) = match (service_qps.transpose(), api_qps.transpose()) {
-        (Ok(s), Ok(a)) => (s, a),
-        (s, a) => {
-            for m in [s.err(), a.err()].into_iter().flatten() {
-                e.push(err(at, m));
-            }
-            (None, None)
-        }
-    };
     let limits = RouteLimits::new(
         service_qps,
         api_qps,
         traffic,
         param,
         ctx.plan_limits.clone(),
-    );
+    )
+    .unwrap_or_else(|m| {
+        e.push(err(at, m.to_string()));
+        RouteLimits::default()
+    });
     let tls_port = ctx.raw.server.tls.as_ref().and_then(|t| {
         t.listen
             .first()

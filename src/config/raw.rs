@@ -174,7 +174,7 @@ pub struct RawCert {
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// One server: `redis://` or `rediss://` (TLS). Exactly one of `redis`,
-    /// `sentinels`, `nodes` (see `crate::cluster::conn`).
+    /// `sentinels`, `nodes` (see the `conn` module of `cluster`).
     #[serde(default)]
     pub redis: Option<String>,
     /// Redis Sentinel: `host:port` of the sentinels, with `master_name`.
