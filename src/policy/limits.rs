@@ -53,10 +53,11 @@ pub use super::qps::QpsLimit;
 pub use super::quota::PlanLimits;
 pub use super::traffic::TrafficPolicy;
 pub use crate::store::{LimitState, StateOptions, Timestamp, Usage};
-use plan::{CounterPlan, MAX_OPS};
+use plan::{CounterPlan, Plan, MAX_OPS};
 pub use report::{LimitReport, PolicyKind, PolicyRef};
 pub use request::LimitRequest;
 use std::sync::Arc;
+use tally::Tally;
 
 /// A route whose policies could need more counter operations per request than
 /// one plan holds (reported by the config compiler, at the API).
@@ -129,29 +130,41 @@ impl RouteLimits {
         self.traffic.as_ref()
     }
 
-    /// The request's counter operations in check order; nothing is counted.
-    pub(crate) fn ops<'a, 'r>(&'a self, req: &LimitRequest<'r>) -> CounterPlan<'a, 'r> {
+    /// Puts the request's counter operations into `plan`, in check order, and
+    /// names the usage plan that applied.
+    pub(crate) fn add_ops<'a, 'r>(
+        &'a self,
+        req: &LimitRequest<'r>,
+        plan: &mut impl Plan<'a, 'r>,
+    ) -> Option<&'a str> {
         let usage_plan = req.plan.and_then(|n| self.plan(n));
-        let mut ops = CounterPlan::new(usage_plan.map(|p| p.name()));
         let keyed = usage_plan.zip(req.key_id);
-        if let Some((plan, key)) = keyed {
-            plan.add_qps(key, &mut ops);
+        if let Some((p, key)) = keyed {
+            p.add_qps(key, plan);
         }
         if let Some(s) = &self.service {
-            s.add_ops(&mut ops);
+            s.add_ops(plan);
         }
         if let Some(a) = &self.api {
-            a.add_ops(&mut ops);
+            a.add_ops(plan);
         }
         if let Some(t) = &self.traffic {
-            t.add_ops(req.app, req.client_ip, &mut ops);
+            t.add_ops(req.app, req.client_ip, plan);
         }
         if let Some(p) = &self.param {
-            p.add_ops(req, &mut ops);
+            p.add_ops(req, plan);
         }
-        if let Some((plan, key)) = keyed {
-            plan.add_quota(key, &mut ops);
+        if let Some((p, key)) = keyed {
+            p.add_quota(key, plan);
         }
+        usage_plan.map(|p| p.name())
+    }
+
+    /// The request's counter operations collected (nothing is counted).
+    pub(crate) fn ops<'a, 'r>(&'a self, req: &LimitRequest<'r>) -> CounterPlan<'a, 'r> {
+        let mut ops = CounterPlan::new();
+        let usage_plan = self.add_ops(req, &mut ops);
+        ops.set_usage_plan(usage_plan);
         debug_assert!(
             ops.len() <= self.max_ops(),
             "a policy plans past its max_ops"
@@ -163,7 +176,9 @@ impl RouteLimits {
     /// policy (the executor's local mode). Refused: nothing was counted, the
     /// report names the refusing policy and carries its `retry_after`.
     pub fn check<'a>(&'a self, req: &LimitRequest<'_>, now: Timestamp) -> LimitReport<'a> {
-        tally::count_local(&self.ops(req), now)
+        let mut tally = Tally::new(now);
+        let usage_plan = self.add_ops(req, &mut tally);
+        tally.finish(usage_plan)
     }
 }
 

@@ -11,7 +11,7 @@
 //! Values longer than 128 bytes are counted under their SHA-256, bounding memory.
 
 use super::expr::Expr;
-use super::limits::plan::{identity, Counter, CounterPlan, Slot};
+use super::limits::plan::{identity, Counter, Plan, Slot};
 use super::limits::report::{PolicyKind, PolicyRef};
 use super::limits::request::LimitRequest;
 use crate::config::raw::{RawParamTrafficControl, RawStrategy};
@@ -198,11 +198,7 @@ impl ParamPolicy {
 
     /// The default strategy, then every strategy whose condition holds and
     /// whose parameter the request carries, highest weight first.
-    pub(crate) fn add_ops<'a, 'r>(
-        &'a self,
-        req: &LimitRequest<'r>,
-        plan: &mut CounterPlan<'a, 'r>,
-    ) {
+    pub(crate) fn add_ops<'a, 'r>(&'a self, req: &LimitRequest<'r>, plan: &mut impl Plan<'a, 'r>) {
         if let Some(d) = &self.default {
             let p = PolicyRef {
                 kind: PolicyKind::ParamDefault,

@@ -1,7 +1,7 @@
 //! Per-second QPS of a service or an API (`qps = N`): GCRA, burst = one
 //! second's worth, one counter for the whole service (shared by its APIs) or API.
 
-use super::limits::plan::{identity, Counter, CounterPlan, Slot};
+use super::limits::plan::{identity, Counter, Plan, Slot};
 use super::limits::report::{PolicyKind, PolicyRef};
 use crate::store::cells::{GcraCell, GcraRate};
 use crate::store::table::Single;
@@ -54,7 +54,7 @@ impl QpsLimit {
         1
     }
 
-    pub(crate) fn add_ops<'a>(&'a self, plan: &mut CounterPlan<'a, '_>) {
+    pub(crate) fn add_ops<'a, 'r>(&'a self, plan: &mut impl Plan<'a, 'r>) {
         let p = PolicyRef {
             kind: self.kind,
             name: &self.name,

@@ -5,7 +5,7 @@
 //! lowering `quota` keeps what each key has used; renaming the plan starts over.
 //! They are persisted by `LimitState` (flushed every second and on shutdown).
 
-use super::limits::plan::{identity, Counter, CounterPlan, Slot};
+use super::limits::plan::{identity, Counter, Plan, Slot};
 use super::limits::report::{PolicyKind, PolicyRef};
 use crate::config::raw::RawUsagePlan;
 use crate::store::cells::{GcraCell, GcraRate, QuotaCell};
@@ -73,7 +73,7 @@ impl PlanLimits {
     }
 
     /// The key's QPS: first of the route's operations.
-    pub(crate) fn add_qps<'a, 'r>(&'a self, key: &'r str, plan: &mut CounterPlan<'a, 'r>) {
+    pub(crate) fn add_qps<'a, 'r>(&'a self, key: &'r str, plan: &mut impl Plan<'a, 'r>) {
         if let Some(table) = &self.qps {
             let p = PolicyRef {
                 kind: PolicyKind::PlanQps,
@@ -85,7 +85,7 @@ impl PlanLimits {
 
     /// The key's quota: last of the route's operations, so that a request
     /// another policy refuses is not even counted against it for a moment.
-    pub(crate) fn add_quota<'a, 'r>(&'a self, key: &'r str, plan: &mut CounterPlan<'a, 'r>) {
+    pub(crate) fn add_quota<'a, 'r>(&'a self, key: &'r str, plan: &mut impl Plan<'a, 'r>) {
         if let Some((limit, table)) = &self.quota {
             let p = PolicyRef {
                 kind: PolicyKind::PlanQuota,

@@ -12,7 +12,7 @@
 //!   are counted per prefix (e.g. /64). IPv4-mapped IPv6 addresses count as IPv4.
 //! - Check order: client IP, app, API (the most specific refusal is reported).
 
-use super::limits::plan::{identity, Counter, CounterPlan, Slot};
+use super::limits::plan::{identity, Counter, Plan, Slot};
 use super::limits::report::{PolicyKind, PolicyRef};
 use crate::config::raw::RawTrafficControl;
 use crate::store::cells::{Timestamp, Window, WindowCell};
@@ -279,7 +279,7 @@ impl TrafficPolicy {
         &'a self,
         app: Option<&'r str>,
         ip: IpAddr,
-        plan: &mut CounterPlan<'a, 'r>,
+        plan: &mut impl Plan<'a, 'r>,
     ) {
         if let (Some(t), Some(limit)) = (&self.ips, self.ip_limit(ip)) {
             let p = PolicyRef {

@@ -11,7 +11,7 @@
 use super::plan::{CounterPlan, Op};
 use super::report::LimitReport;
 use super::request::LimitRequest;
-use super::tally::{count_local, mirror, Tally};
+use super::tally::{mirror, Tally};
 use crate::cluster::{Cluster, OnError, SharedCounter, SharedOutcome};
 use crate::policy::limits::RouteLimits;
 use crate::reject::Reject;
@@ -40,11 +40,10 @@ impl<'c> Executor<'c> {
         req: &LimitRequest<'_>,
         now: Timestamp,
     ) -> Result<LimitReport<'a>, Reject> {
-        let plan = limits.ops(req);
         let Some(cluster) = self.cluster else {
-            return Ok(count_local(&plan, now));
+            return Ok(limits.check(req, now));
         };
-        let pending = match Pending::prepare(plan, now, cluster.shared_qps()) {
+        let pending = match Pending::prepare(limits.ops(req), now, cluster.shared_qps()) {
             Ok(p) => p,
             Err(refused) => return Ok(refused),
         };
@@ -61,7 +60,6 @@ impl<'c> Executor<'c> {
 pub(crate) struct Pending<'a, 'r> {
     plan: CounterPlan<'a, 'r>,
     tally: Tally<'a>,
-    now: Timestamp,
     shared_qps: bool,
 }
 
@@ -73,10 +71,10 @@ impl<'a, 'r> Pending<'a, 'r> {
         now: Timestamp,
         shared_qps: bool,
     ) -> Result<Pending<'a, 'r>, LimitReport<'a>> {
-        let mut tally = Tally::new();
+        let mut tally = Tally::new(now);
         let local = plan.ops().filter(|op| !is_shared(op, shared_qps));
         for op in local {
-            if tally.count(op, now).is_err() {
+            if tally.count(op.policy, &op.counter).is_err() {
                 tally.rollback();
                 return Err(tally.report(plan.usage_plan()));
             }
@@ -84,7 +82,6 @@ impl<'a, 'r> Pending<'a, 'r> {
         Ok(Pending {
             plan,
             tally,
-            now,
             shared_qps,
         })
     }
@@ -122,7 +119,6 @@ impl<'a, 'r> Pending<'a, 'r> {
         let Pending {
             plan,
             mut tally,
-            now,
             shared_qps,
         } = self;
         let mut shared = plan.ops().filter(|op| is_shared(op, shared_qps));
@@ -146,7 +142,7 @@ impl<'a, 'r> Pending<'a, 'r> {
                 }
                 None => Ok(()),
             },
-            Err(OnError::Local) => shared.try_for_each(|op| tally.count(op, now)),
+            Err(OnError::Local) => shared.try_for_each(|op| tally.count(op.policy, &op.counter)),
             Err(OnError::Allow) => Ok(()),
             Err(OnError::Deny) => {
                 tally.rollback();

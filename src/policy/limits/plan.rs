@@ -1,22 +1,26 @@
 //! A request's counter plan: the counter operations its route's policies ask
-//! for, in check order, before anything is counted.
+//! for, in check order.
 //!
 //! A policy only says *what* to count ([`Counter`]: a GCRA rate, a fixed window
-//! or a lifetime quota, and the [`Slot`] holding the count); the executor
-//! (`super::exec`) decides *where* (this instance's cells or Redis) and gives
-//! every acquisition back when a later operation refuses. A slot is resolved to
-//! its cell only when counted, so a request refused early creates no table
-//! entries for the policies after the refusing one.
+//! or a lifetime quota, and the [`Slot`] holding the count) by pushing it into a
+//! [`Plan`]; the executor (`super::exec`) decides *where*. Locally the plan is a
+//! `Tally` that counts each operation as it arrives (and ignores the rest after
+//! a refusal: a request refused early creates no table entries for the policies
+//! after the refusing one); in cluster mode a [`CounterPlan`] collects them for
+//! one decision by Redis. Either way every acquisition is given back when a
+//! later operation refuses.
 //!
-//! The plan is bounded by [`MAX_OPS`] so that it (and the executor's record of
-//! what to give back) lives on the stack. The bound is enforced where a route is
-//! compiled (`RouteLimits::new` refuses a route whose policies could need more),
-//! not by dropping operations at run time.
+//! A route's plan holds at most [`MAX_OPS`] operations, so that it (and the
+//! record of what to give back) lives on the stack. The bound is enforced where
+//! a route is compiled (`RouteLimits::new` refuses a route whose policies could
+//! need more); nothing is dropped at run time (past the bound, a policy that
+//! under-reports its `max_ops` would only cost a heap allocation).
 
 use super::report::PolicyRef;
 use crate::store::cells::{GcraCell, QuotaCell, Timestamp, WindowCell};
 use crate::store::table::{Cell, Single, Table};
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -123,49 +127,43 @@ impl Counter<'_, '_> {
     }
 }
 
+/// Where a route's policies put their counter operations, in check order.
+pub(crate) trait Plan<'a, 'r> {
+    fn push(&mut self, policy: PolicyRef<'a>, counter: Counter<'a, 'r>);
+}
+
 /// One counter operation: the policy it answers for and what it counts.
 pub(crate) struct Op<'a, 'r> {
     pub(crate) policy: PolicyRef<'a>,
     pub(crate) counter: Counter<'a, 'r>,
 }
 
-/// The counter operations of one request, at most [`MAX_OPS`], in check order.
-/// `'a` is the route's lifetime (policies, cells, names in the report), `'r` the
+/// The counter operations of one request collected, in check order. `'a` is
+/// the route's lifetime (policies, cells, names in the report), `'r` the
 /// request's (keys taken from it).
 pub(crate) struct CounterPlan<'a, 'r> {
     usage_plan: Option<&'a str>,
-    ops: [Option<Op<'a, 'r>>; MAX_OPS],
-    len: usize,
+    /// On the stack for any route within the bound.
+    ops: SmallVec<[Op<'a, 'r>; MAX_OPS]>,
+}
+
+impl<'a, 'r> Plan<'a, 'r> for CounterPlan<'a, 'r> {
+    fn push(&mut self, policy: PolicyRef<'a>, counter: Counter<'a, 'r>) {
+        self.ops.push(Op { policy, counter });
+    }
 }
 
 impl<'a, 'r> CounterPlan<'a, 'r> {
-    /// An empty plan; `usage_plan` names the usage plan that applied, if any.
-    pub(crate) fn new(usage_plan: Option<&'a str>) -> CounterPlan<'a, 'r> {
+    pub(crate) fn new() -> CounterPlan<'a, 'r> {
         CounterPlan {
-            usage_plan,
-            ops: [const { None }; MAX_OPS],
-            len: 0,
+            usage_plan: None,
+            ops: SmallVec::new(),
         }
     }
 
-    /// Appends an operation. The route's bound (checked when it was compiled)
-    /// keeps this within [`MAX_OPS`]; a policy that plans more than its
-    /// `max_ops` is a bug, reported rather than counted wrongly in silence.
-    pub(crate) fn push(&mut self, policy: PolicyRef<'a>, counter: Counter<'a, 'r>) {
-        match self.ops.get_mut(self.len) {
-            Some(slot) => {
-                *slot = Some(Op { policy, counter });
-                self.len += 1;
-            }
-            None => {
-                debug_assert!(false, "counter plan over {MAX_OPS} operations");
-                tracing::error!(
-                    policy = policy.name,
-                    "counter plan over {MAX_OPS} operations: a policy under-reports its max_ops; \
-                     this counter is not applied"
-                );
-            }
-        }
+    /// Names the usage plan that applied (for the report).
+    pub(crate) fn set_usage_plan(&mut self, name: Option<&'a str>) {
+        self.usage_plan = name;
     }
 
     pub(crate) fn usage_plan(&self) -> Option<&'a str> {
@@ -173,10 +171,10 @@ impl<'a, 'r> CounterPlan<'a, 'r> {
     }
 
     pub(crate) fn ops(&self) -> impl Iterator<Item = &Op<'a, 'r>> {
-        self.ops[..self.len].iter().flatten()
+        self.ops.iter()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.ops.len()
     }
 }

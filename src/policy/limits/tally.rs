@@ -1,15 +1,17 @@
 //! Counting in this instance's cells, on an explicit clock: the local half of the
 //! executor, and the whole of it without a cluster.
 //!
-//! A [`Tally`] counts operations one by one, remembers each acquisition so that a
-//! refusal can give them all back (a refused request counts against nothing and
-//! never burns quota), and keeps the tightest usage for the headers: the policy
-//! with the fewest requests remaining (ties: the one resetting last).
+//! A [`Tally`] counts operations one by one as a [`Plan`] (nothing after a
+//! refusal), remembers each acquisition so that a refusal can give them all back
+//! (a refused request counts against nothing and never burns quota), and keeps
+//! the tightest usage for the headers: the policy with the fewest requests
+//! remaining (ties: the one resetting last).
 
-use super::plan::{CellRef, Counter, CounterPlan, Op, MAX_OPS};
+use super::plan::{CellRef, Counter, Plan, MAX_OPS};
 use super::report::{LimitReport, PolicyRef};
 use crate::store::cells::{GcraCell, GcraRate, QuotaCell, Timestamp, WindowCell};
 use crate::store::Usage;
+use smallvec::SmallVec;
 
 /// A refusal already recorded in the [`Tally`].
 #[derive(Debug)]
@@ -25,11 +27,11 @@ enum Held<'a> {
 
 /// The acquisitions and usages of one check.
 pub(crate) struct Tally<'a> {
-    /// At most one per operation, so [`MAX_OPS`] always suffices.
-    held: [Option<Held<'a>>; MAX_OPS],
-    n: usize,
+    /// At most one per operation: on the stack for any route within the bound.
+    held: SmallVec<[Held<'a>; MAX_OPS]>,
     best: Option<(PolicyRef<'a>, Usage)>,
     refused: Option<(PolicyRef<'a>, Usage)>,
+    now: Timestamp,
 }
 
 fn tighter(a: &Usage, b: &Usage) -> bool {
@@ -37,30 +39,27 @@ fn tighter(a: &Usage, b: &Usage) -> bool {
     a.remaining < b.remaining || (a.remaining == b.remaining && reset(a) > reset(b))
 }
 
-/// Counts every operation of `plan` here, in order; on a refusal, gives back
-/// what was taken.
-pub(crate) fn count_local<'a>(plan: &CounterPlan<'a, '_>, now: Timestamp) -> LimitReport<'a> {
-    let mut tally = Tally::new();
-    if plan.ops().try_for_each(|op| tally.count(op, now)).is_err() {
-        tally.rollback();
-    }
-    tally.report(plan.usage_plan())
-}
-
 impl<'a> Tally<'a> {
-    pub(crate) fn new() -> Tally<'a> {
+    /// An empty tally counting at `now`.
+    #[inline]
+    pub(crate) fn new(now: Timestamp) -> Tally<'a> {
         Tally {
-            held: [const { None }; MAX_OPS],
-            n: 0,
+            held: SmallVec::new(),
             best: None,
             refused: None,
+            now,
         }
     }
 
-    /// Counts `op` in this instance's cells. A key its table cannot track (full
-    /// of live entries) is not counted.
-    pub(crate) fn count(&mut self, op: &Op<'a, '_>, now: Timestamp) -> Result<(), Refused> {
-        let acquired = match &op.counter {
+    /// Counts one operation in this instance's cells. A key its table cannot
+    /// track (full of live entries) is not counted.
+    pub(crate) fn count(
+        &mut self,
+        policy: PolicyRef<'a>,
+        counter: &Counter<'a, '_>,
+    ) -> Result<(), Refused> {
+        let now = self.now;
+        let acquired = match counter {
             Counter::Rate(slot) => {
                 let Some(cell) = slot.cell(now) else {
                     return Ok(());
@@ -86,20 +85,16 @@ impl<'a> Tally<'a> {
         };
         match acquired {
             Ok(u) => {
-                self.admit(op.policy, u);
+                self.admit(policy, u);
                 Ok(())
             }
-            Err(u) => self.refuse(op.policy, u),
+            Err(u) => self.refuse(policy, u),
         }
     }
 
     /// Remembers an acquisition for [`Tally::rollback`]; passes its usage on.
     fn hold(&mut self, u: Usage, h: Held<'a>) -> Usage {
-        // Always within bounds: one entry per operation of a plan of at most MAX_OPS.
-        if let Some(slot) = self.held.get_mut(self.n) {
-            *slot = Some(h);
-            self.n += 1;
-        }
+        self.held.push(h);
         u
     }
 
@@ -118,14 +113,21 @@ impl<'a> Tally<'a> {
 
     /// Gives back every acquisition made so far.
     pub(crate) fn rollback(&mut self) {
-        for h in self.held[..self.n].iter_mut().filter_map(Option::take) {
+        for h in self.held.drain(..) {
             match h {
                 Held::Rate(c, rate) => c.undo(&rate),
                 Held::Window(c, idx) => c.undo(idx),
                 Held::Quota(c) => c.undo(),
             }
         }
-        self.n = 0;
+    }
+
+    /// The report of a completed check: a refused one gives everything back.
+    pub(crate) fn finish(&mut self, usage_plan: Option<&'a str>) -> LimitReport<'a> {
+        if self.refused.is_some() {
+            self.rollback();
+        }
+        self.report(usage_plan)
     }
 
     pub(crate) fn report(&self, plan: Option<&'a str>) -> LimitReport<'a> {
@@ -133,6 +135,15 @@ impl<'a> Tally<'a> {
             plan,
             tightest: self.refused.or(self.best),
             refused: self.refused.is_some(),
+        }
+    }
+}
+
+impl<'a, 'r> Plan<'a, 'r> for Tally<'a> {
+    /// Counts at once; after a refusal, counts nothing more.
+    fn push(&mut self, policy: PolicyRef<'a>, counter: Counter<'a, 'r>) {
+        if self.refused.is_none() {
+            let _ = self.count(policy, &counter);
         }
     }
 }
