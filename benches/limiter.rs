@@ -12,6 +12,7 @@ use keygate::policy::limits::{
     TrafficPolicy,
 };
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 
 fn request<'a>(headers: &'a HeaderMap, method: &'a Method, ip: IpAddr) -> LimitRequest<'a> {
     LimitRequest {
@@ -36,14 +37,15 @@ fn benches(c: &mut Criterion) {
     let req = request(&headers, &method, ip);
 
     let qps = RouteLimits::new(
-        Some(QpsLimit::service(&st, "svc", u32::MAX).unwrap()),
-        Some(QpsLimit::api(&st, "svc", "api", u32::MAX).unwrap()),
+        Some(QpsLimit::service(&st, "svc", NonZeroU32::MAX)),
+        Some(QpsLimit::api(&st, "svc", "api", NonZeroU32::MAX)),
         None,
         None,
         vec![],
-    );
+    )
+    .unwrap();
     c.bench_function("qps_check_service_and_api", |b| {
-        b.iter(|| black_box(qps.check(black_box(&req), Timestamp::now()).is_ok()))
+        b.iter(|| black_box(qps.check(black_box(&req), Timestamp::now()).refused))
     });
 
     let tc = TrafficPolicy::compile(
@@ -63,9 +65,9 @@ fn benches(c: &mut Criterion) {
         &st,
     )
     .unwrap();
-    let window = RouteLimits::new(None, None, Some(tc), None, vec![]);
+    let window = RouteLimits::new(None, None, Some(tc), None, vec![]).unwrap();
     c.bench_function("window_check_api_app_ip", |b| {
-        b.iter(|| black_box(window.check(black_box(&req), Timestamp::now()).is_ok()))
+        b.iter(|| black_box(window.check(black_box(&req), Timestamp::now()).refused))
     });
 
     let pc = ParamPolicy::compile(
@@ -90,9 +92,9 @@ fn benches(c: &mut Criterion) {
         &st,
     )
     .unwrap();
-    let param = RouteLimits::new(None, None, None, Some(pc), vec![]);
+    let param = RouteLimits::new(None, None, None, Some(pc), vec![]).unwrap();
     c.bench_function("param_strategy_check", |b| {
-        b.iter(|| black_box(param.check(black_box(&req), Timestamp::now()).is_ok()))
+        b.iter(|| black_box(param.check(black_box(&req), Timestamp::now()).refused))
     });
 
     let plan = PlanLimits::compile(
@@ -103,20 +105,20 @@ fn benches(c: &mut Criterion) {
             keys: vec![],
         },
         &st,
-    )
-    .unwrap();
+    );
     let full = RouteLimits::new(
-        Some(QpsLimit::service(&st, "svc", u32::MAX).unwrap()),
-        Some(QpsLimit::api(&st, "svc", "api", u32::MAX).unwrap()),
+        Some(QpsLimit::service(&st, "svc", NonZeroU32::MAX)),
+        Some(QpsLimit::api(&st, "svc", "api", NonZeroU32::MAX)),
         None,
         None,
         vec![plan],
-    );
+    )
+    .unwrap();
     c.bench_function("plan_qps_quota_service_api", |b| {
         b.iter(|| {
             let r = full.check(black_box(&req), Timestamp::now());
             let mut h = HeaderMap::new();
-            if let Ok(r) = &r {
+            if !r.refused {
                 r.write_headers(&mut h);
             }
             black_box(h.len())

@@ -335,6 +335,33 @@ async fn bad_condition_is_a_config_error_with_its_position() {
     assert!(err.contains("plugins (p)") && err.contains("byte"), "{err}");
 }
 
+#[test]
+fn zero_rates_are_config_errors_reported_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("k.toml");
+    let toml = format!(
+        "[[keys]]\nid = \"AKIDz\"\nsecret = \"z-secret\"\n\
+         [[usage_plans]]\nname = \"zero\"\nqps = 0\nquota = 0\nkeys = [\"AKIDz\"]\n\
+         [[services]]\nname = \"s\"\nqps = 0\nusage_plans = [\"zero\"]\n{}{}",
+        mock_api("a", "/a", "auth = \"hmac\"\nqps = 0"),
+        mock_api("b", "/b", "auth = \"hmac\"")
+    );
+    std::fs::write(&path, toml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let lines = |what: &str| err.lines().filter(|l| l.contains(what)).count();
+    // the plan's qps and quota, the service's qps (not once per API), the API's qps
+    assert_eq!(lines("usage_plans (zero)"), 2, "{err}");
+    assert_eq!(lines("qps must be positive"), 3, "{err}");
+    assert_eq!(lines("quota must be positive"), 1, "{err}");
+    assert_eq!(lines("must be a positive integer"), 0, "{err}");
+}
+
 fn quota_config(extra_api: &str) -> String {
     format!(
         r#"

@@ -15,6 +15,13 @@
 //! header); in strict mode also every signature. Tokens are canonical: a nonce is
 //! `n:` + its value, a signature `s:` + the hex of its decoded MAC bytes, so that
 //! no re-encoding of a captured signature (padding, hex case) is a new token.
+//!
+//! `ReplayCache::check` (in `replay/check.rs`) is the one call for both modes: in cluster
+//! mode the token goes to Redis (`SET NX PX`, see `crate::cluster`) under an HMAC
+//! of it, and this cache is the `on_error = local` fall-back (it mirrors what
+//! Redis accepted).
+
+mod check;
 
 use super::AuthError;
 use std::collections::hash_map::RandomState;

@@ -9,6 +9,10 @@
 //!   `shared_qps`, which makes it a one-second window in Redis.
 //! - Replay cache: `SET key 1 NX PX ttl`, the key an HMAC (by the caller key's
 //!   secret) of the key id and the signature or nonce, never the raw value.
+//! - This module knows counters and keys, not policies: the limit executor
+//!   (`policy::limits::exec`) hands it a request's [`SharedCounter`]s and the
+//!   replay check (`auth::replay`) its key; both apply the [`OnError`] it
+//!   returns when Redis cannot answer.
 //! - Failure: every call has a short timeout (`[cluster] timeout`, 50 ms by
 //!   default) and goes through a [`Breaker`]; a failed call is decided by
 //!   `on_error` (`local`: this instance's own counters and replay cache, which
@@ -38,17 +42,10 @@
 pub mod breaker;
 pub mod conn;
 
-use crate::auth::replay::ReplayCache;
-use crate::auth::AuthError;
 use crate::config::raw::RawCluster;
 use crate::metrics::Metrics;
-use crate::policy::limits::{
-    LimitReport, LimitRequest, RouteLimits, SharedOp, SharedOutcome, Timestamp,
-};
-use crate::reject::Reject;
 use breaker::{Breaker, Transition};
 use conn::Store;
-use hmac::{Hmac, Mac};
 use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -94,6 +91,30 @@ return out
 
 /// Backoff of the breaker between probes of a Redis that failed.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// One counter of a shared decision: its key (without the cluster prefix; for a
+/// window, without the window end that the script appends), its limit and its
+/// window in seconds (`0`: a lifetime quota).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCounter {
+    pub key: String,
+    pub limit: u64,
+    pub window: u64,
+}
+
+/// What Redis decided for a list of [`SharedCounter`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedOutcome {
+    /// Every counter was incremented; `counts[i]` is counter `i`'s count after it.
+    /// `now_ms` is the store's clock (windows are aligned on it).
+    Counted { now_ms: u64, counts: Vec<u64> },
+    /// Counter `index` is at its limit (`count`); nothing was incremented.
+    Refused {
+        now_ms: u64,
+        index: usize,
+        count: u64,
+    },
+}
 
 /// What a request is decided by when Redis cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,50 +338,31 @@ impl Cluster {
         }
     }
 
-    /// Step 5 of the pipeline in cluster mode: local QPS, then one shared decision
-    /// for the windows and quotas. The outer `Err` is `on_error = deny` with Redis
-    /// unavailable.
-    pub async fn check_limits<'a>(
-        &self,
-        limits: &'a RouteLimits,
-        req: &LimitRequest<'_>,
-        now: Timestamp,
-    ) -> Result<Result<LimitReport<'a>, LimitReport<'a>>, Reject> {
-        let shared = match limits.prepare(req, now, self.shared_qps) {
-            Ok(s) => s,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        if shared.ops().is_empty() {
-            return Ok(shared.finish(SharedOutcome::Uncounted));
-        }
-        let n = shared.ops().len();
-        let outcome = match self.call(|| self.limit_call(shared.ops())).await {
-            Ok(reply) => parse_limit_reply(&reply, n),
-            Err(e) => Err(e),
-        };
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(_) => match self.on_error {
-                OnError::Local => SharedOutcome::Local,
-                OnError::Allow => SharedOutcome::Uncounted,
-                OnError::Deny => {
-                    shared.abort();
-                    return Err(Reject::ClusterUnavailable);
-                }
-            },
-        };
-        Ok(shared.finish(outcome))
+    /// Per-second QPS is shared too (`[cluster] shared_qps`).
+    pub fn shared_qps(&self) -> bool {
+        self.shared_qps
+    }
+
+    /// One atomic decision over `counters` ([`LIMIT_SCRIPT`]): all incremented,
+    /// or none when one is at its limit. `Err`: Redis did not answer (or the
+    /// breaker is open); the request is decided by the returned `on_error`.
+    pub async fn count(&self, counters: &[SharedCounter]) -> Result<SharedOutcome, OnError> {
+        let n = counters.len();
+        self.call(|| self.limit_call(counters))
+            .await
+            .and_then(|reply| parse_limit_reply(&reply, n))
+            .map_err(|_| self.on_error)
     }
 
     fn limit_call<'s>(
         &'s self,
-        ops: &[SharedOp<'_>],
+        counters: &[SharedCounter],
     ) -> impl Future<Output = Result<Vec<i64>, CallError>> + Send + 's {
         let mut inv = self.limit_script.prepare_invoke();
-        for op in ops {
-            inv.key(format!("{}:{}", self.counter_prefix, op.key));
-            inv.arg(op.limit);
-            inv.arg(op.window);
+        for c in counters {
+            inv.key(format!("{}:{}", self.counter_prefix, c.key));
+            inv.arg(c.limit);
+            inv.arg(c.window);
         }
         async move {
             let mut conn = self.store.handle().await?;
@@ -368,49 +370,24 @@ impl Cluster {
         }
     }
 
-    /// The replay check in cluster mode (SPEC §8): `SET NX PX` in Redis; on
-    /// failure, `on_error`.
-    pub async fn check_replay(
-        &self,
-        local: &ReplayCache,
-        key_id: &str,
-        secret: &str,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<(), Reject> {
-        let key = format!(
-            "{}:replay:{}",
-            self.prefix,
-            replay_digest(key_id, secret, token)
-        );
+    /// `SET PREFIX:key 1 NX PX ttl` (the replay cache, SPEC §8): `true` when the
+    /// key was new. A single key with no hash tag, so such keys spread over all
+    /// primaries of a Redis Cluster. `Err`: Redis did not answer; the request is
+    /// decided by the returned `on_error`.
+    pub async fn insert_once(&self, key: &str, ttl: Duration) -> Result<bool, OnError> {
+        let key = format!("{}:{key}", self.prefix);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let fresh = self
-            .call(|| {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
-                async move {
-                    let mut conn = self.store.handle().await?;
-                    let r: RedisResult<Option<String>> = cmd.query_async(&mut conn).await;
-                    Ok(r?.is_some())
-                }
-            })
-            .await;
-        match fresh {
-            Ok(true) => {
-                // Mirrored locally so that the fall-back still knows it; the
-                // local answer does not matter while Redis decides.
-                let _ = local.check_and_insert(key_id, token, ttl, Instant::now());
-                Ok(())
+        self.call(|| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms);
+            async move {
+                let mut conn = self.store.handle().await?;
+                let r: RedisResult<Option<String>> = cmd.query_async(&mut conn).await;
+                Ok(r?.is_some())
             }
-            Ok(false) => Err(AuthError::Replay.into()),
-            Err(_) => match self.on_error {
-                OnError::Local => local
-                    .check_and_insert(key_id, token, ttl, Instant::now())
-                    .map_err(Into::into),
-                OnError::Allow => Ok(()),
-                OnError::Deny => Err(Reject::ClusterUnavailable),
-            },
-        }
+        })
+        .await
+        .map_err(|_| self.on_error)
     }
 }
 
@@ -439,21 +416,6 @@ fn parse_limit_reply(reply: &[i64], n: usize) -> Result<SharedOutcome, CallError
     }
 }
 
-/// The replay key: HMAC-SHA256 by the key's secret over the key id and the
-/// token, so that Redis (and whoever reads it) never sees a signature or a
-/// nonce, and all instances (same secret) derive the same key.
-fn replay_digest(key_id: &str, secret: &str, token: &str) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        // HMAC takes keys of any length; unreachable, but no panic on a request path.
-        Err(_) => return hex::encode(Sha256::digest([key_id, "\0", token].concat())),
-    };
-    mac.update(&(key_id.len() as u64).to_be_bytes());
-    mac.update(key_id.as_bytes());
-    mac.update(token.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,15 +441,5 @@ mod tests {
         assert!(parse_limit_reply(&[3, 5000, 1], 2).is_err());
         assert!(parse_limit_reply(&[-1, 5000, 1], 2).is_err());
         assert!(parse_limit_reply(&[0], 0).is_err());
-    }
-
-    #[test]
-    fn replay_keys_hide_the_token_and_separate_keys() {
-        let a = replay_digest("k", "secret", "sig");
-        assert_eq!(a.len(), 32);
-        assert!(!a.contains("sig"));
-        assert_eq!(a, replay_digest("k", "secret", "sig"));
-        assert_ne!(a, replay_digest("ks", "secret", "ig"));
-        assert_ne!(a, replay_digest("k", "other", "sig"));
     }
 }

@@ -4,6 +4,7 @@
 use super::Ctx;
 use crate::gateway::Api;
 use crate::policy::concurrency::Permit;
+use crate::policy::limits::exec::Executor;
 use crate::policy::limits::{LimitRequest, PolicyKind, Timestamp};
 use crate::reject::Reject;
 use http::HeaderMap;
@@ -21,27 +22,21 @@ impl Ctx {
         if api.limits.is_empty() {
             return Ok(());
         }
-        let decision = match &self.state.cluster {
-            None => api.limits.check(req, Timestamp::now()),
-            Some(c) => c.check_limits(&api.limits, req, Timestamp::now()).await?,
-        };
-        match decision {
-            Ok(report) => {
-                report.write_headers(extra);
-                Ok(())
-            }
-            Err(report) => {
-                report.write_headers(extra);
-                let reject = Reject::RateLimited {
-                    message: report.message(),
-                    quota: report.is_quota(),
-                };
-                Err(match (&api.refusals.traffic, report.policy()) {
-                    (Some(r), Some(p)) if is_plugin_limit(p.kind) => r.apply(reject),
-                    _ => reject,
-                })
-            }
+        let report = Executor::new(self.state.cluster.as_ref())
+            .check(&api.limits, req, Timestamp::now())
+            .await?;
+        report.write_headers(extra);
+        if !report.refused {
+            return Ok(());
         }
+        let reject = Reject::RateLimited {
+            message: report.message(),
+            quota: report.is_quota(),
+        };
+        Err(match (&api.refusals.traffic, report.policy()) {
+            (Some(r), Some(p)) if is_plugin_limit(p.kind) => r.apply(reject),
+            _ => reject,
+        })
     }
 }
 

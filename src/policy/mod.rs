@@ -8,6 +8,6 @@ pub mod inputs;
 pub mod ip;
 pub mod limits;
 pub mod param;
+pub mod qps;
 pub mod quota;
-pub mod shared;
 pub mod traffic;

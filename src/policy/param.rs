@@ -11,9 +11,9 @@
 //! Values longer than 128 bytes are counted under their SHA-256, bounding memory.
 
 use super::expr::Expr;
-use super::limits::{
-    identity, CellRef, CounterId, LimitRequest, PolicyKind, PolicyRef, Refused, Run,
-};
+use super::limits::plan::{identity, Counter, Plan, Slot};
+use super::limits::report::{PolicyKind, PolicyRef};
+use super::limits::request::LimitRequest;
 use crate::config::raw::{RawParamTrafficControl, RawStrategy};
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
@@ -38,7 +38,7 @@ pub enum ParamSource {
 struct Default_ {
     label: Box<str>,
     limit: u64,
-    window: Window,
+    /// The window is the cell's geometry.
     cell: Arc<Single<WindowCell>>,
 }
 
@@ -49,7 +49,7 @@ struct Strategy {
     condition: Option<Expr>,
     source: ParamSource,
     limit: u64,
-    window: Window,
+    /// Per-value counters; the window is the table's geometry.
     table: Arc<Table<String, WindowCell>>,
 }
 
@@ -142,7 +142,6 @@ impl ParamPolicy {
             Default_ {
                 label: format!("{}.default", raw.name).into(),
                 limit: raw.default_rate_limit,
-                window,
                 cell: state.single(&format!("{id}/default"), window),
             }
         });
@@ -156,7 +155,6 @@ impl ParamPolicy {
                     condition,
                     source: source.expect("validated"),
                     limit: st.rate_limit,
-                    window,
                     table: state.table(&format!("{id}/s/{}", st.name.escape_default()), window),
                 }
             })
@@ -189,31 +187,24 @@ impl ParamPolicy {
             .and_then(|s| {
                 s.table
                     .get(&*counter_key(Cow::Borrowed(value)))
-                    .map(|c| c.count(s.window, now))
+                    .map(|c| c.count(s.table.geometry(), now))
             })
             .unwrap_or(0)
     }
 
-    pub(crate) fn check<'a>(
-        &'a self,
-        req: &LimitRequest<'_>,
-        run: &mut Run<'a>,
-        now: Timestamp,
-    ) -> Result<(), Refused> {
+    pub(crate) fn max_ops(&self) -> usize {
+        usize::from(self.default.is_some()) + self.strategies.len()
+    }
+
+    /// The default strategy, then every strategy whose condition holds and
+    /// whose parameter the request carries, highest weight first.
+    pub(crate) fn add_ops<'a, 'r>(&'a self, req: &LimitRequest<'r>, plan: &mut impl Plan<'a, 'r>) {
         if let Some(d) = &self.default {
             let p = PolicyRef {
                 kind: PolicyKind::ParamDefault,
                 name: &d.label,
             };
-            let id = CounterId::whole(d.cell.identity());
-            run.window(
-                p,
-                CellRef::Borrowed(d.cell.cell()),
-                d.window,
-                d.limit,
-                now,
-                id,
-            )?;
+            plan.push(p, Counter::Window(Slot::Whole(&d.cell), d.limit));
         }
         for s in &self.strategies {
             if s.condition.as_ref().is_some_and(|c| !c.eval(req)) {
@@ -222,17 +213,36 @@ impl ParamPolicy {
             let Some(value) = param_value(&s.source, req) else {
                 continue;
             };
+            let p = PolicyRef {
+                kind: PolicyKind::ParamStrategy,
+                name: &s.label,
+            };
             let key = counter_key(value);
-            if let Some(cell) = s.table.cell(&*key, now) {
-                let p = PolicyRef {
-                    kind: PolicyKind::ParamStrategy,
-                    name: &s.label,
-                };
-                let id = CounterId::keyed(s.table.identity(), &key);
-                run.window(p, CellRef::Shared(cell), s.window, s.limit, now, id)?;
-            }
+            plan.push(p, Counter::Window(Slot::Key(&s.table, key), s.limit));
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl ParamPolicy {
+    /// `n` path strategies with no condition, past the number `compile` accepts
+    /// (for tests of the route bound).
+    pub(crate) fn with_strategies(n: u32, limit: u64, state: &LimitState) -> Arc<ParamPolicy> {
+        let strategies = (0..n)
+            .map(|i| Strategy {
+                label: format!("many.s{i}").into(),
+                weight: n - i,
+                condition: None,
+                source: ParamSource::Path,
+                limit,
+                table: state.table(&format!("param:many:test/s/{i}"), Window::new(60)),
+            })
+            .collect();
+        Arc::new(ParamPolicy {
+            name: "many".into(),
+            default: None,
+            strategies,
+        })
     }
 }
 

@@ -5,43 +5,39 @@
 //! lowering `quota` keeps what each key has used; renaming the plan starts over.
 //! They are persisted by `LimitState` (flushed every second and on shutdown).
 
-use super::limits::{identity, CellRef, CounterId, PolicyKind, PolicyRef, Refused, Run};
+use super::limits::plan::{identity, Counter, Plan, Slot};
+use super::limits::report::{PolicyKind, PolicyRef};
 use crate::config::raw::RawUsagePlan;
-use crate::store::cells::{GcraCell, GcraRate, QuotaCell, Timestamp};
+use crate::store::cells::{GcraCell, GcraRate, QuotaCell};
 use crate::store::table::Table;
 use crate::store::LimitState;
+use std::borrow::Cow;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 
 pub struct PlanLimits {
     name: Box<str>,
-    qps: Option<(GcraRate, Arc<Table<String, GcraCell>>)>,
+    /// Per-key GCRA cells; the rate is the table's geometry.
+    qps: Option<Arc<Table<String, GcraCell>>>,
     quota: Option<(u64, Arc<Table<String, QuotaCell>>)>,
     /// Policy names in headers: `plan.NAME` and `plan.NAME.quota`.
     labels: [Box<str>; 2],
 }
 
 impl PlanLimits {
-    pub fn compile(raw: &RawUsagePlan, state: &LimitState) -> Result<Arc<PlanLimits>, Vec<String>> {
-        let mut errs = Vec::new();
-        if raw.qps == Some(0) {
-            errs.push("qps: must be a positive integer (omit it for unlimited)".to_string());
-        }
-        if raw.quota == Some(0) {
-            errs.push("quota: must be a positive integer (omit it for unlimited)".to_string());
-        }
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        let qps = raw.qps.map(|q| {
-            let rate = GcraRate::per_second(q as u64);
+    /// Obtains the plan's counters from `state`. Precondition: the config
+    /// compiler refused `qps = 0` and `quota = 0` (a zero here means unlimited).
+    pub fn compile(raw: &RawUsagePlan, state: &LimitState) -> Arc<PlanLimits> {
+        let qps = raw.qps.and_then(NonZeroU32::new).map(|q| {
+            let rate = GcraRate::per_second(u64::from(q.get()));
             let id = identity("plan-qps", &raw.name, &q.to_string());
-            (rate, state.table(&id, rate))
+            state.table(&id, rate)
         });
-        let quota = raw.quota.map(|q| {
+        let quota = raw.quota.and_then(NonZeroU64::new).map(|q| {
             let id = format!("quota:{}", raw.name.escape_default());
-            (q, state.table(&id, ()))
+            (q.get(), state.table(&id, ()))
         });
-        Ok(Arc::new(PlanLimits {
+        Arc::new(PlanLimits {
             labels: [
                 format!("plan.{}", raw.name).into(),
                 format!("plan.{}.quota", raw.name).into(),
@@ -49,7 +45,7 @@ impl PlanLimits {
             name: raw.name.as_str().into(),
             qps,
             quota,
-        }))
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -57,7 +53,7 @@ impl PlanLimits {
     }
 
     pub fn qps(&self) -> Option<u64> {
-        self.qps.as_ref().map(|(r, _)| r.qps)
+        self.qps.as_ref().map(|t| t.geometry().qps)
     }
 
     pub fn quota(&self) -> Option<u64> {
@@ -72,43 +68,33 @@ impl PlanLimits {
             .map_or(0, |c| c.used())
     }
 
-    pub(crate) fn check_qps<'a>(
-        &'a self,
-        key: &str,
-        run: &mut Run<'a>,
-        now: Timestamp,
-    ) -> Result<(), Refused> {
-        let Some((rate, table)) = &self.qps else {
-            return Ok(());
-        };
-        let Some(cell) = table.cell(key, now) else {
-            return Ok(());
-        };
-        let p = PolicyRef {
-            kind: PolicyKind::PlanQps,
-            name: &self.labels[0],
-        };
-        let id = CounterId::keyed(table.identity(), key);
-        run.gcra(p, CellRef::Shared(cell), rate, now, id)
+    pub(crate) fn max_ops(&self) -> usize {
+        usize::from(self.qps.is_some()) + usize::from(self.quota.is_some())
     }
 
-    pub(crate) fn check_quota<'a>(
-        &'a self,
-        key: &str,
-        run: &mut Run<'a>,
-        now: Timestamp,
-    ) -> Result<(), Refused> {
-        let Some((limit, table)) = &self.quota else {
-            return Ok(());
-        };
-        let Some(cell) = table.cell(key, now) else {
-            return Ok(());
-        };
-        let p = PolicyRef {
-            kind: PolicyKind::PlanQuota,
-            name: &self.labels[1],
-        };
-        let id = CounterId::keyed(table.identity(), key);
-        run.quota(p, CellRef::Shared(cell), *limit, id)
+    /// The key's QPS: first of the route's operations.
+    pub(crate) fn add_qps<'a, 'r>(&'a self, key: &'r str, plan: &mut impl Plan<'a, 'r>) {
+        if let Some(table) = &self.qps {
+            let p = PolicyRef {
+                kind: PolicyKind::PlanQps,
+                name: &self.labels[0],
+            };
+            plan.push(p, Counter::Rate(Slot::Key(table, Cow::Borrowed(key))));
+        }
+    }
+
+    /// The key's quota: last of the route's operations, so that a request
+    /// another policy refuses is not even counted against it for a moment.
+    pub(crate) fn add_quota<'a, 'r>(&'a self, key: &'r str, plan: &mut impl Plan<'a, 'r>) {
+        if let Some((limit, table)) = &self.quota {
+            let p = PolicyRef {
+                kind: PolicyKind::PlanQuota,
+                name: &self.labels[1],
+            };
+            plan.push(
+                p,
+                Counter::Quota(Slot::Key(table, Cow::Borrowed(key)), *limit),
+            );
+        }
     }
 }

@@ -12,12 +12,14 @@
 //!   are counted per prefix (e.g. /64). IPv4-mapped IPv6 addresses count as IPv4.
 //! - Check order: client IP, app, API (the most specific refusal is reported).
 
-use super::limits::{identity, CellRef, CounterId, PolicyKind, PolicyRef, Refused, Run};
+use super::limits::plan::{identity, Counter, Plan, Slot};
+use super::limits::report::{PolicyKind, PolicyRef};
 use crate::config::raw::RawTrafficControl;
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
 use crate::store::LimitState;
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -266,52 +268,42 @@ impl TrafficPolicy {
         (api, app, ip)
     }
 
-    pub(crate) fn check<'a>(
+    pub(crate) fn max_ops(&self) -> usize {
+        usize::from(self.ips.is_some())
+            + usize::from(self.apps.is_some())
+            + usize::from(self.api.is_some())
+    }
+
+    /// Client IP, app, API: the most specific refusal is reported.
+    pub(crate) fn add_ops<'a, 'r>(
         &'a self,
-        app: Option<&str>,
+        app: Option<&'r str>,
         ip: IpAddr,
-        run: &mut Run<'a>,
-        now: Timestamp,
-    ) -> Result<(), Refused> {
-        let w = self.window;
+        plan: &mut impl Plan<'a, 'r>,
+    ) {
         if let (Some(t), Some(limit)) = (&self.ips, self.ip_limit(ip)) {
-            let bucket = self.ip_bucket(ip);
-            if let Some(cell) = t.cell(&bucket, now) {
-                let p = PolicyRef {
-                    kind: PolicyKind::TrafficIp,
-                    name: &self.labels[2],
-                };
-                let id = CounterId::ip(t.identity(), bucket);
-                run.window(p, CellRef::Shared(cell), w, limit, now, id)?;
-            }
+            let p = PolicyRef {
+                kind: PolicyKind::TrafficIp,
+                name: &self.labels[2],
+            };
+            plan.push(p, Counter::Window(Slot::Ip(t, self.ip_bucket(ip)), limit));
         }
         if let (Some(t), Some(app)) = (&self.apps, app) {
             if let Some(limit) = self.app_limit(app) {
-                if let Some(cell) = t.cell(app, now) {
-                    let p = PolicyRef {
-                        kind: PolicyKind::TrafficApp,
-                        name: &self.labels[1],
-                    };
-                    let id = CounterId::keyed(t.identity(), app);
-                    run.window(p, CellRef::Shared(cell), w, limit, now, id)?;
-                }
+                let p = PolicyRef {
+                    kind: PolicyKind::TrafficApp,
+                    name: &self.labels[1],
+                };
+                plan.push(p, Counter::Window(Slot::Key(t, Cow::Borrowed(app)), limit));
             }
         }
-        let (Some(api), Some(limit)) = (&self.api, self.api_limit) else {
-            return Ok(());
-        };
-        let p = PolicyRef {
-            kind: PolicyKind::TrafficApi,
-            name: &self.labels[0],
-        };
-        run.window(
-            p,
-            CellRef::Borrowed(api.cell()),
-            w,
-            limit,
-            now,
-            CounterId::whole(api.identity()),
-        )
+        if let (Some(api), Some(limit)) = (&self.api, self.api_limit) {
+            let p = PolicyRef {
+                kind: PolicyKind::TrafficApi,
+                name: &self.labels[0],
+            };
+            plan.push(p, Counter::Window(Slot::Whole(api), limit));
+        }
     }
 }
 
@@ -458,7 +450,8 @@ mod tests {
         let st = LimitState::in_memory();
         let p = TrafficPolicy::compile(&r, &st).expect("ip only");
         let limits =
-            crate::policy::limits::RouteLimits::new(None, None, Some(p.clone()), None, vec![]);
+            crate::policy::limits::RouteLimits::new(None, None, Some(p.clone()), None, vec![])
+                .expect("within bounds");
         let now = Timestamp::from_millis(1_767_225_600_000);
         let headers = http::HeaderMap::new();
         let mut refused = 0;
@@ -479,7 +472,7 @@ mod tests {
                 headers: &headers,
                 query: None,
             };
-            if limits.check(&req, now).is_err() {
+            if limits.check(&req, now).refused {
                 refused += 1;
             }
         }

@@ -330,6 +330,13 @@ impl QuotaCell {
         }
     }
 
+    /// Gives one request back (a later policy refused the same request).
+    pub fn undo(&self) {
+        let _ = self
+            .used
+            .fetch_update(Relaxed, Relaxed, |u| u.checked_sub(1));
+    }
+
     pub fn used(&self) -> u64 {
         self.used.load(Relaxed)
     }
@@ -445,6 +452,11 @@ mod tests {
         assert_eq!((e.remaining, e.reset, e.retry_after), (0, None, None));
         assert_eq!(q.used(), 10);
         assert_eq!(q.dirty(), Some(10));
+        q.undo();
+        assert_eq!(q.acquire(10).unwrap().remaining, 0);
+        let fresh = QuotaCell::default();
+        fresh.undo();
+        assert_eq!(fresh.used(), 0, "never below zero");
     }
 
     #[test]

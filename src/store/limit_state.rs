@@ -1,7 +1,7 @@
 //! [`LimitState`]: the long-lived owner of every counter, outliving config reloads.
 //!
 //! The config compiler asks it for a table by *identity* (policy name + a hash of
-//! the policy's settings, see `policy::limits::identity`). While any snapshot still
+//! the policy's settings, see `policy::limits::plan::identity`). While any snapshot still
 //! holds that table, the same `Arc` comes back, so an unrelated reload keeps the
 //! counts; a changed policy has a new identity and starts fresh; a table whose last
 //! snapshot is gone is dropped (after its rows were flushed) and, when it comes
@@ -332,7 +332,7 @@ mod tests {
             query: None,
         };
         for _ in 0..n {
-            limits.check(&req, now).unwrap();
+            assert!(!limits.check(&req, now).refused);
         }
     }
 
@@ -342,12 +342,12 @@ mod tests {
         minutes: u64,
         api: u64,
     ) -> (RouteLimits, Arc<PlanLimits>, Arc<TrafficPolicy>) {
-        let p = PlanLimits::compile(&plan(quota), st).unwrap();
+        let p = PlanLimits::compile(&plan(quota), st);
         let t = TrafficPolicy::compile(&tc("minute", minutes, api), st).unwrap();
         let s = TrafficPolicy::compile(&tc("second", 1, api), st).unwrap();
         let _ = s;
         (
-            RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]),
+            RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]).unwrap(),
             p,
             t,
         )
@@ -391,7 +391,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let st = LimitState::with_store(Some(store.clone()), StateOptions::default());
         let t = TrafficPolicy::compile(&tc("second", 30, 500), &st).unwrap();
-        let limits = RouteLimits::new(None, None, Some(t), None, vec![]);
+        let limits = RouteLimits::new(None, None, Some(t), None, vec![]).unwrap();
         hit(&limits, 3, Timestamp::now());
         assert_eq!(st.flush().unwrap(), 0);
     }
@@ -417,7 +417,7 @@ mod tests {
         let mut raw = tc("second", 1, 1_000_000);
         raw.ip_rate_limit = Some(10);
         let t = TrafficPolicy::compile(&raw, &st).unwrap();
-        let limits = RouteLimits::new(None, None, Some(t), None, vec![]);
+        let limits = RouteLimits::new(None, None, Some(t), None, vec![]).unwrap();
         let (h, m) = (HeaderMap::new(), Method::GET);
         let now = Timestamp::from_secs(2_000_000_000);
         for i in 0..1000u32 {
@@ -431,7 +431,7 @@ mod tests {
                 headers: &h,
                 query: None,
             };
-            limits.check(&req, now).unwrap();
+            assert!(!limits.check(&req, now).refused);
         }
         assert!(st.stats().entries >= 1000);
         assert_eq!(st.prune(now), 0);

@@ -7,7 +7,7 @@
 //!
 //! Cluster mode (`crate::cluster`) does not go through a `CounterStore`: each
 //! decision is one atomic Redis script over the request's counters
-//! (`policy::shared`), and these in-memory cells serve as the `on_error = local`
+//! (`policy::limits::exec`), and these in-memory cells serve as the `on_error = local`
 //! fall-back, mirroring the last shared counts.
 
 pub mod cells;

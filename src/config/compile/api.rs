@@ -136,19 +136,8 @@ fn route_limits(
 ) -> RouteLimits {
     let (state, svc) = (ctx.service.shared.state, ctx.service.svc);
     // A zero QPS is reported at the service or the API, not here.
-    let qps = (
-        limits::service_qps(state, svc),
-        limits::api_qps(state, svc, api),
-    );
-    let (service_qps, api_qps) = match qps {
-        (Ok(s), Ok(a)) => (s, a),
-        (s, a) => {
-            for m in [s.err(), a.err()].into_iter().flatten() {
-                e.push(err(at, m));
-            }
-            (None, None)
-        }
-    };
+    let service_qps = limits::service_qps(state, svc);
+    let api_qps = limits::api_qps(state, svc, api);
     RouteLimits::new(
         service_qps,
         api_qps,
@@ -156,6 +145,10 @@ fn route_limits(
         param,
         ctx.plan_limits.clone(),
     )
+    .unwrap_or_else(|m| {
+        e.push(err(at, m.to_string()));
+        RouteLimits::default()
+    })
 }
 
 /// The API's declared parameters.

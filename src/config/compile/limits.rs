@@ -14,6 +14,7 @@ use crate::state::State;
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 
 /// Longest window of a `traffic_control` plugin.
 const MAX_WINDOW_SECS: u64 = 366 * 86_400;
@@ -35,23 +36,15 @@ pub(super) fn positive_or_unlimited(
 
 /// The service's QPS limit, when it has a valid one (a zero is reported once,
 /// at the service).
-pub(super) fn service_qps(state: &State, svc: &RawService) -> Result<Option<QpsLimit>, String> {
-    match svc.qps {
-        Some(q) if q > 0 => QpsLimit::service(&state.limits, &svc.name, q).map(Some),
-        _ => Ok(None),
-    }
+pub(super) fn service_qps(state: &State, svc: &RawService) -> Option<QpsLimit> {
+    let q = NonZeroU32::new(svc.qps?)?;
+    Some(QpsLimit::service(&state.limits, &svc.name, q))
 }
 
 /// The API's own QPS limit, when it has a valid one (a zero is reported at the API).
-pub(super) fn api_qps(
-    state: &State,
-    svc: &RawService,
-    api: &RawApi,
-) -> Result<Option<QpsLimit>, String> {
-    match api.qps {
-        Some(q) if q > 0 => QpsLimit::api(&state.limits, &svc.name, &api.name, q).map(Some),
-        _ => Ok(None),
-    }
+pub(super) fn api_qps(state: &State, svc: &RawService, api: &RawApi) -> Option<QpsLimit> {
+    let q = NonZeroU32::new(api.qps?)?;
+    Some(QpsLimit::api(&state.limits, &svc.name, &api.name, q))
 }
 
 fn positive(errs: &mut Vec<String>, field: &str, v: u64) {

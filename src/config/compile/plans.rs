@@ -51,12 +51,8 @@ pub(super) fn compile<'a>(
             }
         }
         if valid {
-            match PlanLimits::compile(p, &state.limits) {
-                Ok(l) => {
-                    out.limits.insert(&p.name, l);
-                }
-                Err(msgs) => e.extend(msgs.into_iter().map(|m| err(&at, m))),
-            }
+            out.limits
+                .insert(&p.name, PlanLimits::compile(p, &state.limits));
         }
     }
     out
