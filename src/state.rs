@@ -2,6 +2,7 @@
 //! cache, limiter counters. A snapshot asks for its parts by identity, so an
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
+use crate::auth::jwt::JwksCache;
 use crate::auth::replay::ReplayCache;
 use crate::budget::BodyBudget;
 use crate::cluster::{Cluster, ClusterError};
@@ -37,6 +38,8 @@ pub struct State {
     pub cluster: Option<Cluster>,
     /// [`crate::cluster::fingerprint`] of the `[cluster]` section in force.
     pub cluster_settings: String,
+    /// The last good key set of each `jwks_url`: a reload starts from it.
+    pub jwks: JwksCache,
 }
 
 impl State {
@@ -54,6 +57,7 @@ impl State {
             metrics: Arc::new(Metrics::new()),
             cluster: None,
             cluster_settings: String::new(),
+            jwks: JwksCache::default(),
         }
     }
 

@@ -268,7 +268,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
     let mut jwt = HashMap::new();
     for p in &raw.jwt_providers {
         let at = format!("jwt_providers ({})", p.name);
-        match JwtProvider::from_raw(p, &base) {
+        match JwtProvider::from_raw_in(p, &base, &state.jwks) {
             Ok(j) => {
                 if jwt.insert(p.name.clone(), Arc::new(j)).is_some() {
                     e.push(err(&at, "duplicate name"));
