@@ -2,6 +2,7 @@
 //! cache, limiter counters. A snapshot asks for its parts by identity, so an
 //! unchanged upstream or policy keeps its pool and counts across reloads.
 
+use crate::auth::jwt::JwksCache;
 use crate::auth::replay::ReplayCache;
 use crate::budget::BodyBudget;
 use crate::cluster::{Cluster, ClusterError};
@@ -39,6 +40,8 @@ pub struct State {
     pub cluster_settings: String,
     /// `[tracing]` span exporters by settings, kept across reloads.
     pub tracers: crate::trace::otlp::Tracers,
+    /// The last good key set of each `jwks_url`: a reload starts from it.
+    pub jwks: JwksCache,
 }
 
 impl State {
@@ -57,6 +60,7 @@ impl State {
             cluster: None,
             cluster_settings: String::new(),
             tracers: Default::default(),
+            jwks: JwksCache::default(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! hash the client cannot steer towards a stored secret, and the final
 //! comparison does not stop at the first differing byte.
 
-use super::{ct_eq, AuthError, Key, Keys, RequestParts, Verified};
+use super::mac::ct_eq;
+use super::{AuthError, Key, Keys, RequestParts, Verified};
 use http::HeaderName;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;

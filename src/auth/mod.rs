@@ -7,7 +7,9 @@ pub mod hmac;
 pub mod jwks;
 pub mod jwt;
 pub mod key;
+pub mod mac;
 pub mod openapi;
+pub(crate) mod params;
 pub mod replay;
 pub mod sign;
 pub mod tc1;
@@ -26,9 +28,9 @@ pub struct Key {
     /// Flow-control "application"; the key id when not configured.
     pub app: String,
     pub enabled: bool,
-    /// The `hmac` scheme's MAC keyed with `secret`, per algorithm, prepared on
-    /// first use and cloned per request instead of keyed again.
-    pub(crate) macs: hmac::KeyedMacs,
+    /// The signature schemes' MACs keyed with (what they derive from) `secret`,
+    /// prepared on first use and cloned per request instead of keyed again.
+    pub(crate) macs: mac::KeyedMacs,
 }
 
 impl Key {
@@ -39,7 +41,7 @@ impl Key {
             secret,
             app,
             enabled,
-            macs: hmac::KeyedMacs::default(),
+            macs: mac::KeyedMacs::default(),
         }
     }
 }
@@ -178,12 +180,6 @@ pub(crate) fn check_skew(
         )
     };
     Err(AuthError::Expired(msg))
-}
-
-/// Constant-time equality of two byte strings (length is not secret).
-pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// The request's host as the client sent it: the single `Host` header, or the URI

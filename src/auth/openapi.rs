@@ -15,9 +15,9 @@
 //! calls (e.g. `get_info` twice) carry the same `sig`; a replay token would refuse
 //! the second one forever (or for an arbitrary window). No token is returned.
 
-use super::hmac::{Algorithm, AnyMac};
-use super::tc1::{decode_signature, request_params, required};
-use super::{ct_eq, lookup_key, AuthError, Keys, RequestParts, Verified};
+use super::mac::{MacKey, Signature};
+use super::params::{request_params, required, sorted_without};
+use super::{lookup_key, AuthError, Keys, RequestParts, Verified};
 use http::Method;
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -32,7 +32,7 @@ pub const ENC_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remov
 
 /// How much body to buffer before [`verify`]: POST parameters are in the body.
 pub fn body_limit(method: &Method) -> Option<usize> {
-    (method == Method::POST).then_some(POST_LIMIT)
+    super::params::body_limit(method, POST_LIMIT)
 }
 
 fn feed_source(
@@ -72,21 +72,15 @@ pub fn verify(req: &RequestParts<'_>, keys: &Keys) -> Result<Verified, AuthError
     let params = request_params(req)?;
     let sig = required(&params, "sig")?;
     let appid = required(&params, "appid")?;
-    let mut given = [0u8; 96];
-    let given_len = decode_signature(sig, &mut given)
+    let given = Signature::base64_param(sig)
         .ok_or_else(|| AuthError::Malformed("sig is not base64".into()))?;
     let appid = std::str::from_utf8(appid).map_err(|_| AuthError::UnknownKey)?;
     let key = lookup_key(keys, appid)?;
 
-    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = params.iter().filter(|(n, _)| n != b"sig").collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut mac_key = Vec::with_capacity(key.secret.len() + 1);
-    mac_key.extend_from_slice(key.secret.as_bytes());
-    mac_key.push(b'&');
-    let mut mac = AnyMac::new(Algorithm::HmacSha1, &mac_key)
-        .ok_or_else(|| AuthError::Malformed("unusable secret".into()))?;
+    let sorted = sorted_without(&params, "sig");
+    let mut mac = key.macs.get(MacKey::SecretAmpSha1, key.secret.as_bytes())?;
     feed_source(req.method, req.uri.path(), &sorted, &mut |b| mac.update(b));
-    if !ct_eq(&given[..given_len], mac.finalize().as_bytes()) {
+    if !given.matches(mac.finalize().as_bytes()) {
         let mut src = Vec::with_capacity(256);
         feed_source(req.method, req.uri.path(), &sorted, &mut |b| {
             src.extend_from_slice(b)
@@ -101,6 +95,7 @@ pub fn verify(req: &RequestParts<'_>, keys: &Keys) -> Result<Verified, AuthError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::mac::{Algorithm, AnyMac};
     use crate::auth::testkit;
     use http::{Uri, Version};
 
@@ -154,9 +149,9 @@ mod tests {
         use base64::Engine as _;
         let body = b"appid=123456&openid=x&text=a+b~%E4%BD%A0*";
         let src = "POST&%2Fv3%2Fmsg&appid%3D123456%26openid%3Dx%26text%3Da%20b%7E%E4%BD%A0%2A";
-        let mut m = AnyMac::new(Algorithm::HmacSha1, format!("{APPKEY}&").as_bytes()).unwrap();
-        m.update(src.as_bytes());
-        let sig = crate::auth::hmac::B64.encode(m.finalize().as_bytes());
+        let key = format!("{APPKEY}&");
+        let mac = AnyMac::digest(Algorithm::HmacSha1, key.as_bytes(), &[src.as_bytes()]).unwrap();
+        let sig = crate::auth::mac::B64.encode(mac.as_bytes());
         let body = [
             &body[..],
             b"&sig=",

@@ -1,6 +1,7 @@
 //! Client-side helpers for the CLI: `keygate sign` and `keygate keygen` (SPEC §7).
 
-use super::hmac::{signing_string, Algorithm, AnyMac, B64};
+use super::hmac::signing_string;
+use super::mac::{Algorithm, AnyMac, B64};
 use base64::Engine as _;
 use rand::distributions::{Alphanumeric, DistString};
 use rand::rngs::OsRng;
@@ -71,10 +72,10 @@ pub fn sign_hmac_request(
         }
         signed.push((name.to_string(), value.to_string()));
     }
-    let mut mac = AnyMac::new(alg, secret.as_bytes()).ok_or("unusable secret")?;
     let string_to_sign = signing_string(&signed);
-    mac.update(string_to_sign.as_bytes());
-    let signature = B64.encode(mac.finalize().as_bytes());
+    let mac = AnyMac::digest(alg, secret.as_bytes(), &[string_to_sign.as_bytes()])
+        .ok_or("unusable secret")?;
+    let signature = B64.encode(mac.as_bytes());
     let names: Vec<String> = signed.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     let authorization = format!(
         "hmac id=\"{id}\", algorithm=\"{}\", headers=\"{}\", signature=\"{signature}\"",

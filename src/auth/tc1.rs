@@ -10,9 +10,10 @@
 //!
 //! A `Signature` whose `+` arrived unencoded (decoded to a space) is still accepted.
 
-use super::hmac::{Algorithm, AnyMac, B64};
+use super::mac::{Algorithm, AnyMac, MacKey, Signature, B64};
+use super::params::{param, request_params, required, sorted_without};
 use super::replay::ReplayToken;
-use super::{check_skew, ct_eq, form_pairs, head_has_no_body, lookup_key, request_host};
+use super::{check_skew, lookup_key, request_host};
 use super::{AuthError, Keys, RequestParts, Verified};
 use base64::Engine as _;
 use http::Method;
@@ -48,77 +49,7 @@ impl Tc1Settings {
 /// How much body to buffer before [`verify`]: POST parameters live in the body
 /// (1 MiB); other methods carry them in the query and need no body.
 pub fn body_limit(method: &Method) -> Option<usize> {
-    (method == Method::POST).then_some(POST_LIMIT)
-}
-
-pub(crate) type Params = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The decoded request parameters: the form body for POST, else the query.
-/// Duplicate names are refused.
-pub(crate) fn request_params(req: &RequestParts<'_>) -> Result<Params, AuthError> {
-    let params = if req.method == Method::POST {
-        let form = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form {
-            return Err(AuthError::Malformed(
-                "a POST must carry its parameters as Content-Type: application/x-www-form-urlencoded"
-                    .into(),
-            ));
-        }
-        let body = match req.body {
-            Some(b) => b,
-            None if head_has_no_body(req.headers) => b"",
-            None => return Err(AuthError::NeedBody),
-        };
-        form_pairs(body)
-    } else {
-        form_pairs(req.uri.query().unwrap_or("").as_bytes())
-    };
-    let mut names: Vec<&[u8]> = params.iter().map(|(n, _)| n.as_slice()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(AuthError::Malformed(format!(
-            "parameter {:?} given twice",
-            String::from_utf8_lossy(w[0])
-        )));
-    }
-    Ok(params)
-}
-
-pub(crate) fn param<'p>(params: &'p Params, name: &str) -> Option<&'p [u8]> {
-    params
-        .iter()
-        .find(|(n, _)| n == name.as_bytes())
-        .map(|(_, v)| v.as_slice())
-}
-
-pub(crate) fn required<'p>(params: &'p Params, name: &str) -> Result<&'p [u8], AuthError> {
-    match param(params, name) {
-        None => Err(AuthError::Missing(format!("parameter {name}"))),
-        Some([]) => Err(AuthError::Malformed(format!("parameter {name} is empty"))),
-        Some(v) => Ok(v),
-    }
-}
-
-/// Decodes a base64 signature parameter (a literal space stands for an unencoded
-/// `+`). `None` when it is not base64.
-pub(crate) fn decode_signature(v: &[u8], out: &mut [u8; 96]) -> Option<usize> {
-    if v.len() > 128 {
-        return None;
-    }
-    let mut buf = [0u8; 128];
-    let buf = &mut buf[..v.len()];
-    for (d, s) in buf.iter_mut().zip(v) {
-        *d = if *s == b' ' { b'+' } else { *s };
-    }
-    B64.decode_slice(&*buf, out).ok()
+    super::params::body_limit(method, POST_LIMIT)
 }
 
 fn feed_source(
@@ -171,20 +102,16 @@ pub fn verify(
         _ => Algorithm::HmacSha1,
     };
     let host = request_host(req).ok_or_else(|| AuthError::Missing("Host header".into()))?;
-    let mut given = [0u8; 96];
-    let given_len = decode_signature(signature, &mut given)
+    let given = Signature::base64_param(signature)
         .ok_or_else(|| AuthError::Malformed("Signature is not base64".into()))?;
 
     let secret_id = std::str::from_utf8(secret_id).map_err(|_| AuthError::UnknownKey)?;
     let key = lookup_key(keys, secret_id)?;
 
-    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> =
-        params.iter().filter(|(n, _)| n != b"Signature").collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut mac = AnyMac::new(alg, key.secret.as_bytes())
-        .ok_or_else(|| AuthError::Malformed("unusable secret".into()))?;
+    let sorted = sorted_without(&params, "Signature");
+    let mut mac = key.macs.get(MacKey::Secret(alg), key.secret.as_bytes())?;
     feed_source(req, host, &sorted, &mut |b| mac.update(b));
-    if !ct_eq(&given[..given_len], mac.finalize().as_bytes()) {
+    if !given.matches(mac.finalize().as_bytes()) {
         let mut src = Vec::with_capacity(256);
         feed_source(req, host, &sorted, &mut |b| src.extend_from_slice(b));
         return Err(AuthError::BadSignature {
@@ -204,11 +131,8 @@ pub fn sign_source(secret: &str, sha256: bool, source: &str) -> String {
     } else {
         Algorithm::HmacSha1
     };
-    match AnyMac::new(alg, secret.as_bytes()) {
-        Some(mut m) => {
-            m.update(source.as_bytes());
-            B64.encode(m.finalize().as_bytes())
-        }
+    match AnyMac::digest(alg, secret.as_bytes(), &[source.as_bytes()]) {
+        Some(mac) => B64.encode(mac.as_bytes()),
         None => String::new(),
     }
 }

@@ -22,15 +22,11 @@
 //! host inside the skew window, which the host-name binding already allows for a
 //! default-port request).
 
-use super::replay::ReplayToken;
-use super::{
-    check_skew, ct_eq, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified,
-};
-use hmac::{Hmac, Mac};
+use super::mac::{Algorithm, AnyMac, MacKey, NameList, Signature, SignedNames};
+use super::{check_skew, head_has_no_body, lookup_key, AuthError, Keys, RequestParts, Verified};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
-use std::cmp::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
@@ -39,8 +35,6 @@ pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const GET_LIMIT: usize = 32 * 1024;
 /// Body limit of other requests with a signed payload.
 pub const POST_LIMIT: usize = 10 * 1024 * 1024;
-
-const MAX_SIGNED_HEADERS: usize = 32;
 
 /// Compiled `[auth.tc3]` settings.
 #[derive(Debug, Clone)]
@@ -201,54 +195,15 @@ pub(crate) fn utc_date(secs: u64) -> [u8; 10] {
     out
 }
 
-fn cmp_ci(a: &str, b: &str) -> Ordering {
-    a.bytes()
-        .map(|c| c.to_ascii_lowercase())
-        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
-}
-
-/// Sorted, de-duplicated signed header names (case preserved; lower-cased on output).
-struct SignedNames<'a> {
-    names: [&'a str; MAX_SIGNED_HEADERS],
-    len: usize,
-}
-
-impl<'a> SignedNames<'a> {
-    fn parse(list: &'a str) -> Result<Self, AuthError> {
-        let mut out = SignedNames {
-            names: [""; MAX_SIGNED_HEADERS],
-            len: 0,
-        };
-        for name in list.split(';').map(str::trim) {
-            if name.is_empty() {
-                return Err(malformed("SignedHeaders has an empty name"));
-            }
-            if out.len == MAX_SIGNED_HEADERS {
-                return Err(malformed(format!(
-                    "more than {MAX_SIGNED_HEADERS} SignedHeaders"
-                )));
-            }
-            out.names[out.len] = name;
-            out.len += 1;
-        }
-        let names = &mut out.names[..out.len];
-        names.sort_unstable_by(|a, b| cmp_ci(a, b));
-        if let Some(w) = names.windows(2).find(|w| w[0].eq_ignore_ascii_case(w[1])) {
-            return Err(malformed(format!("SignedHeaders lists {:?} twice", w[0])));
-        }
-        if !names.iter().any(|n| n.eq_ignore_ascii_case("content-type"))
-            || !names.iter().any(|n| n.eq_ignore_ascii_case("host"))
-        {
-            return Err(malformed(
-                "SignedHeaders must include content-type and host",
-            ));
-        }
-        Ok(out)
+/// The signed header names, sorted; `content-type` and `host` must be among them.
+fn signed_names(list: &str) -> Result<SignedNames<'_>, AuthError> {
+    let names = SignedNames::parse(list, NameList::Semicolons)?;
+    if !names.has("content-type") || !names.has("host") {
+        return Err(malformed(
+            "SignedHeaders must include content-type and host",
+        ));
     }
-
-    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
-        self.names[..self.len].iter().copied()
-    }
+    Ok(names)
 }
 
 /// Feeds `bytes` lower-cased, through a small stack buffer.
@@ -346,12 +301,11 @@ fn hex32(d: &[u8]) -> [u8; 64] {
 }
 
 fn hmac256(key: &[u8], data: &[&[u8]]) -> Result<[u8; 32], AuthError> {
-    let mut m =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| malformed("unusable secret"))?;
-    for d in data {
-        m.update(d);
-    }
-    Ok(m.finalize().into_bytes().into())
+    let mac = AnyMac::digest(Algorithm::HmacSha256, key, data)
+        .ok_or_else(|| malformed("unusable secret"))?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(mac.as_bytes());
+    Ok(out)
 }
 
 /// Verifies a `TC3-HMAC-SHA256` request. `pinned_service`: the service the
@@ -396,10 +350,9 @@ pub fn verify(
             )));
         }
     }
-    let names = SignedNames::parse(cred.signed_headers)?;
-    let mut given = [0u8; 32];
-    hex::decode_to_slice(cred.signature, &mut given)
-        .map_err(|_| malformed("Signature must be 64 hex digits"))?;
+    let names = signed_names(cred.signed_headers)?;
+    let given = Signature::hex(cred.signature, 32)
+        .ok_or_else(|| malformed("Signature must be 64 hex digits"))?;
 
     let key = lookup_key(keys, cred.id)?;
 
@@ -428,11 +381,11 @@ pub fn verify(
         b"tc3_request",
     ];
 
-    let mut k = Vec::with_capacity(3 + key.secret.len());
-    k.extend_from_slice(b"TC3");
-    k.extend_from_slice(key.secret.as_bytes());
-    let k_date = hmac256(&k, &[cred.date.as_bytes()])?;
-    let k_service = hmac256(&k_date, &[cred.service.as_bytes()])?;
+    let mut k_date = key.macs.get(MacKey::Tc3Sha256, key.secret.as_bytes())?;
+    k_date.update(cred.date.as_bytes());
+    let k_date = k_date.finalize();
+    let k_date = k_date.as_bytes();
+    let k_service = hmac256(k_date, &[cred.service.as_bytes()])?;
     let k_signing = hmac256(&k_service, &[b"tc3_request"])?;
     // Canonical request -> string to sign -> signature.
     let signature = |strip_port: bool| -> Result<([u8; 32], [u8; 64]), AuthError> {
@@ -446,10 +399,10 @@ pub fn verify(
         Ok((hmac256(&k_signing, &sts)?, cr_hash))
     };
     let (expected, cr_hash) = signature(false)?;
-    // `host` is always signed (SignedNames::parse); see "Host with a port" above.
-    let matched = ct_eq(&given, &expected)
+    // `host` is always signed (`signed_names`); see "Host with a port" above.
+    let matched = given.matches(&expected)
         || (super::request_host(req).and_then(without_port).is_some()
-            && ct_eq(&given, &signature(true)?.0));
+            && given.matches(&signature(true)?.0));
 
     if !matched {
         let mut sts: Vec<&[u8]> = Vec::with_capacity(12);
@@ -471,13 +424,14 @@ pub fn verify(
     }
     Ok(Verified {
         key,
-        replay: Some(ReplayToken::signature(&given, s.max_skew * 2)),
+        replay: Some(given.replay(s.max_skew * 2)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::replay::ReplayToken;
     use crate::auth::testkit;
     use http::{HeaderValue, Uri, Version};
 

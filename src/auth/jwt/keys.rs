@@ -1,23 +1,88 @@
-//! Loading a provider's public keys (JWK, JWKS, PEM) and pinning each to one
-//! algorithm; `jsonwebtoken` does the decoding. Also the last good set fetched
-//! from each `jwks_url`.
+//! A provider's public keys: loaded from a JWK, a JWKS or a PEM file by
+//! `jsonwebtoken`, each pinned to one algorithm; and the last good set fetched
+//! from each `jwks_url`, kept across reloads.
+//!
+//! The crate decodes the keys and verifies signatures. What stays here is what it
+//! does not decide: which algorithm a key may verify (its family, the EC curve, a
+//! declared `alg`), whether a JWKS entry is usable at all, and the sizes of RSA
+//! moduli and EC / Ed25519 points (checked once, at load).
 
-use super::{JwkError, ProviderKey};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use super::token::invalid;
+use crate::auth::AuthError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use simple_asn1::ASN1Block;
+use std::sync::{Arc, Mutex};
 
-fn b64url(field: &str, s: &str) -> Result<Vec<u8>, JwkError> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| JwkError::Invalid(format!("jwk {field} is not base64url")))
+/// A verification key and the one algorithm it may verify.
+#[derive(Clone)]
+pub(super) struct ProviderKey {
+    pub(super) kid: Option<String>,
+    pub(super) alg: Algorithm,
+    pub(super) key: DecodingKey,
+    /// What the crate checks when it decodes a token with this key: the header's
+    /// `alg` is this key's, and the key's family suits it. The claims (time,
+    /// issuer, audience) are checked by `super::claims`.
+    pub(super) validation: Validation,
 }
 
-fn str_field<'a>(v: &'a Value, field: &str) -> Result<&'a str, JwkError> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| JwkError::Invalid(format!("jwk has no string {field:?}")))
+impl ProviderKey {
+    fn new(kid: Option<String>, alg: Algorithm, key: DecodingKey) -> ProviderKey {
+        let mut validation = Validation::new(alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
+        ProviderKey {
+            kid,
+            alg,
+            key,
+            validation,
+        }
+    }
+}
+
+/// Keys to try for a token: those of its `kid` (or, failing those, keys without
+/// a kid; a token without `kid` tries every key), then only those pinned to its
+/// algorithm.
+pub(super) fn candidates<'k>(
+    keys: &'k [ProviderKey],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Vec<&'k ProviderKey>, AuthError> {
+    let mut found: Vec<&ProviderKey> = match kid {
+        Some(kid) => {
+            let by_kid: Vec<_> = keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            if by_kid.is_empty() {
+                keys.iter().filter(|k| k.kid.is_none()).collect()
+            } else {
+                by_kid
+            }
+        }
+        None => keys.iter().collect(),
+    };
+    if found.is_empty() {
+        let kid: String = kid.unwrap_or_default().chars().take(64).collect();
+        return Err(invalid(format!("unknown kid {kid:?}")));
+    }
+    found.retain(|k| k.alg == alg);
+    if found.is_empty() {
+        return Err(invalid(format!("no key for algorithm {alg:?}")));
+    }
+    Ok(found)
+}
+
+/// Why a JWK was not loaded: `Unsupported` keys are skipped in a JWKS.
+pub(super) enum JwkError {
+    Unsupported(String),
+    Invalid(String),
 }
 
 /// The algorithms a key of this family may be pinned to, and its default.
@@ -50,10 +115,10 @@ fn pin(
     configured: Option<Algorithm>,
 ) -> Result<Algorithm, JwkError> {
     if let Some(d) = declared {
-        return allowed
-            .iter()
-            .copied()
-            .find(|a| format!("{a:?}") == d)
+        return d
+            .parse()
+            .ok()
+            .filter(|a| allowed.contains(a))
             .ok_or_else(|| JwkError::Unsupported(format!("key alg {d:?} does not suit the key")));
     }
     match configured {
@@ -64,53 +129,63 @@ fn pin(
 
 /// One JWK (RSA, EC P-256 / P-384, OKP Ed25519), loaded by `DecodingKey::from_jwk`.
 pub(super) fn parse_jwk(v: &Value, configured: Option<Algorithm>) -> Result<ProviderKey, JwkError> {
-    if !v.is_object() {
+    let Some(fields) = v.as_object() else {
         return Err(JwkError::Invalid("jwk is not a JSON object".into()));
-    }
-    let kty = str_field(v, "kty")?;
-    if let Some(u) = v.get("use").and_then(Value::as_str) {
+    };
+    let text = |f: &str| fields.get(f).and_then(Value::as_str);
+    let missing = |f: &str| JwkError::Invalid(format!("jwk has no string {f:?}"));
+    // Classified before the crate's typed parse, so that an entry of a kind this
+    // module does not use (another key type or curve, an encryption key) is
+    // skipped in a JWKS instead of failing the whole set.
+    let kty = text("kty").ok_or_else(|| missing("kty"))?;
+    if let Some(u) = text("use") {
         if u != "sig" {
             return Err(JwkError::Unsupported(format!("key use {u:?} is not sig")));
         }
     }
-    let kid = v.get("kid").and_then(Value::as_str).map(str::to_string);
-    let crv = v.get("crv").and_then(Value::as_str);
-    let (allowed, default) = family_algorithms(kty, crv).map_err(JwkError::Unsupported)?;
-    let alg = pin(
-        allowed,
-        default,
-        v.get("alg").and_then(Value::as_str),
-        configured,
-    )?;
-    // What the crate does not check: RSA sizes and EC coordinate lengths.
-    match kty {
-        "RSA" => {
-            let n = b64url("n", str_field(v, "n")?)?;
-            let e = b64url("e", str_field(v, "e")?)?;
-            check_rsa(&n, &e).map_err(JwkError::Invalid)?;
-        }
-        "EC" => {
-            let want = if alg == Algorithm::ES384 { 48 } else { 32 };
-            let x = b64url("x", str_field(v, "x")?)?;
-            let y = b64url("y", str_field(v, "y")?)?;
-            if x.len() != want || y.len() != want {
-                return Err(JwkError::Invalid(format!(
-                    "EC {} coordinates must be {want} bytes",
-                    crv.unwrap_or("")
-                )));
-            }
-        }
-        _ => {
-            let x = b64url("x", str_field(v, "x")?)?;
-            if x.len() != 32 {
-                return Err(JwkError::Invalid("Ed25519 key must be 32 bytes".into()));
-            }
-        }
+    let (allowed, default) = family_algorithms(kty, text("crv")).map_err(JwkError::Unsupported)?;
+    let alg = pin(allowed, default, text("alg"), configured)?;
+    let needed: &[&str] = match kty {
+        "RSA" => &["n", "e"],
+        "EC" => &["x", "y"],
+        _ => &["x"],
+    };
+    if let Some(f) = needed.iter().find(|f| text(f).is_none()) {
+        return Err(missing(f));
     }
-    let jwk: jsonwebtoken::jwk::Jwk =
+    let jwk: Jwk =
         serde_json::from_value(v.clone()).map_err(|e| JwkError::Invalid(format!("jwk: {e}")))?;
+    check_sizes(&jwk.algorithm, alg).map_err(JwkError::Invalid)?;
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| JwkError::Invalid(format!("jwk: {e}")))?;
-    Ok(ProviderKey { kid, alg, key })
+    Ok(ProviderKey::new(jwk.common.key_id, alg, key))
+}
+
+/// What the crate does not check: RSA modulus and exponent, EC coordinate and
+/// Ed25519 key lengths (a wrong one would fail every token instead of the config).
+fn check_sizes(params: &AlgorithmParameters, alg: Algorithm) -> Result<(), String> {
+    let bytes = |field: &str, s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| format!("jwk {field} is not base64url"))
+    };
+    match params {
+        AlgorithmParameters::RSA(p) => check_rsa(&bytes("n", &p.n)?, &bytes("e", &p.e)?),
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (curve, want) = match alg {
+                Algorithm::ES384 => ("P-384", 48),
+                _ => ("P-256", 32),
+            };
+            if bytes("x", &p.x)?.len() != want || bytes("y", &p.y)?.len() != want {
+                return Err(format!("EC {curve} coordinates must be {want} bytes"));
+            }
+            Ok(())
+        }
+        AlgorithmParameters::OctetKeyPair(p) => match bytes("x", &p.x)?.len() {
+            32 => Ok(()),
+            _ => Err("Ed25519 key must be 32 bytes".into()),
+        },
+        AlgorithmParameters::OctetKey(_) => Err("symmetric keys are not accepted".into()),
+    }
 }
 
 fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), String> {
@@ -136,6 +211,7 @@ fn strip_zeros(b: &[u8]) -> &[u8] {
     &b[first..]
 }
 
+/// A JWKS document: its usable keys (others skipped); none is an error.
 pub(super) fn parse_jwks(
     text: &str,
     configured: Option<Algorithm>,
@@ -160,40 +236,13 @@ pub(super) fn parse_jwks(
     Ok(keys)
 }
 
-// --- PEM public keys (SubjectPublicKeyInfo or PKCS#1 RSAPublicKey) ---
-// The crate decodes them; the key's kind (and EC curve) is read from the
-// algorithm identifier's OID to pin the algorithm.
-
-const OID_RSA: &[u8] = &[6, 9, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_EC: &[u8] = &[6, 7, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[6, 8, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[6, 5, 0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_ED25519: &[u8] = &[6, 3, 0x2b, 0x65, 0x70];
-
+/// A PEM public key: PKCS#1 `RSA PUBLIC KEY`, or a SubjectPublicKeyInfo
+/// `PUBLIC KEY` whose algorithm identifier names the family (and EC curve).
 pub(super) fn parse_pem(text: &str, configured: Option<Algorithm>) -> Result<ProviderKey, String> {
-    let start = text.find("-----BEGIN ").ok_or("no PEM block")?;
-    let after = &text[start + 11..];
-    let (label, body) = after.split_once("-----").ok_or("bad PEM header")?;
-    let end = body.find("-----END ").ok_or("unterminated PEM block")?;
-    let b64: String = body[..end].split_whitespace().collect();
-    let der = STANDARD.decode(b64).map_err(|_| "PEM body is not base64")?;
-    let block = &text[start..];
-    let bad = |e: jsonwebtoken::errors::Error| format!("malformed public key: {e}");
-    // The algorithm identifier sits in the first bytes of a SubjectPublicKeyInfo.
-    let head = &der[..der.len().min(32)];
-    let has = |oid: &[u8]| head.windows(oid.len()).any(|w| w == oid);
-    let (family, key) = match label {
+    let block = pem::parse(text).map_err(|e| format!("no PEM public key: {e}"))?;
+    let (family, curve) = match block.tag() {
         "RSA PUBLIC KEY" => ("RSA", None),
-        "PUBLIC KEY" if has(OID_RSA) => ("RSA", None),
-        "PUBLIC KEY" if has(OID_EC) && has(OID_P256) => ("EC", Some("P-256")),
-        "PUBLIC KEY" if has(OID_EC) && has(OID_P384) => ("EC", Some("P-384")),
-        "PUBLIC KEY" if has(OID_EC) => {
-            return Err("EC key is not on P-256 or P-384 (ES256, ES384)".into())
-        }
-        "PUBLIC KEY" if has(OID_ED25519) => ("OKP", Some("Ed25519")),
-        "PUBLIC KEY" => {
-            return Err("public key is neither RSA, EC nor Ed25519".into());
-        }
+        "PUBLIC KEY" => spki_family(block.contents())?,
         l if l.contains("PRIVATE") => {
             return Err("holds a private key; give the public key (openssl pkey -pubout)".into())
         }
@@ -204,42 +253,87 @@ pub(super) fn parse_pem(text: &str, configured: Option<Algorithm>) -> Result<Pro
         }
         l => return Err(format!("unsupported PEM block {l:?}")),
     };
-    let (allowed, default) = family_algorithms(family, key)?;
+    let (allowed, default) = family_algorithms(family, curve)?;
     let alg = match pin(allowed, default, None, configured) {
         Ok(a) => a,
         Err(JwkError::Unsupported(m) | JwkError::Invalid(m)) => return Err(m),
     };
+    let pem = text.as_bytes();
     let key = match family {
-        "RSA" => DecodingKey::from_rsa_pem(block.as_bytes()).map_err(bad)?,
-        "EC" => DecodingKey::from_ec_pem(block.as_bytes()).map_err(bad)?,
-        _ => DecodingKey::from_ed_pem(block.as_bytes()).map_err(bad)?,
+        "RSA" => DecodingKey::from_rsa_pem(pem),
+        "EC" => DecodingKey::from_ec_pem(pem),
+        _ => DecodingKey::from_ed_pem(pem),
+    }
+    .map_err(|e| format!("malformed public key: {e}"))?;
+    Ok(ProviderKey::new(None, alg, key))
+}
+
+/// The key family (and curve) a SubjectPublicKeyInfo's algorithm identifier names.
+fn spki_family(der: &[u8]) -> Result<(&'static str, Option<&'static str>), String> {
+    const RSA: &[u64] = &[1, 2, 840, 113549, 1, 1, 1];
+    const EC: &[u64] = &[1, 2, 840, 10045, 2, 1];
+    const P256: &[u64] = &[1, 2, 840, 10045, 3, 1, 7];
+    const P384: &[u64] = &[1, 3, 132, 0, 34];
+    const ED25519: &[u64] = &[1, 3, 101, 112];
+    let bad = || "malformed public key (not a SubjectPublicKeyInfo)".to_string();
+    let blocks = simple_asn1::from_der(der).map_err(|_| bad())?;
+    let Some(ASN1Block::Sequence(_, spki)) = blocks.first() else {
+        return Err(bad());
     };
-    Ok(ProviderKey {
-        kid: None,
-        alg,
-        key,
-    })
+    let Some(ASN1Block::Sequence(_, algorithm)) = spki.first() else {
+        return Err(bad());
+    };
+    let oid = |i: usize| match algorithm.get(i) {
+        Some(ASN1Block::ObjectIdentifier(_, oid)) => oid.as_vec::<u64>().ok(),
+        _ => None,
+    };
+    match (oid(0).as_deref(), oid(1).as_deref()) {
+        (Some(RSA), _) => Ok(("RSA", None)),
+        (Some(EC), Some(P256)) => Ok(("EC", Some("P-256"))),
+        (Some(EC), Some(P384)) => Ok(("EC", Some("P-384"))),
+        (Some(EC), _) => Err("EC key is not on P-256 or P-384 (ES256, ES384)".into()),
+        (Some(ED25519), _) => Ok(("OKP", Some("Ed25519"))),
+        (Some(_), _) => Err("public key is neither RSA, EC nor Ed25519".into()),
+        (None, _) => Err(bad()),
+    }
 }
 
+/// A `jwks_url` and the provider `algorithm` its keys were pinned with.
 type CacheKey = (String, Option<Algorithm>);
+type CachedSets = Vec<(CacheKey, Vec<ProviderKey>)>;
 
-/// The last good set fetched from each `jwks_url`, so that a reload does not
-/// start without keys (nor lose them when the IdP is down at that moment).
-static LAST_GOOD: std::sync::Mutex<Vec<(CacheKey, Vec<ProviderKey>)>> =
-    std::sync::Mutex::new(Vec::new());
+/// The last good set fetched from each `jwks_url` (with the provider's
+/// `algorithm`), so that a reload does not start without keys (nor lose them
+/// when the IdP is down at that moment). Held by the gateway's long-lived state
+/// (`crate::state::State`); a clone is a handle on the same sets.
+#[derive(Clone, Default)]
+pub struct JwksCache(Arc<Mutex<CachedSets>>);
 
-pub(super) fn last_good(url: &http::Uri, alg: Option<Algorithm>) -> Option<Vec<ProviderKey>> {
-    let key = (url.to_string(), alg);
-    let cache = LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner());
-    cache
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.clone())
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sets = self.0.lock().map_or(0, |c| c.len());
+        write!(f, "JwksCache({sets} sets)")
+    }
 }
 
-pub(super) fn remember(url: &http::Uri, alg: Option<Algorithm>, keys: &[ProviderKey]) {
-    let key = (url.to_string(), alg);
-    let mut cache = LAST_GOOD.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|(k, _)| *k != key);
-    cache.push((key, keys.to_vec()));
+impl JwksCache {
+    pub(super) fn last_good(
+        &self,
+        url: &http::Uri,
+        alg: Option<Algorithm>,
+    ) -> Option<Vec<ProviderKey>> {
+        let key = (url.to_string(), alg);
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub(super) fn remember(&self, url: &http::Uri, alg: Option<Algorithm>, keys: &[ProviderKey]) {
+        let key = (url.to_string(), alg);
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(k, _)| *k != key);
+        cache.push((key, keys.to_vec()));
+    }
 }

@@ -1,17 +1,79 @@
-//! Where a token is read from: `Authorization: Bearer`, a cookie, a query
-//! parameter; and removing the cookie before forwarding.
+//! Where a token is read from (`Authorization: Bearer`, a cookie, a query
+//! parameter), removing the cookie before forwarding, and what the token's
+//! header says.
 
-use super::{invalid, MAX_TOKEN};
 use crate::auth::AuthError;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+/// Longest accepted token, in bytes.
+pub(super) const MAX_TOKEN: usize = 16 * 1024;
+
+pub(super) fn invalid(msg: impl Into<String>) -> AuthError {
+    AuthError::InvalidToken(msg.into())
+}
+
+/// The checked header of a compact JWS: an asymmetric algorithm to verify it
+/// with, no `crit` (RFC 7515 §4.1.11: we understand no extension), and its `kid`.
+pub(super) struct TokenHeader {
+    pub(super) alg: Algorithm,
+    pub(super) kid: Option<String>,
+}
+
+impl TokenHeader {
+    pub(super) fn parse(token: &str) -> Result<TokenHeader, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(h64), Some(_), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid(if token.split('.').count() == 5 {
+                "encrypted tokens (JWE) are not supported"
+            } else {
+                "not a JWT (expected header.payload.signature)"
+            }));
+        };
+        let header: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(h64)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| invalid("malformed token header"))?;
+        let Some(Value::String(name)) = header.get("alg") else {
+            return Err(invalid("token header has no alg"));
+        };
+        let alg = match name.parse() {
+            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
+                if name.eq_ignore_ascii_case("none") {
+                    return Err(invalid("unsigned tokens (alg none) are not allowed"));
+                }
+                let a: String = name.chars().take(16).collect();
+                return Err(invalid(format!(
+                    "algorithm {a:?} is not allowed (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA)"
+                )));
+            }
+            Ok(a) => a,
+        };
+        if header.contains_key("crit") {
+            return Err(invalid("critical header parameters are not supported"));
+        }
+        let kid = match header.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(invalid("kid is not a string")),
+        };
+        Ok(TokenHeader { alg, kid })
+    }
+}
 
 pub(super) fn checked_len(t: &str) -> Result<&str, AuthError> {
     if t.is_empty() {
         return Err(AuthError::Missing("empty token".into()));
     }
     if t.len() > MAX_TOKEN {
-        return Err(invalid("token too long".into()));
+        return Err(invalid("token too long"));
     }
     Ok(t)
 }
@@ -77,11 +139,11 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::Missing("no Authorization header".into()));
     };
     if all.next().is_some() {
-        return Err(invalid("several Authorization headers".into()));
+        return Err(invalid("several Authorization headers"));
     }
     let text = value
         .to_str()
-        .map_err(|_| invalid("Authorization header is not ASCII".into()))?
+        .map_err(|_| invalid("Authorization header is not ASCII"))?
         .trim();
     let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -100,7 +162,7 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::Missing("empty Bearer token".into()));
     }
     if token.len() > MAX_TOKEN {
-        return Err(invalid("token too long".into()));
+        return Err(invalid("token too long"));
     }
     Ok(token)
 }

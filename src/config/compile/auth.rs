@@ -30,7 +30,12 @@ pub(super) struct Auth {
     pub reserved: ReservedHeaders,
 }
 
-pub(super) fn compile(raw: &RawConfig, base: &Path, e: &mut Vec<ConfigError>) -> Auth {
+pub(super) fn compile(
+    raw: &RawConfig,
+    base: &Path,
+    jwks: &crate::auth::jwt::JwksCache,
+    e: &mut Vec<ConfigError>,
+) -> Auth {
     let hmac = HmacSettings::from_raw(&raw.auth.hmac)
         .map_err(|m| e.push(err("auth.hmac", m)))
         .ok();
@@ -41,7 +46,7 @@ pub(super) fn compile(raw: &RawConfig, base: &Path, e: &mut Vec<ConfigError>) ->
         .map_err(|m| e.push(err("auth.tc1", m)))
         .ok();
     let (keys, key_prints) = keys(raw, base, e);
-    let jwt = jwt_providers(raw, base, e);
+    let jwt = jwt_providers(raw, base, jwks, e);
     let reserved = ReservedHeaders::new(jwt.values().flat_map(|p| p.header_names()));
     let key_index = KeyIndex::new(&keys);
     if let Err(m) = KeySource::new(
@@ -118,12 +123,13 @@ fn secret(k: &RawKey, base: &Path) -> Result<String, String> {
 fn jwt_providers(
     raw: &RawConfig,
     base: &Path,
+    jwks: &crate::auth::jwt::JwksCache,
     e: &mut Vec<ConfigError>,
 ) -> HashMap<String, Arc<JwtProvider>> {
     let mut jwt = HashMap::new();
     for p in &raw.jwt_providers {
         let at = format!("jwt_providers ({})", p.name);
-        match JwtProvider::from_raw(p, base) {
+        match JwtProvider::from_raw_in(p, base, jwks) {
             Ok(j) => {
                 if jwt.insert(p.name.clone(), Arc::new(j)).is_some() {
                     e.push(err(&at, "duplicate name"));

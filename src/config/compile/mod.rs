@@ -57,7 +57,7 @@ pub fn compile(raw: &RawConfig, hash: String, state: &State) -> Result<Gateway, 
         .map_err(|m| e.extend(m.into_iter().map(|(at, m)| super::error::err(at, m))))
         .ok()
         .flatten();
-    let auth = auth::compile(raw, &base, &mut e);
+    let auth = auth::compile(raw, &base, &state.jwks, &mut e);
     let plans = plans::compile(raw, state, &mut e);
     let plugins = plugins::compile(raw, state, &mut e);
     let routes = services::compile(
