@@ -1,0 +1,240 @@
+//! One try of a request on one target: the request as that target gets it, the
+//! send through the pool, and what the outcome says about the target (counted
+//! toward its ejection) or about the client (never the target's fault).
+
+use super::answer::AnswerBody;
+use super::fault::{body_limit_error, BodyWatch, WatchedBody};
+use super::pool::{Lease, SendError};
+use super::replay::{slot_untouched, Slot};
+use super::target::Target;
+use super::{SendOptions, Upstream};
+use crate::body::Body;
+use crate::reject::Reject;
+use http::header::{self, HeaderMap};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the first bytes of a response body are awaited before the head is
+/// passed on, so that a body broken from its start (bad chunked framing) is a
+/// 502 rather than an empty reply. Streams (SSE, gRPC) are never held.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a try failed, when another target may be tried.
+pub struct Failed {
+    pub reject: Reject,
+    /// `connect`, `timeout` or `5xx`: the retry cause; `None` is final.
+    pub cause: Option<&'static str>,
+}
+
+impl From<Reject> for Failed {
+    fn from(reject: Reject) -> Self {
+        Failed {
+            reject,
+            cause: None,
+        }
+    }
+}
+
+/// One try: where, until when, and what makes an answer a failure.
+pub struct Try<'a> {
+    pub idx: usize,
+    pub target: &'a Target,
+    pub deadline: tokio::time::Instant,
+    /// A 502/503/504 answer is a failure to retry (when the body is still
+    /// untouched) rather than the answer.
+    pub retry_5xx: bool,
+    pub slot: Option<&'a Slot>,
+}
+
+impl Upstream {
+    /// Sends `req`, whose URI holds only the path and query, on one try.
+    pub(super) async fn try_once(
+        &self,
+        t: Try<'_>,
+        mut req: Request<Body>,
+        o: &SendOptions<'_>,
+    ) -> Result<Response<Body>, Failed> {
+        let target = t.target;
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let full = if target.base_path.is_empty() {
+            PathAndQuery::try_from(pq)
+        } else {
+            PathAndQuery::try_from(format!("{}{}", target.base_path, pq))
+        }
+        .map_err(|_| Reject::BadRequest("invalid forwarded path".into()))?;
+        *req.uri_mut() = target
+            .uri(full, self.http2)
+            .map_err(|e| Reject::Internal(format!("upstream uri: {e}")))?;
+        if !o.preserve_host || !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, target.host.clone());
+        }
+        if self.http2 {
+            *req.version_mut() = Version::HTTP_2;
+            // `:authority` already names the target: no second copy in `host`.
+            if req.headers().get(header::HOST) == Some(&target.host) {
+                req.headers_mut().remove(header::HOST);
+            }
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+            // `te: trailers` means something to an HTTP/2 back end only.
+            req.headers_mut().remove(header::TE);
+        }
+        let watch = Arc::new(BodyWatch::default());
+        let req = if req.body().is_end_stream() {
+            req
+        } else {
+            req.map(|b| {
+                WatchedBody {
+                    inner: b,
+                    watch: watch.clone(),
+                }
+                .boxed_unsync()
+            })
+        };
+        let set = super::pool::local_index(self.pool.sets());
+        let sent = self.pool.send(set, t.idx, target, req);
+        let (resp, lease) = match tokio::time::timeout_at(t.deadline, sent).await {
+            Ok(Ok(answer)) => answer,
+            Err(_) => {
+                if let Some(f) = watch.fault.get() {
+                    return Err(f.reject().into());
+                }
+                // Still waiting for the client's body: its slowness, not the target's.
+                if watch.waiting_on_client.load(Ordering::Relaxed) {
+                    return Err(Reject::BodyTimeout(o.timeout).into());
+                }
+                self.fail(t.idx);
+                return Err(Failed {
+                    reject: Reject::UpstreamTimeout,
+                    cause: Some("timeout"),
+                });
+            }
+            Ok(Err(e)) => {
+                // The request body's own error comes first: the client's fault is
+                // not the target's.
+                if let Some(f) = watch.fault.get() {
+                    return Err(f.reject().into());
+                }
+                if let SendError::Request(e) = &e {
+                    if let Some(limit) = body_limit_error(e) {
+                        return Err(Reject::BodyTooLarge(limit).into());
+                    }
+                }
+                self.fail(t.idx);
+                tracing::debug!(error = ?e, "back-end request failed");
+                return Err(Failed {
+                    reject: Reject::UpstreamUnavailable(describe(&e).into()),
+                    cause: matches!(e, SendError::Dial(_)).then_some("connect"),
+                });
+            }
+        };
+        self.answer(t, resp, lease).await
+    }
+
+    /// The answer's head is in: is it a failure to retry, and is its body
+    /// broken from the start?
+    async fn answer(
+        &self,
+        t: Try<'_>,
+        resp: Response<Incoming>,
+        lease: Option<Lease>,
+    ) -> Result<Response<Body>, Failed> {
+        let server_error = resp.status().is_server_error();
+        if server_error && self.fail_on_5xx {
+            self.balancer.report(t.idx, false, Instant::now());
+        }
+        if t.retry_5xx
+            && matches!(
+                resp.status(),
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            )
+            && slot_untouched(t.slot)
+        {
+            return Err(Failed {
+                reject: Reject::UpstreamUnavailable("back end answered 5xx".into()),
+                cause: Some("5xx"),
+            });
+        }
+        let (parts, mut body) = resp.into_parts();
+        // A connection that switched protocols is the tunnel's now.
+        let lease = lease.filter(|_| parts.status != StatusCode::SWITCHING_PROTOCOLS);
+        let mut first = None;
+        if !parts.status.is_informational()
+            && holds_first_frame(&parts.headers)
+            && !body.is_end_stream()
+        {
+            let hint = body.size_hint();
+            let wait = t
+                .deadline
+                .min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
+            match tokio::time::timeout_at(wait, body.frame()).await {
+                Ok(Some(Err(e))) => {
+                    self.fail(t.idx);
+                    tracing::debug!(error = ?e, "back-end response body failed");
+                    return Err(Reject::UpstreamUnavailable(
+                        "back end sent a malformed response body".into(),
+                    )
+                    .into());
+                }
+                Ok(Some(Ok(frame))) => first = Some(Some((frame, hint))),
+                Ok(None) => first = Some(None),
+                Err(_) => {}
+            }
+        }
+        if !(server_error && self.fail_on_5xx) {
+            self.balancer.report(t.idx, true, Instant::now());
+        }
+        let body = match first {
+            // Already over: the connection is free, no need to keep the body.
+            Some(None) => {
+                if let Some(l) = lease {
+                    l.release();
+                }
+                crate::body::empty()
+            }
+            Some(Some((frame, hint))) => AnswerBody::body(Some(frame), hint, body, lease),
+            None => {
+                let hint = body.size_hint();
+                AnswerBody::body(None, hint, body, lease)
+            }
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A short, client-safe cause of a back-end failure.
+fn describe(e: &SendError) -> &'static str {
+    let e = match e {
+        SendError::Dial(_) => return "connection to back end failed",
+        SendError::Request(e) => e,
+    };
+    if e.is_parse_too_large() {
+        return "back end sent a response head larger than the limit";
+    }
+    if e.is_parse() {
+        return "back end sent an invalid response";
+    }
+    "back end closed the connection"
+}
+
+/// Is the response's first body frame awaited before its head is passed on?
+/// Not for streams whose head is meaningful before any data.
+pub(super) fn holds_first_frame(h: &HeaderMap) -> bool {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !(ct.starts_with("text/event-stream") || ct.starts_with("application/grpc"))
+}
