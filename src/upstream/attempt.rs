@@ -10,6 +10,7 @@ use super::target::Target;
 use super::{SendOptions, Upstream};
 use crate::body::Body;
 use crate::reject::Reject;
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
@@ -45,6 +46,8 @@ impl From<Reject> for Failed {
 pub struct Try<'a> {
     pub idx: usize,
     pub target: &'a Target,
+    /// When the try began (the clock is read once per try).
+    pub started: tokio::time::Instant,
     pub deadline: tokio::time::Instant,
     /// A 502/503/504 answer is a failure to retry (when the body is still
     /// untouched) rather than the answer.
@@ -61,20 +64,21 @@ impl Upstream {
         o: &SendOptions<'_>,
     ) -> Result<Response<Body>, Failed> {
         let target = t.target;
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let full = if target.base_path.is_empty() {
-            PathAndQuery::try_from(pq)
-        } else {
-            PathAndQuery::try_from(format!("{}{}", target.base_path, pq))
+        // The URI as it came (path and query) suits an HTTP/1.1 target without
+        // a base path: no need to parse it again.
+        let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
+        if self.http2 || !target.base_path.is_empty() || !origin_form {
+            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let full = if target.base_path.is_empty() {
+                PathAndQuery::try_from(pq)
+            } else {
+                PathAndQuery::try_from(format!("{}{}", target.base_path, pq))
+            }
+            .map_err(|_| Reject::BadRequest("invalid forwarded path".into()))?;
+            *req.uri_mut() = target
+                .uri(full, self.http2)
+                .map_err(|e| Reject::Internal(format!("upstream uri: {e}")))?;
         }
-        .map_err(|_| Reject::BadRequest("invalid forwarded path".into()))?;
-        *req.uri_mut() = target
-            .uri(full, self.http2)
-            .map_err(|e| Reject::Internal(format!("upstream uri: {e}")))?;
         if !o.preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, target.host.clone());
         }
@@ -89,28 +93,35 @@ impl Upstream {
             // `te: trailers` means something to an HTTP/2 back end only.
             req.headers_mut().remove(header::TE);
         }
-        let watch = Arc::new(BodyWatch::default());
-        let req = if req.body().is_end_stream() {
-            req
-        } else {
-            req.map(|b| {
+        // Only a body can fail on the client's side.
+        let watch = (!req.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
+        let req = match &watch {
+            None => req,
+            Some(w) => req.map(|b| {
                 WatchedBody {
                     inner: b,
-                    watch: watch.clone(),
+                    watch: w.clone(),
                 }
                 .boxed_unsync()
-            })
+            }),
         };
+        let fault = || watch.as_ref().and_then(|w| w.fault.get().copied());
         let set = super::pool::local_index(self.pool.sets());
-        let sent = self.pool.send(set, t.idx, target, req);
-        let (resp, lease) = match tokio::time::timeout_at(t.deadline, sent).await {
+        let sent = self
+            .pool
+            .send(set, t.idx, target, req, t.started.into_std());
+        let sent = tokio::time::timeout_at(t.deadline, sent);
+        let (resp, lease) = match sent.await {
             Ok(Ok(answer)) => answer,
             Err(_) => {
-                if let Some(f) = watch.fault.get() {
+                if let Some(f) = fault() {
                     return Err(f.reject().into());
                 }
                 // Still waiting for the client's body: its slowness, not the target's.
-                if watch.waiting_on_client.load(Ordering::Relaxed) {
+                if watch
+                    .as_ref()
+                    .is_some_and(|w| w.waiting_on_client.load(Ordering::Relaxed))
+                {
                     return Err(Reject::BodyTimeout(o.timeout).into());
                 }
                 self.fail(t.idx);
@@ -122,7 +133,7 @@ impl Upstream {
             Ok(Err(e)) => {
                 // The request body's own error comes first: the client's fault is
                 // not the target's.
-                if let Some(f) = watch.fault.get() {
+                if let Some(f) = fault() {
                     return Err(f.reject().into());
                 }
                 if let SendError::Request(e) = &e {
@@ -176,11 +187,18 @@ impl Upstream {
             && !body.is_end_stream()
         {
             let hint = body.size_hint();
-            let wait = t
-                .deadline
-                .min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
-            match tokio::time::timeout_at(wait, body.frame()).await {
-                Ok(Some(Err(e))) => {
+            // Mostly the first bytes came with the head: no timer needed then.
+            let polled = match body.frame().now_or_never() {
+                Some(polled) => Some(polled),
+                None => {
+                    let wait = t
+                        .deadline
+                        .min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
+                    tokio::time::timeout_at(wait, body.frame()).await.ok()
+                }
+            };
+            match polled {
+                Some(Some(Err(e))) => {
                     self.fail(t.idx);
                     tracing::debug!(error = ?e, "back-end response body failed");
                     return Err(Reject::UpstreamUnavailable(
@@ -188,13 +206,14 @@ impl Upstream {
                     )
                     .into());
                 }
-                Ok(Some(Ok(frame))) => first = Some(Some((frame, hint))),
-                Ok(None) => first = Some(None),
-                Err(_) => {}
+                Some(Some(Ok(frame))) => first = Some(Some((frame, hint))),
+                Some(None) => first = Some(None),
+                None => {}
             }
         }
         if !(server_error && self.fail_on_5xx) {
-            self.balancer.report(t.idx, true, Instant::now());
+            // A success needs no clock: the try's start will do.
+            self.balancer.report(t.idx, true, t.started.into_std());
         }
         let body = match first {
             // Already over: the connection is free, no need to keep the body.

@@ -11,8 +11,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -90,7 +92,16 @@ impl Dialer {
     }
 
     /// A new connection to `t`, its driving task spawned on the current runtime.
-    pub async fn dial(&self, t: &Target) -> Result<Sender, DialError> {
+    /// Boxed: the TLS and handshake states are large, and would otherwise sit
+    /// in every request's future, copied as it moves, for a rare path.
+    pub fn dial<'a>(
+        &'a self,
+        t: &'a Target,
+    ) -> Pin<Box<dyn Future<Output = Result<Sender, DialError>> + Send + 'a>> {
+        Box::pin(self.connect(t))
+    }
+
+    async fn connect(&self, t: &Target) -> Result<Sender, DialError> {
         let tcp = self.tcp(t).await?;
         if !t.is_https() {
             return self.handshake(tcp).await;

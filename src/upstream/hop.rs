@@ -15,33 +15,59 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
     HeaderName::from_static("http2-settings"),
 ];
+const CONNECTION: usize = 0;
+const TE: usize = 3;
 
 /// Remove hop-by-hop headers, including those the `Connection` header names.
 /// `te: trailers` (gRPC's) is kept as that single value: [`super::Upstream::send`]
 /// passes it to HTTP/2 back ends only.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // One pass over the names first: most messages carry none of these, or
+    // only `connection`, and a removal costs a hash whether or not it finds.
+    let mut present = [false; 7];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    if !present.contains(&true) {
+        return;
+    }
+    let trailers = present[TE]
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+    if present[CONNECTION] {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` names no header; the fixed ones go below anyway.
+            .filter(|n| {
+                !n.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for (h, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            headers.remove(h);
+        }
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

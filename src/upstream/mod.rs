@@ -159,7 +159,8 @@ impl Upstream {
         req: Request<Body>,
         o: &SendOptions<'_>,
     ) -> Result<Response<Body>, Reject> {
-        let deadline = tokio::time::Instant::now() + o.timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + o.timeout;
         let (mut head, body) = req.into_parts();
         let idempotent = pool::is_idempotent(&head.method);
         let max_tries = (o.retry.retries.min(MAX_RETRIES) as usize + 1).min(self.balancer.len());
@@ -167,14 +168,18 @@ impl Upstream {
         let mut tried = [usize::MAX; MAX_RETRIES as usize + 1];
         let mut n = 0;
         loop {
-            let now = tokio::time::Instant::now();
+            let now = if n == 0 {
+                start
+            } else {
+                tokio::time::Instant::now()
+            };
             let try_deadline = o
                 .retry
                 .try_timeout
                 .map_or(deadline, |t| deadline.min(now + t));
             let (idx, target) = self
                 .balancer
-                .pick_except(Instant::now(), &tried[..n])
+                .pick_except(now.into_std(), &tried[..n])
                 .ok_or_else(|| Reject::UpstreamUnavailable("no target available".into()))?;
             tried[n] = idx;
             n += 1;
@@ -192,6 +197,7 @@ impl Upstream {
             let one = Try {
                 idx,
                 target,
+                started: now,
                 deadline: try_deadline,
                 retry_5xx,
                 slot: replay.slot(),

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Idle time after which a back-end connection is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,9 +33,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle HTTP/1.1 connections kept per target and set.
 const MAX_IDLE: usize = 1024;
 
-/// Sweeps an idle connection stays through before it is closed: with a sweep
-/// every half `idle_timeout`, it is closed after 1 to 1.5 times that.
+/// Sweeps an unused HTTP/2 connection stays through before it is closed: with
+/// a sweep every half `idle_timeout`, it is closed after 1 to 1.5 times that.
 const SWEEPS: u8 = 3;
+
+/// A connection idle this long (or a quarter of the idle timeout, if less)
+/// may have been closed by its back end's own keep-alive timeout just as a
+/// request goes out on it.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,7 @@ pub enum SendError {
 pub struct Pool {
     locals: Box<[Arc<Local>]>,
     dialer: Dialer,
+    stale_after: Duration,
     sweeper: Option<tokio::task::AbortHandle>,
 }
 
@@ -62,9 +68,10 @@ struct Local {
 /// sets never share a cache line.
 #[repr(align(64))]
 struct Idle {
-    /// Idle HTTP/1.1 connections, most recently used last, with the sweeps
-    /// each has stayed through.
-    h1: Mutex<Vec<(http1::SendRequest<Body>, u8)>>,
+    /// Idle HTTP/1.1 connections, most recently used last, with the time
+    /// each became idle.
+    h1: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
+    /// The HTTP/2 connection, with the sweeps it went through unused.
     h2: Mutex<Option<(http2::SendRequest<Body>, u8)>>,
     /// Held while an HTTP/2 connection is made, so that requests arriving
     /// meanwhile wait for it rather than make their own.
@@ -114,7 +121,7 @@ impl Lease {
         if let Some(idle) = self.local.targets.get(self.target) {
             let mut list = lock(&idle.h1);
             if list.len() < MAX_IDLE {
-                list.push((self.tx, 0));
+                list.push((self.tx, Instant::now()));
             }
         }
     }
@@ -137,6 +144,7 @@ impl Pool {
         Pool {
             locals,
             dialer,
+            stale_after: STALE_AFTER.min(idle_timeout / 4),
             sweeper,
         }
     }
@@ -145,27 +153,39 @@ impl Pool {
         self.locals.len()
     }
 
-    /// Sends `req` to target `t` (index `ti`) through set `set`. The lease, for
-    /// HTTP/1.1, goes back with the answer's body read to its end.
+    /// Sends `req` to target `t` (index `ti`) through set `set`; `now` is about
+    /// now. The lease, for HTTP/1.1, goes back with the answer's body read to
+    /// its end.
     pub async fn send(
         &self,
         set: usize,
         ti: usize,
         t: &Target,
         req: Request<Body>,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
         let local = &self.locals[set % self.locals.len()];
         let idle = local.targets.get(ti).ok_or_else(|| {
             SendError::Dial(DialError::Connect(std::io::Error::other("no such target")))
         })?;
-        let (mut sender, reused) = match self.checkout(idle) {
-            Some(s) => (s, true),
-            None => (self.dial(idle, t).await.map_err(SendError::Dial)?, false),
+        let (mut sender, idle_since) = match self.checkout(idle) {
+            Some((s, since)) => (s, since),
+            None => (self.dial(idle, t).await.map_err(SendError::Dial)?, None),
         };
-        // Idempotent and body-less: it may go again if the connection turns out
-        // to have been closed under it. Only a reused connection can be stale.
-        let copy =
-            (reused && is_idempotent(req.method()) && req_is_empty(&req)).then(|| copy(&req));
+        let reused = idle_since.is_some() || matches!(sender, Sender::H2(_));
+        // An idempotent body-less request on a connection idle long enough for
+        // its back end to have timed it out may go again if it was closed
+        // under it. Copied only then: a header map per request is not free.
+        let copy = match idle_since {
+            Some(since)
+                if is_idempotent(req.method())
+                    && req_is_empty(&req)
+                    && now.saturating_duration_since(since) >= self.stale_after =>
+            {
+                Some(copy(&req))
+            }
+            _ => None,
+        };
         let mut err = match sender.try_send(req).await {
             Ok(resp) => return Ok((resp, lease(sender, local, ti))),
             Err(e) => e,
@@ -174,14 +194,29 @@ impl Pool {
             Some(req) => Some(req),
             None => copy.filter(|_| is_stale(err.error())),
         };
-        let req = match again {
-            Some(req) if reused => req,
-            _ => return Err(SendError::Request(err.into_error())),
-        };
-        tracing::debug!(error = %err.error(), "reused back-end connection was closed; sending on a new one");
-        if let Sender::H2(_) = sender {
-            lock(&idle.h2).take();
+        match again {
+            Some(req) if reused => {
+                tracing::debug!(error = %err.error(), "reused back-end connection was closed; sending on a new one");
+                if let Sender::H2(_) = sender {
+                    lock(&idle.h2).take();
+                }
+                Box::pin(self.resend(local, ti, t, req)).await
+            }
+            _ => Err(SendError::Request(err.into_error())),
         }
+    }
+
+    /// The one further try of a request whose reused connection was closed.
+    async fn resend(
+        &self,
+        local: &Arc<Local>,
+        ti: usize,
+        t: &Target,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        let idle = local.targets.get(ti).ok_or_else(|| {
+            SendError::Dial(DialError::Connect(std::io::Error::other("no such target")))
+        })?;
         let mut sender = self.dial(idle, t).await.map_err(SendError::Dial)?;
         match sender.try_send(req).await {
             Ok(resp) => Ok((resp, lease(sender, local, ti))),
@@ -189,8 +224,9 @@ impl Pool {
         }
     }
 
-    /// A live idle connection, if there is one.
-    fn checkout(&self, idle: &Idle) -> Option<Sender> {
+    /// A live idle connection, if there is one, and since when an HTTP/1.1
+    /// one was idle.
+    fn checkout(&self, idle: &Idle) -> Option<(Sender, Option<Instant>)> {
         if self.dialer.is_http2() {
             let mut h2 = lock(&idle.h2);
             let (tx, sweeps) = h2.as_mut()?;
@@ -199,7 +235,7 @@ impl Pool {
                 return None;
             }
             *sweeps = 0;
-            return Some(Sender::H2(tx.clone()));
+            return Some((Sender::H2(tx.clone()), None));
         }
         let mut list = lock(&idle.h1);
         let mut i = list.len();
@@ -209,7 +245,8 @@ impl Pool {
             if tx.is_closed() {
                 list.remove(i);
             } else if tx.is_ready() {
-                return Some(Sender::H1(list.remove(i).0));
+                let (tx, since) = list.remove(i);
+                return Some((Sender::H1(tx), Some(since)));
             }
             // Not ready yet: still finishing its last exchange; left for later.
         }
@@ -221,7 +258,7 @@ impl Pool {
             return self.dialer.dial(t).await;
         }
         let _dialing = idle.h2_dialing.lock().await;
-        if let Some(s) = self.checkout(idle) {
+        if let Some((s, _)) = self.checkout(idle) {
             return Ok(s);
         }
         let s = self.dialer.dial(t).await?;
@@ -264,9 +301,9 @@ async fn sweep(locals: Vec<Weak<Local>>, timeout: Duration) {
                 return;
             };
             for idle in local.targets.iter() {
-                lock(&idle.h1).retain_mut(|(tx, sweeps)| {
-                    *sweeps += 1;
-                    *sweeps < SWEEPS && !tx.is_closed()
+                let now = Instant::now();
+                lock(&idle.h1).retain(|(tx, since)| {
+                    now.saturating_duration_since(*since) < timeout && !tx.is_closed()
                 });
                 let mut h2 = lock(&idle.h2);
                 if let Some((tx, sweeps)) = h2.as_mut() {

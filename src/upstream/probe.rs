@@ -151,7 +151,10 @@ async fn probe(pool: &Pool, http2: bool, i: usize, t: &Target, spec: &HealthSpec
         http::HeaderValue::from_static("keygate-health-check"),
     );
     let call = async {
-        let (resp, lease) = pool.send(0, i, t, req).await.ok()?;
+        let (resp, lease) = pool
+            .send(0, i, t, req, std::time::Instant::now())
+            .await
+            .ok()?;
         let status = resp.status();
         // Read the (small) body so the connection can serve the next probe.
         if resp.into_body().collect().await.is_ok() {

@@ -293,9 +293,15 @@ async fn a_connection_the_back_end_closed_while_idle_is_not_reused() {
 #[tokio::test]
 async fn a_stale_keep_alive_connection_is_retried_once_for_idempotent_requests() {
     use std::sync::atomic::Ordering::SeqCst;
+    // Idle for a quarter of this, a connection may have been timed out by its
+    // back end: only then is a request copied to go again.
+    let idle = Duration::from_millis(400);
+    let stale = Duration::from_millis(150);
     let b = raw_backend(KeepAlive::CloseSecond).await;
-    let u = Upstream::new(&spec_for(b.addr, false), Path::new("."), None, 1).expect("upstream");
+    let spec = spec_for(b.addr, false);
+    let u = Upstream::with_idle_timeout(&spec, Path::new("."), None, 1, idle).expect("upstream");
     assert_eq!(call(&u, http::Method::GET, "").await, (200, "ok".into()));
+    tokio::time::sleep(stale).await;
     // The back end reads the second request on that connection and closes it:
     // the GET goes again, once, on a new connection.
     assert_eq!(call(&u, http::Method::GET, "").await, (200, "ok".into()));
@@ -304,8 +310,10 @@ async fn a_stale_keep_alive_connection_is_retried_once_for_idempotent_requests()
 
     // A POST is not sent twice.
     let b = raw_backend(KeepAlive::CloseSecond).await;
-    let u = Upstream::new(&spec_for(b.addr, false), Path::new("."), None, 1).expect("upstream");
+    let spec = spec_for(b.addr, false);
+    let u = Upstream::with_idle_timeout(&spec, Path::new("."), None, 1, idle).expect("upstream");
     assert_eq!(call(&u, http::Method::POST, "one").await.0, 200);
+    tokio::time::sleep(stale).await;
     assert_eq!(call(&u, http::Method::POST, "two").await.0, 502);
     assert_eq!(b.requests.load(SeqCst), 2);
     assert_eq!(b.accepted.load(SeqCst), 1);
