@@ -10,11 +10,12 @@ use super::target::Target;
 use super::{SendOptions, Upstream};
 use crate::body::Body;
 use crate::reject::Reject;
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
-use http_body::Body as _;
+use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::atomic::Ordering;
@@ -60,10 +61,40 @@ impl Upstream {
     pub(super) async fn try_once(
         &self,
         t: Try<'_>,
-        mut req: Request<Body>,
+        req: Request<Body>,
         o: &SendOptions<'_>,
     ) -> Result<Response<Body>, Failed> {
-        let target = t.target;
+        let req = self.prepare(t.target, req, o.preserve_host)?;
+        // Only a body can fail on the client's side.
+        let watch = (!req.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
+        let req = match &watch {
+            None => req,
+            Some(w) => req.map(|b| {
+                WatchedBody {
+                    inner: b,
+                    watch: w.clone(),
+                }
+                .boxed_unsync()
+            }),
+        };
+        let set = super::pool::local_index(self.pool.sets());
+        let sent = self
+            .pool
+            .send(set, t.idx, t.target, req, t.started.into_std());
+        match tokio::time::timeout_at(t.deadline, sent).await {
+            Ok(Ok((resp, lease))) => self.answer(t, resp, lease).await,
+            Ok(Err(e)) => Err(self.send_failed(t.idx, watch.as_deref(), e)),
+            Err(_) => Err(self.timed_out(t.idx, watch.as_deref(), o.timeout)),
+        }
+    }
+
+    /// `req` as target `target` gets it: its URI, `Host` and version.
+    fn prepare(
+        &self,
+        target: &Target,
+        mut req: Request<Body>,
+        preserve_host: bool,
+    ) -> Result<Request<Body>, Reject> {
         // The URI as it came (path and query) suits an HTTP/1.1 target without
         // a base path: no need to parse it again.
         let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
@@ -79,7 +110,7 @@ impl Upstream {
                 .uri(full, self.http2)
                 .map_err(|e| Reject::Internal(format!("upstream uri: {e}")))?;
         }
-        if !o.preserve_host || !req.headers().contains_key(header::HOST) {
+        if !preserve_host || !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, target.host.clone());
         }
         if self.http2 {
@@ -93,63 +124,41 @@ impl Upstream {
             // `te: trailers` means something to an HTTP/2 back end only.
             req.headers_mut().remove(header::TE);
         }
-        // Only a body can fail on the client's side.
-        let watch = (!req.body().is_end_stream()).then(|| Arc::new(BodyWatch::default()));
-        let req = match &watch {
-            None => req,
-            Some(w) => req.map(|b| {
-                WatchedBody {
-                    inner: b,
-                    watch: w.clone(),
-                }
-                .boxed_unsync()
-            }),
-        };
-        let fault = || watch.as_ref().and_then(|w| w.fault.get().copied());
-        let set = super::pool::local_index(self.pool.sets());
-        let sent = self
-            .pool
-            .send(set, t.idx, target, req, t.started.into_std());
-        let sent = tokio::time::timeout_at(t.deadline, sent);
-        let (resp, lease) = match sent.await {
-            Ok(Ok(answer)) => answer,
-            Err(_) => {
-                if let Some(f) = fault() {
-                    return Err(f.reject().into());
-                }
-                // Still waiting for the client's body: its slowness, not the target's.
-                if watch
-                    .as_ref()
-                    .is_some_and(|w| w.waiting_on_client.load(Ordering::Relaxed))
-                {
-                    return Err(Reject::BodyTimeout(o.timeout).into());
-                }
-                self.fail(t.idx);
-                return Err(Failed {
-                    reject: Reject::UpstreamTimeout,
-                    cause: Some("timeout"),
-                });
+        Ok(req)
+    }
+
+    /// No answer: the client's body's own error comes first (the client's
+    /// fault is not the target's), then the target is blamed.
+    fn send_failed(&self, idx: usize, watch: Option<&BodyWatch>, e: SendError) -> Failed {
+        if let Some(f) = watch.and_then(|w| w.fault.get()) {
+            return f.reject().into();
+        }
+        if let SendError::Request(e) = &e {
+            if let Some(limit) = body_limit_error(e) {
+                return Reject::BodyTooLarge(limit).into();
             }
-            Ok(Err(e)) => {
-                // The request body's own error comes first: the client's fault is
-                // not the target's.
-                if let Some(f) = fault() {
-                    return Err(f.reject().into());
-                }
-                if let SendError::Request(e) = &e {
-                    if let Some(limit) = body_limit_error(e) {
-                        return Err(Reject::BodyTooLarge(limit).into());
-                    }
-                }
-                self.fail(t.idx);
-                tracing::debug!(error = ?e, "back-end request failed");
-                return Err(Failed {
-                    reject: Reject::UpstreamUnavailable(describe(&e).into()),
-                    cause: matches!(e, SendError::Dial(_)).then_some("connect"),
-                });
-            }
-        };
-        self.answer(t, resp, lease).await
+        }
+        self.fail(idx);
+        tracing::debug!(error = ?e, "back-end request failed");
+        Failed {
+            reject: Reject::UpstreamUnavailable(describe(&e).into()),
+            cause: matches!(e, SendError::Dial(_)).then_some("connect"),
+        }
+    }
+
+    /// No answer in time: a client still sending its body is the slow one.
+    fn timed_out(&self, idx: usize, watch: Option<&BodyWatch>, timeout: Duration) -> Failed {
+        if let Some(f) = watch.and_then(|w| w.fault.get()) {
+            return f.reject().into();
+        }
+        if watch.is_some_and(|w| w.waiting_on_client.load(Ordering::Relaxed)) {
+            return Reject::BodyTimeout(timeout).into();
+        }
+        self.fail(idx);
+        Failed {
+            reject: Reject::UpstreamTimeout,
+            cause: Some("timeout"),
+        }
     }
 
     /// The answer's head is in: is it a failure to retry, and is its body
@@ -181,56 +190,68 @@ impl Upstream {
         let (parts, mut body) = resp.into_parts();
         // A connection that switched protocols is the tunnel's now.
         let lease = lease.filter(|_| parts.status != StatusCode::SWITCHING_PROTOCOLS);
-        let mut first = None;
-        if !parts.status.is_informational()
+        let hint = body.size_hint();
+        let first = if !parts.status.is_informational()
             && holds_first_frame(&parts.headers)
             && !body.is_end_stream()
         {
-            let hint = body.size_hint();
-            // Mostly the first bytes came with the head: no timer needed then.
-            let polled = match body.frame().now_or_never() {
-                Some(polled) => Some(polled),
-                None => {
-                    let wait = t
-                        .deadline
-                        .min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
-                    tokio::time::timeout_at(wait, body.frame()).await.ok()
-                }
-            };
-            match polled {
-                Some(Some(Err(e))) => {
-                    self.fail(t.idx);
-                    tracing::debug!(error = ?e, "back-end response body failed");
-                    return Err(Reject::UpstreamUnavailable(
-                        "back end sent a malformed response body".into(),
-                    )
-                    .into());
-                }
-                Some(Some(Ok(frame))) => first = Some(Some((frame, hint))),
-                Some(None) => first = Some(None),
-                None => {}
-            }
-        }
+            self.first_frame(&t, &mut body).await?
+        } else {
+            First::NotRead
+        };
         if !(server_error && self.fail_on_5xx) {
             // A success needs no clock: the try's start will do.
             self.balancer.report(t.idx, true, t.started.into_std());
         }
         let body = match first {
             // Already over: the connection is free, no need to keep the body.
-            Some(None) => {
+            First::Ended => {
                 if let Some(l) = lease {
                     l.release();
                 }
                 crate::body::empty()
             }
-            Some(Some((frame, hint))) => AnswerBody::body(Some(frame), hint, body, lease),
-            None => {
-                let hint = body.size_hint();
-                AnswerBody::body(None, hint, body, lease)
-            }
+            First::Frame(frame) => AnswerBody::body(Some(frame), hint, body, lease),
+            First::NotRead => AnswerBody::body(None, hint, body, lease),
         };
         Ok(Response::from_parts(parts, body))
     }
+
+    /// The body's first frame, awaited up to [`FIRST_FRAME_WAIT`]: a body
+    /// broken from its start is the target's failure.
+    async fn first_frame(&self, t: &Try<'_>, body: &mut Incoming) -> Result<First, Failed> {
+        // Mostly the first bytes came with the head: no timer needed then.
+        let polled = match body.frame().now_or_never() {
+            Some(polled) => Some(polled),
+            None => {
+                let wait = t
+                    .deadline
+                    .min(tokio::time::Instant::now() + FIRST_FRAME_WAIT);
+                tokio::time::timeout_at(wait, body.frame()).await.ok()
+            }
+        };
+        match polled {
+            Some(Some(Err(e))) => {
+                self.fail(t.idx);
+                tracing::debug!(error = ?e, "back-end response body failed");
+                Err(
+                    Reject::UpstreamUnavailable("back end sent a malformed response body".into())
+                        .into(),
+                )
+            }
+            Some(Some(Ok(frame))) => Ok(First::Frame(frame)),
+            Some(None) => Ok(First::Ended),
+            None => Ok(First::NotRead),
+        }
+    }
+}
+
+/// What was read of an answer's body before its head is passed on.
+enum First {
+    Frame(Frame<Bytes>),
+    /// The body is over (and empty).
+    Ended,
+    NotRead,
 }
 
 /// A short, client-safe cause of a back-end failure.

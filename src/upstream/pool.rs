@@ -168,11 +168,14 @@ impl Pool {
         let idle = local.targets.get(ti).ok_or_else(|| {
             SendError::Dial(DialError::Connect(std::io::Error::other("no such target")))
         })?;
-        let (mut sender, idle_since) = match self.checkout(idle) {
-            Some((s, since)) => (s, since),
-            None => (self.dial(idle, t).await.map_err(SendError::Dial)?, None),
+        let (mut sender, reused, idle_since) = match self.checkout(idle) {
+            Some((s, since)) => (s, true, since),
+            None => (
+                self.dial(idle, t).await.map_err(SendError::Dial)?,
+                false,
+                None,
+            ),
         };
-        let reused = idle_since.is_some() || matches!(sender, Sender::H2(_));
         // An idempotent body-less request on a connection idle long enough for
         // its back end to have timed it out may go again if it was closed
         // under it. Copied only then: a header map per request is not free.
