@@ -352,3 +352,78 @@ async fn http2_back_ends_get_one_multiplexed_connection() {
     assert_eq!(call(&u, http::Method::GET, "").await.0, 200);
     assert_eq!(accepted.load(SeqCst), 1, "one connection for all requests");
 }
+
+/// An `https://` target named by host name: resolved, verified against the
+/// upstream's `ca_file`, `http/1.1` offered by ALPN, and its connection kept.
+#[tokio::test]
+async fn tls_targets_are_verified_and_their_connections_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    std::fs::write(dir.path().join("be.pem"), ck.cert.pem()).expect("write");
+    let cert = rustls::pki_types::CertificateDer::from(ck.cert.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("server cert");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let alpn = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (c, a) = (conns.clone(), alpn.clone());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = l.accept().await {
+            let (acceptor, c, a) = (acceptor.clone(), c.clone(), a.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                c.fetch_add(1, SeqCst);
+                if let Ok(mut a) = a.lock() {
+                    a.push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                }
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let text = format!("{:?} {}", req.version(), req.uri());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(crate::body::full(
+                            text,
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let spec = UpstreamSpec {
+        targets: vec![(format!("https://localhost:{port}"), 1)],
+        ca_file: Some("be.pem".into()),
+        ..spec_for("127.0.0.1:1".parse().expect("addr"), false)
+    };
+    let u = Upstream::new(&spec, dir.path(), None, 1).expect("upstream");
+    for _ in 0..3 {
+        assert_eq!(
+            call(&u, http::Method::GET, "").await,
+            (200, "HTTP/1.1 /x".into())
+        );
+    }
+    assert_eq!(conns.load(SeqCst), 1, "one TLS connection, kept alive");
+    let offered = alpn.lock().map(|a| a.clone()).unwrap_or_default();
+    assert_eq!(offered, vec![Some(b"http/1.1".to_vec())]);
+
+    // Without the CA the certificate is not trusted: no connection, a 502.
+    let spec = UpstreamSpec {
+        ca_file: None,
+        ..spec
+    };
+    let u = Upstream::new(&spec, dir.path(), None, 1).expect("upstream");
+    assert_eq!(call(&u, http::Method::GET, "").await.0, 502);
+}
