@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Load test on loopback: the demo echo back end alone, nginx as a plain proxy,
-# keygate as a plain proxy, and keygate with the full policy stack (hmac auth,
-# IP allow-list, rate limits, CORS), side by side, for each worker count.
+# Load test on loopback: the demo echo back end alone, nginx and haproxy as
+# plain proxies, keygate as a plain proxy, and keygate with the full policy
+# stack (hmac auth, IP allow-list, rate limits, CORS), side by side, for each
+# worker count. haproxy is measured when it is installed.
 #
 #   benches/load.sh [--workers LIST] [--runtime multi|per-core] [--duration SECS]
 #                   [--runs N] [--connections C] [--threads T] [--rate RPS]
 #                   [--rate-frac F] [--idle-conns N] [--access-log] [--no-build]
 #                   [--port-base P] [--backend-workers N] [--keep]
 #
-#   --workers LIST     comma-separated worker counts: nginx worker_processes, and
+#   --workers LIST     comma-separated worker counts: nginx worker_processes,
+#                      haproxy nbthread, and
 #                      keygate [server] workers unless --runtime is "default"
 #                      (then keygate runs its default, one worker per core)
 #                      (default: the number of cores with --runtime default,
@@ -49,7 +51,8 @@
 # is pinned and the three compete: then compare the CPU-per-request column,
 # which depends least on contention.
 #
-# nginx and wrk must be installed (the script installs nothing).
+# nginx and wrk must be installed (the script installs nothing); haproxy is
+# optional (without it, its rows are left out).
 # Every process this script starts is stopped on exit (trap).
 
 set -euo pipefail
@@ -113,6 +116,7 @@ PLAIN_PORT=$((PORT_BASE + 4))
 PLAIN_ADMIN=$((PORT_BASE + 5))
 POLICY_PORT=$((PORT_BASE + 6))
 POLICY_ADMIN=$((PORT_BASE + 7))
+HAPROXY_PORT=$((PORT_BASE + 8))
 BENCH_KEY_ID=AKIDbench
 BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
 ORIGIN="http://bench.local"
@@ -154,6 +158,9 @@ command -v wrk >/dev/null || missing+=(wrk)
 [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: install them first (e.g. apt-get install ${missing[*]})"
 command -v wrk >/dev/null || die "wrk is not installed"
 [ -x "$NGINX" ] || die "nginx is not installed"
+HAPROXY=$(command -v haproxy || true)
+[ -z "$HAPROXY" ] && [ -x /usr/sbin/haproxy ] && HAPROXY=/usr/sbin/haproxy
+[ -n "$HAPROXY" ] || log "haproxy is not installed: its rows are left out"
 
 if [ -n "${KEYGATE_BIN:-}" ]; then
     BIN=$KEYGATE_BIN
@@ -195,7 +202,7 @@ pin() { # pin CPUS CMD...: run CMD on the given CPUs when CPUS is set
 
 # ---------------------------------------------------------------- configs
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $BACKEND_PORT $BACKEND_ADMIN $BACKEND_UNUSED $NGINX_PORT $PLAIN_PORT $PLAIN_ADMIN $POLICY_PORT $POLICY_ADMIN; do
+for p in $BACKEND_PORT $BACKEND_ADMIN $BACKEND_UNUSED $NGINX_PORT $PLAIN_PORT $PLAIN_ADMIN $POLICY_PORT $POLICY_ADMIN $HAPROXY_PORT; do
     if port_busy "$p"; then die "port $p is in use; pick other ports with --port-base"; fi
 done
 
@@ -214,7 +221,7 @@ fill() { # fill TEMPLATE OUT PORT ADMIN WORKERS
         -e "s|@NGINX_ACCESS_LOG@|$NGINX_ACCESS_LOG|g" -e "s|@USER_LINE@|$USER_LINE|g" \
         "$1" >"$2"
     # The default configuration: no runtime or workers line at all.
-    if [ "$RUNTIME" = default ] && [ "$1" != "$LOADDIR/nginx.conf" ] && [ "$1" != "$LOADDIR/backend.toml" ]; then
+    if [ "$RUNTIME" = default ] && [[ "$1" == *.toml ]] && [ "$1" != "$LOADDIR/backend.toml" ]; then
         sed -i -e '/^runtime = /d' -e '/^workers = /d' "$2"
     fi
     if grep -v '^[[:space:]]*#' "$2" | grep -q '@[A-Z_]*@'; then die "unfilled placeholder in $2"; fi
@@ -243,7 +250,7 @@ start() { # start NAME CPUS CMD...; sets LAST_PID to the command's own pid
     PIDS+=("$LAST_PID")
 }
 
-NGINX_PID=""; PLAIN_PID=""; POLICY_PID=""; BACKEND_PID=""
+NGINX_PID=""; HAPROXY_PID=""; PLAIN_PID=""; POLICY_PID=""; BACKEND_PID=""
 start_proxies() { # start_proxies WORKERS
     local w=$1
     fill "$LOADDIR/plain.toml" "$TMP/plain.toml" "$PLAIN_PORT" "$PLAIN_ADMIN" "$w"
@@ -255,20 +262,29 @@ start_proxies() { # start_proxies WORKERS
     done
     start nginx "${PROXY_CPUS:-}" "$NGINX" -p "$TMP/nginx" -c nginx.conf
     NGINX_PID=$LAST_PID
+    if [ -n "$HAPROXY" ]; then
+        fill "$LOADDIR/haproxy.cfg" "$TMP/haproxy.cfg" "$HAPROXY_PORT" 0 "$w"
+        "$HAPROXY" -c -f "$TMP/haproxy.cfg" >"$TMP/check-haproxy.log" 2>&1 || { cat "$TMP/check-haproxy.log" >&2; die "haproxy -c failed"; }
+        start haproxy "${PROXY_CPUS:-}" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
+        HAPROXY_PID=$LAST_PID
+    fi
     start keygate-plain "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/plain.toml"
     PLAIN_PID=$LAST_PID
     start keygate-policy "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/policy.toml"
     POLICY_PID=$LAST_PID
     wait_port "$NGINX_PORT" "$NGINX_PID" nginx
+    [ -z "$HAPROXY_PID" ] || wait_port "$HAPROXY_PORT" "$HAPROXY_PID" haproxy
     wait_port "$PLAIN_PORT" "$PLAIN_PID" keygate-plain
     wait_port "$POLICY_PORT" "$POLICY_PID" keygate-policy
 }
 stop_proxies() {
-    stop_pids "$NGINX_PID" "$PLAIN_PID" "$POLICY_PID"
+    stop_pids "$NGINX_PID" "$PLAIN_PID" "$POLICY_PID" $HAPROXY_PID
     local keep=() p
     for p in "${PIDS[@]}"; do
-        [ "$p" = "$NGINX_PID" ] || [ "$p" = "$PLAIN_PID" ] || [ "$p" = "$POLICY_PID" ] || keep+=("$p")
+        [ "$p" = "$NGINX_PID" ] || [ "$p" = "$PLAIN_PID" ] || [ "$p" = "$POLICY_PID" ] \
+            || [ "$p" = "$HAPROXY_PID" ] || keep+=("$p")
     done
+    HAPROXY_PID=""
     PIDS=("${keep[@]}")
     # Let the sockets of the previous set go (TIME_WAIT does not block SO_REUSEADDR).
     sleep 0.5
@@ -309,6 +325,7 @@ url_of() {
     case "$1" in
         direct) echo "http://127.0.0.1:$BACKEND_PORT/bench" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/bench" ;;
+        haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/bench" ;;
         kg-plain) echo "http://127.0.0.1:$PLAIN_PORT/plain/bench" ;;
         kg-policy) echo "http://127.0.0.1:$POLICY_PORT/policy/bench" ;;
     esac
@@ -317,6 +334,7 @@ pid_of() {
     case "$1" in
         direct) echo "" ;;
         nginx) echo "$NGINX_PID" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
         kg-plain) echo "$PLAIN_PID" ;;
         kg-policy) echo "$POLICY_PID" ;;
     esac
@@ -349,6 +367,10 @@ RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 SCENARIOS=(direct nginx kg-plain kg-policy)
 PROXIES=(nginx kg-plain kg-policy)
+if [ -n "$HAPROXY" ]; then
+    SCENARIOS=(direct nginx haproxy kg-plain kg-policy)
+    PROXIES=(nginx haproxy kg-plain kg-policy)
+fi
 
 run_wrk() { # run_wrk WORKERS RUN SCENARIO
     local w=$1 run=$2 s=$3 pid out p0 p1
@@ -454,6 +476,7 @@ label() {
     case "$1" in
         direct) echo "direct (back end)" ;;
         nginx) echo "nginx proxy_pass" ;;
+        haproxy) echo "haproxy plain" ;;
         kg-plain) echo "keygate plain" ;;
         kg-policy) echo "keygate full policy" ;;
     esac
@@ -484,8 +507,8 @@ for w in "${WORKER_COUNTS[@]}"; do
                 "$([ "$bad" -gt 0 ] && echo "  ($bad errors/non-2xx!)")"
         fi
     done
-    printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "ratio keygate / nginx" "req/s" "p50" "p99" "CPU/req" "p50" "p99" "CPU/req"
-    for s in kg-plain kg-policy; do
+    printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "ratio to nginx" "req/s" "p50" "p99" "CPU/req" "p50" "p99" "CPU/req"
+    for s in "${PROXIES[@]:1}"; do
         printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "$(label "$s")" "$(ratio "${RPS[$s]}" "${RPS[nginx]}")" \
             "$(ratio "${WP50[$s]}" "${WP50[nginx]}")" "$(ratio "${WP99[$s]}" "${WP99[nginx]}")" "$(ratio "${WCPU[$s]}" "${WCPU[nginx]}")" \
             "$(ratio "${QP50[$s]}" "${QP50[nginx]}")" "$(ratio "${QP99[$s]}" "${QP99[nginx]}")" "$(ratio "${QCPU[$s]}" "${QCPU[nginx]}")"

@@ -124,7 +124,6 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        crate::upstream::set_pools_per_upstream(n);
         for i in 0..n {
             let (handle, worker) = spawn_worker(i)
                 .map_err(|e| ServeError::State(format!("cannot start worker thread: {e}")))?;
@@ -134,6 +133,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
     }
     let mut state = State::new(&base, raw.auth.replay_capacity, limits.clone());
     state.body_budget = crate::budget::BodyBudget::new(raw.server.max_buffered_bytes);
+    state.upstream_workers = workers.len().max(1);
     let gw = compile::compile(&raw, hash, &state).map_err(ServeError::Config)?;
     state.start_cluster(raw.cluster.as_ref())?;
     let state = Arc::new(state);
@@ -242,7 +242,6 @@ fn spawn_worker(i: usize) -> std::io::Result<(tokio::runtime::Handle, Worker)> {
     let thread = std::thread::Builder::new()
         .name(format!("keygate-w{i}"))
         .spawn(move || {
-            crate::upstream::set_current_worker(i);
             rt.block_on(async move {
                 let _ = stopped.await;
             });

@@ -20,6 +20,10 @@ pub struct State {
     /// Directory of the config file; relative paths in it are resolved here.
     pub base_dir: PathBuf,
     upstreams: Mutex<HashMap<String, Weak<Upstream>>>,
+    /// Threads with a runtime of their own that send to upstreams (`[server]
+    /// runtime = "per-core"`): each upstream keeps connections for each. Set
+    /// at start.
+    pub upstream_workers: usize,
     pub replay: ReplayCache,
     /// `[server] max_buffered_bytes`: bodies buffered for signature checks.
     /// Set at start; a reload does not resize it.
@@ -49,6 +53,7 @@ impl State {
         State {
             base_dir: base_dir.to_path_buf(),
             upstreams: Mutex::new(HashMap::new()),
+            upstream_workers: 1,
             replay: ReplayCache::new(replay_capacity),
             body_budget: BodyBudget::default(),
             limits,
@@ -82,7 +87,12 @@ impl State {
             return Ok(u);
         }
         let metrics = Some((self.metrics.clone(), label.to_string()));
-        let u = Arc::new(Upstream::new(spec, &self.base_dir, metrics)?);
+        let u = Arc::new(Upstream::new(
+            spec,
+            &self.base_dir,
+            metrics,
+            self.upstream_workers,
+        )?);
         map.retain(|_, w| w.strong_count() > 0);
         map.insert(id, Arc::downgrade(&u));
         Ok(u)

@@ -576,6 +576,15 @@ async fn exhausted_body_budget_answers_503_and_is_returned() {
     staller.write_all(head.as_bytes()).await.expect("head");
     staller.write_all(&body[..1024]).await.expect("part");
     staller.flush().await.expect("flush");
+    // Its room is taken before any other upload asks: an upload read first
+    // would hold the budget and the staller would be the one refused.
+    let budget = &kg.running.state.body_budget;
+    for _ in 0..2000 {
+        if budget.available() < body.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Another upload of the same size finds no room: 503 with Retry-After.
     // (Polled for up to 20 s: on a loaded 2-core CI machine the staller's head

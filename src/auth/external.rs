@@ -368,7 +368,7 @@ fn check_url(url: &str) -> Result<Uri, String> {
 fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let tls = crate::upstream::client_tls(ca_file)?;
+    let tls = crate::upstream::tls::client_tls(ca_file)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

@@ -321,7 +321,7 @@ impl Collector {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(s.timeout));
-        let tls = crate::upstream::client_tls(None)?;
+        let tls = crate::upstream::tls::client_tls(None)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
