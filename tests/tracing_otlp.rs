@@ -403,36 +403,6 @@ fn threads(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// `spawn_binary` with one more environment variable.
-fn spawn_with_env(
-    config: &std::path::Path,
-    var: (&str, &str),
-) -> (std::process::Child, SocketAddr) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env(var.0, var.1)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn keygate");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("keygate: listening on http://")
-                .map(str::to_string)
-        })
-        .expect("listening line")
-        .parse()
-        .expect("listening address");
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
-}
-
 /// The real binary, with the SDK's own endpoint variable pointing at the
 /// collector: only `[tracing]` turns export on.
 async fn run_binary(collector: SocketAddr, tracing: &str) -> (usize, Vec<String>) {
@@ -444,13 +414,9 @@ async fn run_binary(collector: SocketAddr, tracing: &str) -> (usize, Vec<String>
         config(be, tracing)
     );
     std::fs::write(&path, text).expect("write");
-    let (mut child, addr) = spawn_with_env(
-        &path,
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://{collector}"),
-        ),
-    );
+    let endpoint = format!("http://{collector}");
+    let (mut child, addr) =
+        common::spawn_binary_with_env(&path, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
     let mut ok = 0;
     for i in 0..3 {
         let r = get(&format!("http://{addr}/open/{i}")).await;

@@ -207,10 +207,19 @@ pub async fn dead_port() -> SocketAddr {
 /// plain listener's address (read from the `listening on` line, text or JSON).
 /// stdout keeps being drained so that later lines never meet a closed pipe.
 pub fn spawn_binary(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    spawn_binary_with_env(config, &[])
+}
+
+/// [`spawn_binary`] with extra environment variables.
+pub fn spawn_binary_with_env(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
         .args(["run", "-c"])
         .arg(config)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
