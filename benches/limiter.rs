@@ -3,13 +3,13 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
+use keygate::config::compile::{param_policy, traffic_policy};
 use keygate::config::raw::{
     RawParamTrafficControl, RawStrategy, RawStrategyParam, RawTrafficControl, RawUsagePlan,
 };
 use keygate::policy::expr::Expr;
 use keygate::policy::limits::{
-    LimitRequest, LimitState, ParamPolicy, PlanLimits, QpsLimit, RouteLimits, Timestamp,
-    TrafficPolicy,
+    LimitRequest, LimitState, PlanLimits, QpsLimit, RouteLimits, Timestamp,
 };
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -48,7 +48,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(qps.check(black_box(&req), Timestamp::now()).refused))
     });
 
-    let tc = TrafficPolicy::compile(
+    let tc = traffic_policy(
         &RawTrafficControl {
             rejected_code: None,
             rejected_msg: None,
@@ -70,7 +70,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(window.check(black_box(&req), Timestamp::now()).refused))
     });
 
-    let pc = ParamPolicy::compile(
+    let pc = param_policy(
         &RawParamTrafficControl {
             rejected_code: None,
             rejected_msg: None,

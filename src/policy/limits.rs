@@ -6,8 +6,8 @@
 //! let plan  = PlanLimits::compile(&raw_plan, &state);             // per usage plan
 //! let svc   = QpsLimit::service(&state, "demo", qps);             // per service (clone per route)
 //! let api   = QpsLimit::api(&state, "demo", "echo", qps);         // per API
-//! let tc    = TrafficPolicy::compile(&raw_tc, &state)?;           // per traffic_control plugin
-//! let pc    = ParamPolicy::compile(&raw_pc, &state)?;             // per param_traffic_control plugin
+//! let tc    = TrafficPolicy::new(traffic_spec, &state);           // per traffic_control plugin
+//! let pc    = ParamPolicy::new(param_spec, &state);               // per param_traffic_control plugin
 //! let route = RouteLimits::new(Some(svc), Some(api), Some(tc), None, vec![plan])?;
 //! ```
 //! Handler (per request, after routing and authentication), local or cluster mode:

@@ -14,17 +14,33 @@
 
 use super::limits::plan::{identity, Counter, Plan, Slot};
 use super::limits::report::{PolicyKind, PolicyRef};
-use crate::config::raw::RawTrafficControl;
 use crate::store::cells::{Timestamp, Window, WindowCell};
 use crate::store::table::{Single, Table};
 use crate::store::LimitState;
 use ipnet::IpNet;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
-/// Most special apps / special IPs per plugin.
-pub const MAX_SPECIAL: usize = 30;
+/// A `traffic_control` plugin as the config compiler accepted it
+/// (`config/compile/limits.rs` holds the rules: at least one dimension,
+/// distinct special entries, at most `MAX_SPECIAL` of each, a prefix of 1-128).
+pub struct TrafficSpec {
+    pub name: String,
+    pub window: Window,
+    pub api: Option<NonZeroU64>,
+    pub app: Option<NonZeroU64>,
+    pub ip: Option<NonZeroU64>,
+    /// Special apps, each listed once.
+    pub spec_apps: Vec<(String, NonZeroU64)>,
+    /// Special networks (truncated to their prefix), each listed once.
+    pub spec_ips: Vec<(IpNet, NonZeroU64)>,
+    pub ipv6_prefix: Option<u8>,
+    /// The settings as written, in one canonical line: the counters' identity
+    /// hashes it (same settings, same counters across reloads and restarts).
+    pub settings: String,
+}
 
 pub struct TrafficPolicy {
     name: Box<str>,
@@ -44,175 +60,45 @@ pub struct TrafficPolicy {
     labels: [Box<str>; 3],
 }
 
-fn unit_secs(expire_type: &str) -> Option<u64> {
-    match expire_type {
-        "second" => Some(1),
-        "minute" => Some(60),
-        "hour" => Some(3600),
-        "day" => Some(86_400),
-        _ => None,
-    }
-}
-
-fn positive(errs: &mut Vec<String>, field: &str, v: u64) {
-    if v == 0 {
-        errs.push(format!("{field}: must be a positive integer"));
-    }
-}
-
-fn spec_apps(raw: &RawTrafficControl, errs: &mut Vec<String>) -> Vec<(Box<str>, u64)> {
-    let mut spec_apps: Vec<(Box<str>, u64)> = Vec::new();
-    for (i, s) in raw.spec_app_rate_limits.iter().enumerate() {
-        let field = format!("spec_app_rate_limits[{i}]");
-        positive(errs, &format!("{field}.rate_limit"), s.rate_limit);
-        if s.app_id.is_empty() {
-            errs.push(format!("{field}.app_id: must not be empty"));
-        } else if spec_apps.iter().any(|(a, _)| **a == *s.app_id) {
-            errs.push(format!("{field}.app_id: {:?} listed twice", s.app_id));
-        }
-        spec_apps.push((s.app_id.as_str().into(), s.rate_limit));
-    }
-    spec_apps
-}
-
-fn spec_ips(raw: &RawTrafficControl, errs: &mut Vec<String>) -> Vec<(IpNet, u64)> {
-    let mut spec_ips: Vec<(IpNet, u64)> = Vec::new();
-    for (i, s) in raw.spec_ip_rate_limits.iter().enumerate() {
-        let field = format!("spec_ip_rate_limits[{i}]");
-        positive(errs, &format!("{field}.rate_limit"), s.rate_limit);
-        let key = s.ip_key.trim();
-        let net = key
-            .parse::<IpNet>()
-            .or_else(|_| key.parse::<IpAddr>().map(IpNet::from));
-        match net {
-            Ok(n) if spec_ips.iter().any(|(m, _)| *m == n.trunc()) => {
-                errs.push(format!("{field}.ip_key: {key:?} listed twice"))
-            }
-            Ok(n) => spec_ips.push((n.trunc(), s.rate_limit)),
-            Err(_) => errs.push(format!(
-                "{field}.ip_key: {key:?} is not an IP address or CIDR"
-            )),
-        }
-    }
-    spec_ips
-}
-
-/// Canonical settings string hashed into the counters' identity.
-fn settings(raw: &RawTrafficControl) -> String {
-    let apps: Vec<_> = raw
-        .spec_app_rate_limits
-        .iter()
-        .map(|s| (&s.app_id, s.rate_limit))
-        .collect();
-    let ips: Vec<_> = raw
-        .spec_ip_rate_limits
-        .iter()
-        .map(|s| (&s.ip_key, s.rate_limit))
-        .collect();
-    format!(
-        "v1|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-        raw.expire_type,
-        raw.expire,
-        // As before the limit became optional, so that persisted counters keep their identity.
-        raw.api_rate_limit.map_or(String::new(), |v| v.to_string()),
-        raw.app_rate_limit,
-        raw.ip_rate_limit,
-        apps,
-        ips,
-        raw.ipv6_prefix
-    )
-}
-
 impl TrafficPolicy {
-    /// Validates the plugin and obtains its counters from `state`. Error messages
-    /// start with the field (`spec_ip_rate_limits[2].ip_key: ...`); the caller
-    /// prefixes the plugin's location.
-    pub fn compile(
-        raw: &RawTrafficControl,
-        state: &LimitState,
-    ) -> Result<Arc<TrafficPolicy>, Vec<String>> {
-        let mut errs = Vec::new();
-        let unit = unit_secs(&raw.expire_type);
-        if unit.is_none() {
-            errs.push(format!(
-                "expire_type: {:?} is not one of second, minute, hour, day",
-                raw.expire_type
-            ));
-        }
-        positive(&mut errs, "expire", raw.expire);
-        let window_secs = unit.unwrap_or(1).checked_mul(raw.expire);
-        if window_secs.is_none_or(|w| w > 366 * 86_400) {
-            errs.push("expire: window longer than a year".into());
-        }
-        if let Some(v) = raw.api_rate_limit {
-            positive(&mut errs, "api_rate_limit", v);
-        }
-        if raw.api_rate_limit.is_none()
-            && raw.app_rate_limit.is_none()
-            && raw.ip_rate_limit.is_none()
-            && raw.spec_app_rate_limits.is_empty()
-            && raw.spec_ip_rate_limits.is_empty()
-        {
-            errs.push(
-                "no limit: set at least one of api_rate_limit, app_rate_limit, ip_rate_limit, \
-                 spec_app_rate_limits, spec_ip_rate_limits"
-                    .into(),
-            );
-        }
-        if let Some(v) = raw.app_rate_limit {
-            positive(&mut errs, "app_rate_limit", v);
-        }
-        if let Some(v) = raw.ip_rate_limit {
-            positive(&mut errs, "ip_rate_limit", v);
-        }
-        if let Some(p) = raw.ipv6_prefix {
-            if !(1..=128).contains(&p) {
-                errs.push(format!("ipv6_prefix: {p} is not between 1 and 128"));
-            }
-        }
-        if raw.spec_app_rate_limits.len() > MAX_SPECIAL {
-            errs.push(format!(
-                "spec_app_rate_limits: {} entries, at most {MAX_SPECIAL}",
-                raw.spec_app_rate_limits.len()
-            ));
-        }
-        if raw.spec_ip_rate_limits.len() > MAX_SPECIAL {
-            errs.push(format!(
-                "spec_ip_rate_limits: {} entries, at most {MAX_SPECIAL}",
-                raw.spec_ip_rate_limits.len()
-            ));
-        }
-        let spec_apps = spec_apps(raw, &mut errs);
-        let mut spec_ips = spec_ips(raw, &mut errs);
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        spec_ips.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
-
-        let window = Window::new(window_secs.unwrap_or(1));
-        let id = identity("traffic", &raw.name, &settings(raw));
-        let has_apps = raw.app_rate_limit.is_some() || !spec_apps.is_empty();
-        let has_ips = raw.ip_rate_limit.is_some() || !spec_ips.is_empty();
-        Ok(Arc::new(TrafficPolicy {
-            labels: [
-                format!("{}.api", raw.name).into(),
-                format!("{}.app", raw.name).into(),
-                format!("{}.ip", raw.name).into(),
-            ],
-            name: raw.name.as_str().into(),
+    /// The policy of an accepted plugin, with its counters from `state`.
+    pub fn new(spec: TrafficSpec, state: &LimitState) -> Arc<TrafficPolicy> {
+        let TrafficSpec {
+            name,
             window,
-            api_limit: raw.api_rate_limit,
-            api: raw
-                .api_rate_limit
-                .map(|_| state.single(&format!("{id}/api"), window)),
-            app_limit: raw.app_rate_limit,
+            api,
+            app,
+            ip,
             spec_apps,
+            mut spec_ips,
+            ipv6_prefix,
+            settings,
+        } = spec;
+        spec_ips.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        let id = identity("traffic", &name, &settings);
+        let has_apps = app.is_some() || !spec_apps.is_empty();
+        let has_ips = ip.is_some() || !spec_ips.is_empty();
+        Arc::new(TrafficPolicy {
+            labels: [
+                format!("{name}.api").into(),
+                format!("{name}.app").into(),
+                format!("{name}.ip").into(),
+            ],
+            window,
+            api_limit: api.map(NonZeroU64::get),
+            api: api.map(|_| state.single(&format!("{id}/api"), window)),
+            app_limit: app.map(NonZeroU64::get),
+            spec_apps: spec_apps
+                .into_iter()
+                .map(|(a, l)| (a.into_boxed_str(), l.get()))
+                .collect(),
             apps: has_apps.then(|| state.table(&format!("{id}/app"), window)),
-            ip_limit: raw.ip_rate_limit,
-            spec_ips,
+            ip_limit: ip.map(NonZeroU64::get),
+            spec_ips: spec_ips.into_iter().map(|(n, l)| (n, l.get())).collect(),
             ips: has_ips.then(|| state.table(&format!("{id}/ip"), window)),
-            ipv6_prefix: raw.ipv6_prefix,
-        }))
+            ipv6_prefix,
+            name: name.into_boxed_str(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -310,7 +196,8 @@ impl TrafficPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{RawSpecApp, RawSpecIp};
+    use crate::config::compile::traffic_policy;
+    use crate::config::raw::RawTrafficControl;
 
     fn raw() -> RawTrafficControl {
         RawTrafficControl {
@@ -328,13 +215,6 @@ mod tests {
         }
     }
 
-    fn errors(r: &RawTrafficControl) -> Vec<String> {
-        match TrafficPolicy::compile(r, &LimitState::in_memory()) {
-            Ok(_) => vec![],
-            Err(e) => e,
-        }
-    }
-
     #[test]
     fn windows_of_each_unit() {
         let st = LimitState::in_memory();
@@ -347,108 +227,19 @@ mod tests {
             let mut r = raw();
             r.expire_type = unit.into();
             r.expire = 2;
-            assert_eq!(
-                TrafficPolicy::compile(&r, &st).unwrap().window_secs(),
-                2 * secs
-            );
+            let p = traffic_policy(&r, &st).expect("valid");
+            assert_eq!(p.window_secs(), 2 * secs);
         }
     }
 
     #[test]
-    fn validation_names_the_field() {
-        let mut r = raw();
-        r.expire_type = "week".into();
-        r.expire = 0;
-        r.api_rate_limit = Some(0);
-        r.app_rate_limit = Some(0);
-        r.ip_rate_limit = Some(0);
-        r.ipv6_prefix = Some(0);
-        let e = errors(&r);
-        for field in [
-            "expire_type: \"week\"",
-            "expire: must",
-            "api_rate_limit:",
-            "app_rate_limit:",
-            "ip_rate_limit:",
-            "ipv6_prefix:",
-        ] {
-            assert!(
-                e.iter().any(|m| m.starts_with(field)),
-                "{field} missing in {e:?}"
-            );
-        }
-
-        let mut r = raw();
-        r.spec_app_rate_limits = (0..31)
-            .map(|i| RawSpecApp {
-                app_id: format!("a{i}"),
-                rate_limit: 1,
-            })
-            .collect();
-        r.spec_ip_rate_limits = vec![
-            RawSpecIp {
-                ip_key: "10.0.0.0/8".into(),
-                rate_limit: 1,
-            },
-            RawSpecIp {
-                ip_key: "10.1.0.0/8".into(),
-                rate_limit: 2,
-            },
-            RawSpecIp {
-                ip_key: "10.0.0.300".into(),
-                rate_limit: 1,
-            },
-            RawSpecIp {
-                ip_key: "2001:db8::/32".into(),
-                rate_limit: 0,
-            },
-        ];
-        let e = errors(&r);
-        assert!(
-            e.contains(&"spec_app_rate_limits: 31 entries, at most 30".to_string()),
-            "{e:?}"
-        );
-        assert!(
-            e.contains(&"spec_ip_rate_limits[1].ip_key: \"10.1.0.0/8\" listed twice".to_string())
-        );
-        assert!(e.contains(
-            &"spec_ip_rate_limits[2].ip_key: \"10.0.0.300\" is not an IP address or CIDR"
-                .to_string()
-        ));
-        assert!(e.contains(
-            &"spec_ip_rate_limits[3].rate_limit: must be a positive integer".to_string()
-        ));
-
-        let mut r = raw();
-        r.spec_app_rate_limits = vec![
-            RawSpecApp {
-                app_id: "x".into(),
-                rate_limit: 1,
-            },
-            RawSpecApp {
-                app_id: "x".into(),
-                rate_limit: 1,
-            },
-        ];
-        assert_eq!(
-            errors(&r),
-            vec!["spec_app_rate_limits[1].app_id: \"x\" listed twice"]
-        );
-        assert!(errors(&raw()).is_empty());
-    }
-
-    #[test]
-    fn every_dimension_is_optional_but_one_is_needed() {
+    fn a_limit_per_address_alone_counts_each_address() {
+        // Per-IP alone: the API as a whole is not counted, each address is.
         let mut r = raw();
         r.api_rate_limit = None;
-        let e = errors(&r);
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("no limit: set at least one of"), "{e:?}");
-
-        // Per-IP alone: the API as a whole is not counted, each address is.
         r.ip_rate_limit = Some(2);
         let st = LimitState::in_memory();
-        let p = TrafficPolicy::compile(&r, &st).expect("ip only");
+        let p = traffic_policy(&r, &st).expect("ip only");
         let limits =
             crate::policy::limits::RouteLimits::new(None, None, Some(p.clone()), None, vec![])
                 .expect("within bounds");
@@ -479,10 +270,25 @@ mod tests {
         assert_eq!(refused, 1, "only the third request of one address is over");
         let b: IpAddr = "192.0.2.2".parse().expect("ip");
         assert_eq!(p.counts(None, b, now), (0, 0, 2));
+    }
 
+    #[test]
+    fn the_most_specific_special_network_wins() {
         let mut r = raw();
-        r.api_rate_limit = None;
-        r.app_rate_limit = Some(5);
-        assert!(errors(&r).is_empty());
+        r.ip_rate_limit = Some(100);
+        r.ipv6_prefix = Some(64);
+        for (key, limit) in [("10.0.0.0/8", 1), ("10.1.0.0/16", 2), ("10.1.2.3", 3)] {
+            r.spec_ip_rate_limits.push(crate::config::raw::RawSpecIp {
+                ip_key: key.into(),
+                rate_limit: limit,
+            });
+        }
+        let p = traffic_policy(&r, &LimitState::in_memory()).expect("valid");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(p.ip_limit(ip("10.1.2.3")), Some(3));
+        assert_eq!(p.ip_limit(ip("::ffff:10.1.2.4")), Some(2));
+        assert_eq!(p.ip_limit(ip("10.2.0.1")), Some(1));
+        assert_eq!(p.ip_limit(ip("192.0.2.1")), Some(100));
+        assert_eq!(p.ip_bucket(ip("2001:db8::1:2")), ip("2001:db8::"));
     }
 }

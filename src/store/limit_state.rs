@@ -343,8 +343,8 @@ mod tests {
         api: u64,
     ) -> (RouteLimits, Arc<PlanLimits>, Arc<TrafficPolicy>) {
         let p = PlanLimits::compile(&plan(quota), st);
-        let t = TrafficPolicy::compile(&tc("minute", minutes, api), st).unwrap();
-        let s = TrafficPolicy::compile(&tc("second", 1, api), st).unwrap();
+        let t = crate::config::compile::traffic_policy(&tc("minute", minutes, api), st).unwrap();
+        let s = crate::config::compile::traffic_policy(&tc("second", 1, api), st).unwrap();
         let _ = s;
         (
             RouteLimits::new(None, None, Some(t.clone()), None, vec![p.clone()]).unwrap(),
@@ -390,7 +390,7 @@ mod tests {
     fn second_windows_and_qps_are_not_persisted() {
         let store = Arc::new(MemoryStore::default());
         let st = LimitState::with_store(Some(store.clone()), StateOptions::default());
-        let t = TrafficPolicy::compile(&tc("second", 30, 500), &st).unwrap();
+        let t = crate::config::compile::traffic_policy(&tc("second", 30, 500), &st).unwrap();
         let limits = RouteLimits::new(None, None, Some(t), None, vec![]).unwrap();
         hit(&limits, 3, Timestamp::now());
         assert_eq!(st.flush().unwrap(), 0);
@@ -416,7 +416,7 @@ mod tests {
         let st = LimitState::in_memory();
         let mut raw = tc("second", 1, 1_000_000);
         raw.ip_rate_limit = Some(10);
-        let t = TrafficPolicy::compile(&raw, &st).unwrap();
+        let t = crate::config::compile::traffic_policy(&raw, &st).unwrap();
         let limits = RouteLimits::new(None, None, Some(t), None, vec![]).unwrap();
         let (h, m) = (HeaderMap::new(), Method::GET);
         let now = Timestamp::from_secs(2_000_000_000);

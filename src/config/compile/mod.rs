@@ -10,8 +10,9 @@
 //! Every mistake is reported once, with its location: a mistake in a shared
 //! item (a plugin, a plan, a service setting) is reported at that item, never
 //! again at each API that uses it, and a name outside its closed set has no
-//! follow-on problems. Where a rule is checked here and also by the runtime
-//! constructor of the setting (the limit policies, the `ip_control` mode, the
+//! follow-on problems. The limit plugins are checked here alone and
+//! handed to their policies as typed specs. Where a rule is checked here and
+//! also by the runtime constructor of the setting (the `ip_control` mode, the
 //! `cors` methods, `retry_on`, `fail_on`, `external_auth.on_error`), the
 //! constructor is called only with values this check accepted, or its refusal
 //! of the same value is dropped. Settings no rule here covers are checked by
@@ -29,6 +30,7 @@ mod plugins;
 mod server;
 mod services;
 
+pub use limits::{param_policy, traffic_policy};
 pub use server::listen_addrs;
 // The parse step moved to `config::source`; kept here for the tests, benches
 // and examples that call `config::compile::parse`.

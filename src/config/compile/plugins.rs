@@ -76,12 +76,12 @@ pub(super) fn compile<'a>(
         let compiled = match p {
             RawPlugin::IpControl(ip) => ip_control(ip).map(|x| Plugin::Ip(Arc::new(x))),
             RawPlugin::Cors(c) => cors(c).map(|x| Plugin::Cors(Arc::new(x))),
-            RawPlugin::TrafficControl(t) => checked(limits::traffic(t))
-                .and_then(|()| TrafficPolicy::compile(t, &state.limits))
-                .map(Plugin::Traffic),
-            RawPlugin::ParamTrafficControl(p) => checked(limits::param(p))
-                .and_then(|()| ParamPolicy::compile(p, &state.limits))
-                .map(Plugin::ParamTraffic),
+            RawPlugin::TrafficControl(t) => {
+                limits::traffic_policy(t, &state.limits).map(Plugin::Traffic)
+            }
+            RawPlugin::ParamTrafficControl(p) => {
+                limits::param_policy(p, &state.limits).map(Plugin::ParamTraffic)
+            }
             RawPlugin::ConcurrencyControl(c) => ConcurrencyPolicy::compile(c, &state.concurrency)
                 .map(|x| Plugin::Concurrency(Arc::new(x)))
                 .map_err(|m| vec![m]),
@@ -96,14 +96,6 @@ pub(super) fn compile<'a>(
         }
     }
     out
-}
-
-fn checked(problems: Vec<String>) -> Result<(), Vec<String>> {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
 }
 
 /// `mode` is checked here; with a wrong mode the address list is still

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::compile::{param_policy, traffic_policy};
 use crate::config::raw::{
     RawParamTrafficControl, RawSpecApp, RawSpecIp, RawStrategy, RawStrategyParam,
     RawTrafficControl, RawUsagePlan,
@@ -15,6 +16,30 @@ fn route(
     plans: Vec<Arc<PlanLimits>>,
 ) -> RouteLimits {
     RouteLimits::new(service, api, traffic, param, plans).expect("within the bound")
+}
+
+/// `n` path strategies with no condition, past the number the compiler
+/// accepts (for tests of the route bound).
+fn with_strategies(n: u32, limit: u64, state: &LimitState) -> Arc<ParamPolicy> {
+    use crate::policy::param::{ParamSource, ParamSpec, StrategySpec};
+    let limit = std::num::NonZeroU64::new(limit).expect("positive");
+    let strategies = (0..n)
+        .map(|i| StrategySpec {
+            name: format!("s{i}"),
+            weight: n - i,
+            condition: None,
+            source: ParamSource::Path,
+            limit,
+            window: crate::store::cells::Window::new(60),
+        })
+        .collect();
+    let spec = ParamSpec {
+        name: "many".into(),
+        default: None,
+        strategies,
+        settings: "test".into(),
+    };
+    ParamPolicy::new(spec, state)
 }
 
 fn nz(qps: u32) -> NonZeroU32 {
@@ -105,7 +130,7 @@ fn doc_example_tightest_wins() {
     let limits = route(
         Some(QpsLimit::service(&st, "demo", nz(100))),
         Some(QpsLimit::api(&st, "demo", "echo", nz(50))),
-        Some(TrafficPolicy::compile(&tc("flow", "second", 500), &st).unwrap()),
+        Some(traffic_policy(&tc("flow", "second", 500), &st).unwrap()),
         None,
         vec![],
     );
@@ -145,7 +170,7 @@ fn headers_name_the_tightest_policy() {
     let limits = route(
         None,
         None,
-        Some(TrafficPolicy::compile(&t, &st).unwrap()),
+        Some(traffic_policy(&t, &st).unwrap()),
         None,
         vec![plan.clone()],
     );
@@ -187,7 +212,7 @@ fn headers_name_the_tightest_policy() {
     let other = route(
         None,
         None,
-        Some(TrafficPolicy::compile(&t, &st).unwrap()),
+        Some(traffic_policy(&t, &st).unwrap()),
         None,
         vec![],
     );
@@ -231,7 +256,7 @@ fn special_app_and_ip_override_generic_limits() {
             rate_limit: 20,
         },
     ];
-    let tp = TrafficPolicy::compile(&t, &st).unwrap();
+    let tp = traffic_policy(&t, &st).unwrap();
     let limits = route(None, None, Some(tp.clone()), None, vec![]);
     let mut req = Req::new();
     req.key = Some("plain");
@@ -269,7 +294,7 @@ fn special_app_and_ip_override_generic_limits() {
     let limits = route(
         None,
         None,
-        Some(TrafficPolicy::compile(&t2, &st).unwrap()),
+        Some(traffic_policy(&t2, &st).unwrap()),
         None,
         vec![],
     );
@@ -293,7 +318,7 @@ fn ipv6_clients_bucketed_by_prefix() {
     let limits = route(
         None,
         None,
-        Some(TrafficPolicy::compile(&t, &st).unwrap()),
+        Some(traffic_policy(&t, &st).unwrap()),
         None,
         vec![],
     );
@@ -311,7 +336,7 @@ fn ipv6_clients_bucketed_by_prefix() {
     // without bucketing every address counts alone; v4-mapped counts as v4
     let mut t = tc("v6b", "minute", 1000);
     t.ip_rate_limit = Some(1);
-    let tp = TrafficPolicy::compile(&t, &st).unwrap();
+    let tp = traffic_policy(&t, &st).unwrap();
     let a: IpAddr = "2001:db8::1".parse().unwrap();
     assert_eq!(tp.ip_bucket(a), a);
     let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
@@ -354,7 +379,7 @@ fn param_strategies_order_and_per_value_counters() {
             strategy("by-path", 50, "header.x-user != 'admin'", "path", "", 3),
         ],
     };
-    let pp = ParamPolicy::compile(&raw, &st).unwrap();
+    let pp = param_policy(&raw, &st).unwrap();
     assert_eq!(pp.order(), vec!["posts", "by-path", "by-user"]);
     let limits = route(None, None, None, Some(pp.clone()), vec![]);
     let mut req = Req::new();
@@ -411,7 +436,7 @@ fn param_strategies_order_and_per_value_counters() {
         None,
         None,
         None,
-        Some(ParamPolicy::compile(&raw, &st).unwrap()),
+        Some(param_policy(&raw, &st).unwrap()),
         vec![],
     );
     let req = Req::new();
@@ -452,16 +477,16 @@ fn plan_qps_is_per_key() {
 #[test]
 fn identity_same_settings_share_changed_settings_fresh() {
     let st = LimitState::in_memory();
-    let a = TrafficPolicy::compile(&tc("flow", "minute", 5), &st).unwrap();
+    let a = traffic_policy(&tc("flow", "minute", 5), &st).unwrap();
     let la = route(None, None, Some(a), None, vec![]);
     let req = Req::new();
     assert_eq!(admitted(&la, &req, at(0), 3), 3);
     // "reload": same settings → same counters while the old snapshot lives
-    let b = TrafficPolicy::compile(&tc("flow", "minute", 5), &st).unwrap();
+    let b = traffic_policy(&tc("flow", "minute", 5), &st).unwrap();
     let lb = route(None, None, Some(b), None, vec![]);
     assert_eq!(admitted(&lb, &req, at(0), 5), 2);
     // changed settings → fresh counters
-    let c = TrafficPolicy::compile(&tc("flow", "minute", 6), &st).unwrap();
+    let c = traffic_policy(&tc("flow", "minute", 6), &st).unwrap();
     let lc = route(None, None, Some(c), None, vec![]);
     assert_eq!(admitted(&lc, &req, at(0), 10), 6);
     // QPS of a service is shared by all its APIs
@@ -516,8 +541,8 @@ fn the_largest_valid_route_fits_the_bound_and_more_is_refused() {
     let limits = route(
         service(),
         api(),
-        Some(TrafficPolicy::compile(&t, &st).unwrap()),
-        Some(ParamPolicy::compile(&raw, &st).unwrap()),
+        Some(traffic_policy(&t, &st).unwrap()),
+        Some(param_policy(&raw, &st).unwrap()),
         vec![plan.clone()],
     );
     assert_eq!(limits.max_ops(), 18);
@@ -529,12 +554,12 @@ fn the_largest_valid_route_fits_the_bound_and_more_is_refused() {
 
     // 7 operations besides the strategies: 17 strategies fill the bound exactly,
     // 18 are one too many, refused when the route is built (not capped later).
-    let traffic = || Some(TrafficPolicy::compile(&t, &st).unwrap());
+    let traffic = || Some(traffic_policy(&t, &st).unwrap());
     let too_many = RouteLimits::new(
         service(),
         api(),
         traffic(),
-        Some(ParamPolicy::with_strategies(18, 1000, &st)),
+        Some(with_strategies(18, 1000, &st)),
         vec![plan.clone()],
     );
     let e = too_many.err().expect("over the bound");
@@ -551,7 +576,7 @@ fn the_largest_valid_route_fits_the_bound_and_more_is_refused() {
         },
         &st,
     );
-    let many = ParamPolicy::with_strategies(17, 1000, &st);
+    let many = with_strategies(17, 1000, &st);
     let full = route(
         service(),
         api(),

@@ -1,8 +1,6 @@
 use super::*;
 use crate::config::raw::{RawTrafficControl, RawUsagePlan};
-use crate::policy::limits::{
-    LimitState, PlanLimits, PolicyKind, QpsLimit, RouteLimits, TrafficPolicy,
-};
+use crate::policy::limits::{LimitState, PlanLimits, PolicyKind, QpsLimit, RouteLimits};
 use http::{HeaderMap, Method};
 use std::num::NonZeroU32;
 
@@ -42,7 +40,7 @@ fn limits(st: &LimitState) -> (RouteLimits, std::sync::Arc<PlanLimits>) {
     let limits = RouteLimits::new(
         None,
         Some(QpsLimit::api(st, "s", "a", two)),
-        Some(TrafficPolicy::compile(&tc, st).unwrap()),
+        Some(crate::config::compile::traffic_policy(&tc, st).unwrap()),
         None,
         vec![plan.clone()],
     )
