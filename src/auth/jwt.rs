@@ -29,13 +29,13 @@
 //!   headers ([`JwtProvider::header_names`]) before adding the verified ones.
 
 use super::AuthError;
-use crate::config::raw::RawJwtProvider;
+use crate::config::raw::{RawJwtProvider, RsaAlgorithm};
 use arc_swap::ArcSwap;
 use claims::{ClaimRules, Claims};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Algorithm;
-use keys::{candidates, family_algorithms, parse_jwk, parse_jwks, parse_pem, ProviderKey};
+use keys::{candidates, parse_jwk, parse_jwks, parse_pem, ProviderKey};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -117,8 +117,10 @@ impl JwtProvider {
                 "give exactly one of jwk, jwks_file, pem_file, jwks_url".into(),
             ));
         }
-        let algorithm = raw.algorithm.as_deref().map(rsa_algorithm).transpose();
-        let (keys, remote) = load_keys(raw, base_dir, algorithm.map_err(ctx)?, cache)?;
+        // A wrong `algorithm` is reported by the config compiler (which then
+        // refuses the file); the default pin stands in meanwhile.
+        let algorithm = raw.algorithm.as_ref().and_then(|a| a.get()).map(pinned);
+        let (keys, remote) = load_keys(raw, base_dir, algorithm, cache)?;
         if (raw.jwks_refresh.is_some() || raw.jwks_timeout.is_some()) && remote.is_none() {
             return Err(ctx("jwks_refresh and jwks_timeout need jwks_url".into()));
         }
@@ -317,13 +319,16 @@ fn decode_error(kind: &ErrorKind) -> String {
 
 /// A provider's `algorithm`: one of the RSA family's (it pins PEM and JWK RSA
 /// keys that declare none).
-fn rsa_algorithm(name: &str) -> Result<Algorithm, String> {
-    name.parse()
-        .ok()
-        .filter(|alg| family_algorithms("RSA", None).is_ok_and(|(l, _)| l.contains(alg)))
-        .ok_or_else(|| {
-            format!("algorithm {name:?} is not one of RS256, RS384, RS512, PS256, PS384, PS512")
-        })
+/// The algorithm an RSA key without `alg` is pinned to.
+fn pinned(a: RsaAlgorithm) -> Algorithm {
+    match a {
+        RsaAlgorithm::RS256 => Algorithm::RS256,
+        RsaAlgorithm::RS384 => Algorithm::RS384,
+        RsaAlgorithm::RS512 => Algorithm::RS512,
+        RsaAlgorithm::PS256 => Algorithm::PS256,
+        RsaAlgorithm::PS384 => Algorithm::PS384,
+        RsaAlgorithm::PS512 => Algorithm::PS512,
+    }
 }
 
 /// The keys of `raw`'s one source, and for a `jwks_url` its refresh settings.

@@ -31,12 +31,17 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-/// The hash of an HMAC, named as the `hmac` scheme spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The hash of an HMAC, named as the `hmac` scheme spells it (also the names
+/// of `[auth.hmac] algorithms`, read in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Algorithm {
+    #[serde(rename = "hmac-sha1")]
     HmacSha1,
+    #[serde(rename = "hmac-sha256")]
     HmacSha256,
+    #[serde(rename = "hmac-sha384")]
     HmacSha384,
+    #[serde(rename = "hmac-sha512")]
     HmacSha512,
 }
 

@@ -61,11 +61,14 @@ impl<T: Closed> Choice<T> {
         self.value.as_ref().ok().copied()
     }
 
-    /// The problem of a name outside the set, for `field`:
+    /// The variant, or the problem of a name outside the set, for `field`:
     /// `auth "jwtt" is not one of none, hmac, …; did you mean "jwt"?`.
     /// An empty `field` leaves the name out (the location names it).
-    pub fn problem(&self, field: &str) -> Option<String> {
-        let refusal = self.value.as_ref().err()?;
+    pub fn value(&self, field: &str) -> Result<T, String> {
+        let refusal = match &self.value {
+            Ok(v) => return Ok(*v),
+            Err(refusal) => refusal,
+        };
         let written = &self.written;
         let field = if field.is_empty() {
             String::new()
@@ -75,13 +78,18 @@ impl<T: Closed> Choice<T> {
         let words = backticked(refusal);
         let expected = words.get(1..).unwrap_or_default();
         if !refusal.starts_with("unknown variant") || expected.is_empty() {
-            return Some(format!("{field}{written:?}: {refusal}"));
+            return Err(format!("{field}{written:?}: {refusal}"));
         }
-        Some(format!(
+        Err(format!(
             "{field}{written:?} is not one of {}{}",
             expected.join(", "),
             suggestion(&T::normalize(written), expected)
         ))
+    }
+
+    /// The problem of a name outside the set, for `field` (see [`Choice::value`]).
+    pub fn problem(&self, field: &str) -> Option<String> {
+        self.value(field).err()
     }
 
     /// The variant, or `None` with the problem recorded at `at`.

@@ -17,24 +17,9 @@ use std::sync::Arc;
 
 mod compile;
 
-pub use compile::{RawParam, Scalar};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum In {
-    Query,
-    Header,
-    Path,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    String,
-    Int,
-    Long,
-    Float,
-    Double,
-    Boolean,
-}
+// Where a parameter is read or sent, and the type of its value: the closed
+// sets of the config, checked when the parameters are compiled.
+use crate::config::raw::{ParamPosition as In, ParamType as Kind};
 
 impl Kind {
     fn numeric(self) -> bool {
@@ -384,6 +369,7 @@ fn position_name(at: In) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::RawParam;
     use serde::Deserialize;
     use std::collections::BTreeMap;
 

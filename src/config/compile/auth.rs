@@ -36,6 +36,9 @@ pub(super) fn compile(
     jwks: &crate::auth::jwt::JwksCache,
     e: &mut Vec<ConfigError>,
 ) -> Auth {
+    for a in &raw.auth.hmac.algorithms {
+        a.check("auth.hmac", "algorithms", e);
+    }
     let hmac = HmacSettings::from_raw(&raw.auth.hmac)
         .map_err(|m| e.push(err("auth.hmac", m)))
         .ok();
@@ -129,6 +132,11 @@ fn jwt_providers(
     let mut jwt = HashMap::new();
     for p in &raw.jwt_providers {
         let at = format!("jwt_providers ({})", p.name);
+        // A wrong name is reported here; the provider is still built (with
+        // the default pin) so that its other problems show too.
+        if let Some(a) = &p.algorithm {
+            a.check(&at, "algorithm", e);
+        }
         match JwtProvider::from_raw_in(p, base, jwks) {
             Ok(j) => {
                 if jwt.insert(p.name.clone(), Arc::new(j)).is_some() {

@@ -182,3 +182,36 @@ fn accepted_spellings_compile() {
         &[],
     );
 }
+
+#[test]
+fn algorithm_names_are_checked_once_with_their_spellings() {
+    // hmac names in any case, blanks around ignored; a name twice counts once.
+    assert_problems(
+        "[auth.hmac]\nalgorithms = [\" HMAC-SHA256\", \"hmac-sha256\", \"Hmac-Sha1\"]\n",
+        &[],
+    );
+    assert_problems(
+        "[auth.hmac]\nalgorithms = [\"hmac-sha256\", \"sha256\"]\n",
+        &["auth.hmac: algorithms \"sha256\" is not one of hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512"],
+    );
+    assert_problems(
+        "[auth.hmac]\nalgorithms = []\n",
+        &["auth.hmac: auth.hmac.algorithms must list at least one algorithm"],
+    );
+    // JWT RSA pins: exact names; other families are not pins. (The key's
+    // own problem is reported too: a wrong pin hides nothing.)
+    let jwk = r#"{"kty":"oct","k":"c2VjcmV0"}"#;
+    for (alg, want) in [
+        ("ES256", "algorithm \"ES256\" is not one of RS256, RS384, RS512, PS256, PS384, PS512"),
+        ("HS256", "algorithm \"HS256\" is not one of RS256, RS384, RS512, PS256, PS384, PS512"),
+        ("ps384", "algorithm \"ps384\" is not one of RS256, RS384, RS512, PS256, PS384, PS512; did you mean \"PS384\"?"),
+    ] {
+        assert_problems(
+            &format!("[[jwt_providers]]\nname = \"corp\"\njwk = '{jwk}'\nalgorithm = \"{alg}\"\n"),
+            &[
+                &format!("jwt_providers (corp): {want}"),
+                "jwt_providers (corp): jwt provider \"corp\": key type \"oct\"",
+            ],
+        );
+    }
+}

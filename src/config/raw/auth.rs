@@ -2,8 +2,10 @@
 //! `[services.apis.external_auth]`.
 
 use super::{de_duration, de_opt_duration, default_true};
-use crate::config::choice::{Choice, Closed};
+use crate::auth::mac::Algorithm as HmacAlgorithm;
+use crate::config::choice::{lower_trimmed, Choice, Closed};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -68,8 +70,10 @@ fn default_replay_capacity() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHmacAuth {
+    /// The algorithms a signature may use (any case; a name listed twice
+    /// counts once).
     #[serde(default = "default_hmac_algorithms")]
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<Choice<HmacAlgorithm>>,
     #[serde(default = "default_15m", deserialize_with = "de_duration")]
     pub max_skew: Duration,
     /// Compatibility switch: do not check the skew of a plain `Date` header (X-Date still checked).
@@ -96,11 +100,16 @@ impl Default for RawHmacAuth {
 fn default_nonce_headers() -> Vec<String> {
     vec!["x-nonce".into()]
 }
-fn default_hmac_algorithms() -> Vec<String> {
-    ["hmac-sha1", "hmac-sha256", "hmac-sha384", "hmac-sha512"]
+fn default_hmac_algorithms() -> Vec<Choice<HmacAlgorithm>> {
+    HmacAlgorithm::ALL
         .iter()
-        .map(|s| s.to_string())
+        .map(|a| Choice::parse(a.name()))
         .collect()
+}
+impl Closed for HmacAlgorithm {
+    fn normalize(written: &str) -> Cow<'_, str> {
+        lower_trimmed(written)
+    }
 }
 fn default_15m() -> Duration {
     Duration::from_secs(900)
@@ -197,7 +206,7 @@ pub struct RawJwtProvider {
     pub key_claim: Option<String>,
     /// Algorithm of RSA keys that declare none (PEM keys, JWKs without `alg`):
     /// RS256 (default), RS384, RS512, PS256, PS384 or PS512.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<Choice<RsaAlgorithm>>,
     /// Cookie carrying the token when there is no `Authorization` header.
     pub token_cookie: Option<String>,
     /// Query parameter carrying the token when there is no header or cookie.
@@ -218,6 +227,19 @@ pub struct RawJwtProvider {
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub max_lifetime: Option<Duration>,
 }
+
+/// `[[jwt_providers]] algorithm`: the RSA algorithms a key can be pinned to,
+/// spelt as in a JWK's `alg` (exact case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RsaAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+}
+impl Closed for RsaAlgorithm {}
 
 /// A required claim value: one value or a list of accepted ones.
 #[derive(Debug, Clone, Deserialize)]

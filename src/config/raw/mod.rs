@@ -6,8 +6,9 @@
 //!
 //! The runtime imports its settings from here. A few setting types still live
 //! beside their runtime code and are borrowed here: the replay mode
-//! (`auth/replay.rs`), the escaped-slash action (`path.rs`), and the
-//! `concurrency_control` and declared-parameter tables (`policy/`).
+//! (`auth/replay.rs`), the escaped-slash action (`path.rs`), the
+//! `concurrency_control` table (`policy/`) and the hmac algorithm names
+//! (`auth/mac.rs`).
 
 mod auth;
 mod backend;

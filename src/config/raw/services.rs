@@ -103,7 +103,7 @@ pub struct RawApi {
     pub usage_plans: Vec<String>,
     /// Declared front-end parameters, checked before authentication.
     #[serde(default)]
-    pub params: Vec<crate::policy::inputs::RawParam>,
+    pub params: Vec<RawParam>,
     pub backend: RawBackend,
 }
 fn default_methods() -> Vec<Choice<ApiMethod>> {
@@ -158,4 +158,67 @@ pub struct RawHeaderRules {
     /// old name -> new name (requests only).
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+}
+
+/// `[[services.apis.params]]`: a declared front-end parameter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParam {
+    pub name: String,
+    #[serde(rename = "in", default = "default_param_in")]
+    pub position: Choice<ParamPosition>,
+    #[serde(rename = "type", default = "default_param_type")]
+    pub kind: Choice<ParamType>,
+    #[serde(default)]
+    pub required: bool,
+    pub default: Option<Scalar>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub max_length: Option<usize>,
+    #[serde(rename = "enum", default)]
+    pub allowed: Vec<Scalar>,
+    pub regex: Option<String>,
+    /// Name sent to the back end (default: `name`).
+    pub backend_name: Option<String>,
+    /// Position sent to the back end (default: `in`).
+    pub backend_in: Option<Choice<ParamPosition>>,
+}
+fn default_param_in() -> Choice<ParamPosition> {
+    Choice::parse("query")
+}
+fn default_param_type() -> Choice<ParamType> {
+    Choice::parse("string")
+}
+
+/// Where a declared parameter is read (`in`) or sent (`backend_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamPosition {
+    Query,
+    Header,
+    Path,
+}
+impl Closed for ParamPosition {}
+
+/// The type of a declared parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Int,
+    Long,
+    Float,
+    Double,
+    Boolean,
+}
+impl Closed for ParamType {}
+
+/// A TOML scalar written for a default or an enum value, kept as text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
 }

@@ -3,53 +3,11 @@
 //! of the list, located by item.
 
 use super::{is_param_ref, In, Inputs, Kind, Param, Piece, Target, Templated};
+use crate::config::raw::{RawParam, Scalar};
 use http::HeaderName;
 use regex::Regex;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-
-/// `[[services.apis.params]]` as written in the config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawParam {
-    pub name: String,
-    /// query | header | path
-    #[serde(rename = "in", default = "default_in")]
-    pub position: String,
-    /// string | int | long | float | double | boolean
-    #[serde(rename = "type", default = "default_type")]
-    pub kind: String,
-    #[serde(default)]
-    pub required: bool,
-    pub default: Option<Scalar>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub max_length: Option<usize>,
-    #[serde(rename = "enum", default)]
-    pub allowed: Vec<Scalar>,
-    pub regex: Option<String>,
-    /// Name sent to the back end (default: `name`).
-    pub backend_name: Option<String>,
-    /// Position sent to the back end (default: `in`).
-    pub backend_in: Option<String>,
-}
-fn default_in() -> String {
-    "query".into()
-}
-fn default_type() -> String {
-    "string".into()
-}
-
-/// A TOML scalar written for a default or an enum value, kept as text.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    Text(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-}
 
 impl Scalar {
     fn text(&self) -> String {
@@ -62,41 +20,12 @@ impl Scalar {
     }
 }
 
-impl In {
-    fn parse(s: &str) -> Result<In, String> {
-        match s {
-            "query" => Ok(In::Query),
-            "header" => Ok(In::Header),
-            "path" => Ok(In::Path),
-            other => Err(format!("{other:?} is not one of query, header, path")),
-        }
-    }
-}
-
-impl Kind {
-    fn parse(s: &str) -> Result<Kind, String> {
-        Ok(match s {
-            "string" => Kind::String,
-            "int" => Kind::Int,
-            "long" => Kind::Long,
-            "float" => Kind::Float,
-            "double" => Kind::Double,
-            "boolean" => Kind::Boolean,
-            other => {
-                return Err(format!(
-                    "type {other:?} is not one of string, int, long, float, double, boolean"
-                ))
-            }
-        })
-    }
-}
-
 impl Inputs {
     /// Names that `params` send in the back-end path (`backend_in = "path"`), for
     /// the back-end path template check.
     pub fn backend_path_names(raw: &[RawParam]) -> Vec<&str> {
         raw.iter()
-            .filter(|p| p.backend_in.as_deref() == Some("path"))
+            .filter(|p| p.backend_in.as_ref().and_then(|b| b.get()) == Some(In::Path))
             .map(|p| p.backend_name.as_deref().unwrap_or(&p.name))
             .collect()
     }
@@ -190,8 +119,8 @@ fn compile_param(
     captured: &[String],
     backend_path: Option<&str>,
 ) -> Result<Param, String> {
-    let at = In::parse(&r.position).map_err(|m| format!("in = {m}"))?;
-    let kind = Kind::parse(&r.kind)?;
+    let at = r.position.value("in")?;
+    let kind = r.kind.value("type")?;
     if r.name.is_empty() || r.name.len() > 128 {
         return Err("name must be 1-128 characters".into());
     }
@@ -247,7 +176,7 @@ fn compile_param(
         }
     }
     let backend_in = match &r.backend_in {
-        Some(s) => Some(In::parse(s).map_err(|m| format!("backend_in = {m}"))?),
+        Some(b) => Some(b.value("backend_in")?),
         None => None,
     };
     let backend_name = r.backend_name.clone();
