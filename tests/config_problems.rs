@@ -171,3 +171,68 @@ timeout = "45s"
         ],
     );
 }
+
+/// A wrong name in the closed sets of the auth schemes and of declared
+/// parameters: one problem each, at its line, with the accepted names.
+#[test]
+fn wrong_algorithm_and_parameter_names_are_one_problem_each() {
+    let got = problems(
+        r#"
+[auth.hmac]
+max_skew = "5m"
+algorithms = ["hmac-sha256", "HMAC-SHA512", "hmac-md5"]
+
+[[keys]]
+id = "k1"
+secret = "s1"
+
+[[jwt_providers]]
+name = "corp"
+pem_file = "no-such.pem"
+algorithm = "rs256"
+
+[[services]]
+name = "shop"
+
+[[services.apis]]
+name = "orders"
+path = "/orders/{id}"
+auth = "jwt"
+jwt_provider = "corp"
+[[services.apis.params]]
+name = "id"
+in = "paht"
+[[services.apis.params]]
+name = "n"
+type = "integer"
+[[services.apis.params]]
+name = "m"
+in = "header"
+backend_in = "Query"
+[services.apis.backend]
+url = "http://127.0.0.1:1"
+
+[[services.apis]]
+name = "items"
+path = "/items"
+auth = "hmac"
+[[services.apis.params]]
+name = "page"
+type = "int"
+backend_in = "header"
+[services.apis.backend]
+url = "http://127.0.0.1:1"
+"#,
+    );
+    assert_each_once(
+        &got,
+        &[
+            "line 4: auth.hmac: algorithms \"hmac-md5\" is not one of hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512",
+            "line 11: jwt_providers (corp): algorithm \"rs256\" is not one of RS256, RS384, RS512, PS256, PS384, PS512; did you mean \"RS256\"?",
+            "line 11: jwt_providers (corp): jwt provider \"corp\": cannot read",
+            "line 19: services (shop) / apis (orders): params[0] (id): in \"paht\" is not one of query, header, path; did you mean \"path\"?",
+            "line 19: services (shop) / apis (orders): params[1] (n): type \"integer\" is not one of string, int, long, float, double, boolean; did you mean \"int\"?",
+            "line 19: services (shop) / apis (orders): params[2] (m): backend_in \"Query\" is not one of query, header, path; did you mean \"query\"?",
+        ],
+    );
+}

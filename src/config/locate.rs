@@ -127,9 +127,42 @@ fn names(location: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The 1-based line of a `[table]` header of `text`.
+fn header_line(text: &str, table: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    text.lines()
+        .position(|l| {
+            let t: String = l.chars().filter(|c| !c.is_whitespace()).collect();
+            t.starts_with(&header)
+        })
+        .map(|i| i + 1)
+}
+
+/// The line of a problem located at a table (`auth.hmac`: the line of the
+/// field its message starts with, else the header) or at a field of one
+/// (`cluster.on_error`), when the text writes it.
+fn table_line(text: &str, location: &str, message: &str) -> Option<usize> {
+    let path = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+    };
+    if !path(location) {
+        return None;
+    }
+    if let Some(h) = header_line(text, location) {
+        let first = message.split([' ', ':']).next().unwrap_or_default();
+        return field_line(text, h, first).or(Some(h));
+    }
+    let (table, field) = location.rsplit_once('.')?;
+    field_line(text, header_line(text, table)?, field)
+}
+
 /// Prefix each compile error about a named item (`plugins (x)`, `services (s) /
 /// apis (a)`, `keys[0] (k1)`, `usage_plans (p)`, `jwt_providers (j)`) with the
-/// line where that item's name is, when it can be found in `text`.
+/// line where that item's name is, and each error about a table or a field of
+/// one (`auth.hmac`, `cluster.on_error`) with the line that writes it, when it
+/// can be found in `text`.
 pub fn with_lines(text: &str, errors: Vec<ConfigError>) -> Vec<ConfigError> {
     errors
         .into_iter()
@@ -150,6 +183,9 @@ pub fn with_lines(text: &str, errors: Vec<ConfigError>) -> Vec<ConfigError> {
             {
                 "name"
             } else {
+                if let Some(l) = table_line(text, &e.location, &e.message) {
+                    e.location = format!("line {l}: {}", e.location);
+                }
                 return e;
             };
             // Search from the first `[[section]]` header of the item's kind.
@@ -214,6 +250,40 @@ mod tests {
                 "line 2: keys[0] (k1)",
                 "server.admin",
                 "plugins (zz)",
+            ]
+        );
+    }
+
+    #[test]
+    fn table_errors_get_the_line_that_writes_them() {
+        let text =
+            "[server]\nadmin = \"x\"\n\n[auth.hmac]\nmax_skew = \"1h\"\nalgorithms = [\"md5\"]\n\
+                    [cluster]\nredis = \"x\"\n";
+        let e = |l: &str, m: &str| ConfigError {
+            location: l.into(),
+            message: m.into(),
+        };
+        let out = with_lines(
+            text,
+            vec![
+                e("server.admin", "m"),
+                e("auth.hmac", "algorithms \"md5\" is not one of"),
+                e("auth.hmac", "must list one"),
+                e("cluster", "needs exactly one of redis"),
+                e("cluster.on_error", "not written: no line"),
+                e("log.format", "no [log] table: no line"),
+            ],
+        );
+        let locs: Vec<&str> = out.iter().map(|e| e.location.as_str()).collect();
+        assert_eq!(
+            locs,
+            [
+                "line 2: server.admin",
+                "line 6: auth.hmac",
+                "line 4: auth.hmac",
+                "line 7: cluster",
+                "cluster.on_error",
+                "log.format",
             ]
         );
     }
