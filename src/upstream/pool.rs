@@ -171,7 +171,9 @@ impl Pool {
         let (mut sender, reused, idle_since) = match self.checkout(idle) {
             Some((s, since)) => (s, true, since),
             None => (
-                self.dial(idle, t).await.map_err(SendError::Dial)?,
+                // Boxed: a dial (TCP, TLS, handshake) is rare and its future
+                // large; the reused connection's path stays small.
+                Box::pin(self.dial(idle, t)).await.map_err(SendError::Dial)?,
                 false,
                 None,
             ),

@@ -43,6 +43,18 @@ impl<'c> Executor<'c> {
         let Some(cluster) = self.cluster else {
             return Ok(limits.check(req, now));
         };
+        // Boxed: the shared half holds the whole plan across Redis's answer
+        // (several KiB), which every request's future would otherwise carry
+        // and copy, cluster mode or not.
+        Box::pin(Self::shared(cluster, limits, req, now)).await
+    }
+
+    async fn shared<'a>(
+        cluster: &Cluster,
+        limits: &'a RouteLimits,
+        req: &LimitRequest<'_>,
+        now: Timestamp,
+    ) -> Result<LimitReport<'a>, Reject> {
         let pending = match Pending::prepare(limits.ops(req), now, cluster.shared_qps()) {
             Ok(p) => p,
             Err(refused) => return Ok(refused),
