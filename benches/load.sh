@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Load test on loopback: the demo echo back end alone, nginx and haproxy as
-# plain proxies, keygate as a plain proxy, and keygate with the full policy
-# stack (hmac auth, IP allow-list, rate limits, CORS), side by side, for each
-# worker count. haproxy is measured when it is installed.
+# Load test on loopback: the demo echo back end alone, nginx, haproxy and a
+# minimal Pingora proxy as plain proxies, keygate as a plain proxy, and keygate
+# with the full policy stack (hmac auth, IP allow-list, rate limits, CORS), side
+# by side, for each worker count. haproxy is measured when it is installed,
+# Pingora when benches/pingora builds (see below).
 #
 #   benches/load.sh [--workers LIST] [--runtime multi|per-core] [--duration SECS]
 #                   [--runs N] [--connections C] [--threads T] [--rate RPS]
 #                   [--rate-frac F] [--idle-conns N] [--access-log] [--no-build]
-#                   [--port-base P] [--backend-workers N] [--keep]
+#                   [--no-pingora] [--port-base P] [--backend-workers N] [--keep]
 #
 #   --workers LIST     comma-separated worker counts: nginx worker_processes,
-#                      haproxy nbthread, and
+#                      haproxy nbthread, Pingora threads, and
 #                      keygate [server] workers unless --runtime is "default"
 #                      (then keygate runs its default, one worker per core)
 #                      (default: the number of cores with --runtime default,
@@ -33,7 +34,9 @@
 #                      stderr, as in its default configuration)
 #   --no-access-log    keygate's access log off ([log] access = false)
 #   --no-build         do not run `cargo build --release` (binaries: $KEYGATE_BIN or
-#                      $CARGO_TARGET_DIR/release/keygate, and examples/ next to it)
+#                      $CARGO_TARGET_DIR/release/keygate, and examples/ next to it;
+#                      Pingora: benches/pingora/target/release/pingora-bench if built)
+#   --no-pingora       leave the Pingora row out (and do not build it)
 #   --port-base P      ports P..P+9 on 127.0.0.1 (default 19000)
 #   --backend-workers  runtime threads of the back end process (default 2)
 #   --keep             keep the temp dir (configs, logs, raw outputs)
@@ -53,6 +56,17 @@
 #
 # nginx and wrk must be installed (the script installs nothing); haproxy is
 # optional (without it, its rows are left out).
+#
+# Pingora: benches/pingora is a separate cargo project (its own [workspace],
+# Cargo.lock and target/, so keygate's build and tests never compile it): the
+# minimal `ProxyHttp` of pingora-proxy 0.9 whose `upstream_peer` returns the back
+# end, Pingora's defaults otherwise (upstream keep-alive pool, work-stealing
+# runtime of --workers threads; no logger and no access log, as Pingora is by
+# default). The script builds it with `cargo build --release --locked` (a few
+# minutes the first time; CARGO_BUILD_JOBS is honoured), which needs the crates
+# from crates.io (or cargo's cache) and cmake (pingora-core's zlib-ng); when the
+# build fails the reason is printed and its row is left out.
+#
 # Every process this script starts is stopped on exit (trap).
 
 set -euo pipefail
@@ -69,6 +83,7 @@ IDLE_CONNS=1000
 ACCESS=false
 KG_ACCESS=true
 BUILD=1
+PINGORA=1
 PORT_BASE=19000
 BACKEND_WORKERS=2
 KEEP=0
@@ -89,6 +104,7 @@ while [ $# -gt 0 ]; do
         --access-log) ACCESS=true; shift ;;
         --no-access-log) KG_ACCESS=false; shift ;;
         --no-build) BUILD=0; shift ;;
+        --no-pingora) PINGORA=0; shift ;;
         --port-base) PORT_BASE="$2"; shift 2 ;;
         --backend-workers) BACKEND_WORKERS="$2"; shift 2 ;;
         --keep) KEEP=1; shift ;;
@@ -117,6 +133,7 @@ PLAIN_ADMIN=$((PORT_BASE + 5))
 POLICY_PORT=$((PORT_BASE + 6))
 POLICY_ADMIN=$((PORT_BASE + 7))
 HAPROXY_PORT=$((PORT_BASE + 8))
+PINGORA_PORT=$((PORT_BASE + 9))
 BENCH_KEY_ID=AKIDbench
 BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
 ORIGIN="http://bench.local"
@@ -174,6 +191,40 @@ else
     fi
 fi
 [ -x "$BIN" ] || die "no keygate binary at $BIN (build it, or set KEYGATE_BIN)"
+
+# The Pingora peer (see the header): built in its own project and target dir.
+PINGORA_BIN=""
+PINGORA_VERSION=""
+if [ "$PINGORA" = 1 ]; then
+    pg_dir="$ROOT/benches/pingora"
+    pg_bin="$pg_dir/target/release/pingora-bench"
+    pg_why=""
+    if [ "$BUILD" = 1 ]; then
+        if ! command -v cargo >/dev/null; then
+            pg_why="cargo is not installed"
+        elif ! command -v cmake >/dev/null; then
+            pg_why="its build needs cmake (pingora-core builds zlib-ng): apt-get install cmake"
+        else
+            log "cargo build --release (benches/pingora: minimal Pingora proxy; a few minutes the first time)"
+            pg_t0=$(date +%s)
+            if cargo build --release --locked --manifest-path "$pg_dir/Cargo.toml" \
+                --target-dir "$pg_dir/target" >"$TMP/pingora-build.log" 2>&1; then
+                log "benches/pingora built in $(( $(date +%s) - pg_t0 ))s"
+            else
+                { grep -E '^error|Caused by|failed to|could not|No such file' "$TMP/pingora-build.log" \
+                    || tail -n 5 "$TMP/pingora-build.log"; } | head -n 12 >&2
+                pg_why="cargo build failed (the lines above; crates.io unreachable and the crates not in cargo's cache?)"
+            fi
+        fi
+    fi
+    if [ -z "$pg_why" ] && [ ! -x "$pg_bin" ]; then pg_why="no binary at $pg_bin (run without --no-build)"; fi
+    if [ -z "$pg_why" ]; then
+        PINGORA_BIN=$pg_bin
+        PINGORA_VERSION=$(awk '/^name = "pingora-proxy"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$pg_dir/Cargo.lock")
+    else
+        log "Pingora: $pg_why; its row is left out"
+    fi
+fi
 FIXED_RATE="$EXAMPLES/fixed_rate"
 IDLE="$EXAMPLES/idle_conns"
 [ -x "$FIXED_RATE" ] || die "no load generator at $FIXED_RATE (cargo build --release --example fixed_rate)"
@@ -202,7 +253,8 @@ pin() { # pin CPUS CMD...: run CMD on the given CPUs when CPUS is set
 
 # ---------------------------------------------------------------- configs
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $BACKEND_PORT $BACKEND_ADMIN $BACKEND_UNUSED $NGINX_PORT $PLAIN_PORT $PLAIN_ADMIN $POLICY_PORT $POLICY_ADMIN $HAPROXY_PORT; do
+for p in $BACKEND_PORT $BACKEND_ADMIN $BACKEND_UNUSED $NGINX_PORT $PLAIN_PORT $PLAIN_ADMIN $POLICY_PORT $POLICY_ADMIN $HAPROXY_PORT \
+    ${PINGORA_BIN:+$PINGORA_PORT}; do
     if port_busy "$p"; then die "port $p is in use; pick other ports with --port-base"; fi
 done
 
@@ -250,7 +302,7 @@ start() { # start NAME CPUS CMD...; sets LAST_PID to the command's own pid
     PIDS+=("$LAST_PID")
 }
 
-NGINX_PID=""; HAPROXY_PID=""; PLAIN_PID=""; POLICY_PID=""; BACKEND_PID=""
+NGINX_PID=""; HAPROXY_PID=""; PINGORA_PID=""; PLAIN_PID=""; POLICY_PID=""; BACKEND_PID=""
 start_proxies() { # start_proxies WORKERS
     local w=$1
     fill "$LOADDIR/plain.toml" "$TMP/plain.toml" "$PLAIN_PORT" "$PLAIN_ADMIN" "$w"
@@ -268,23 +320,29 @@ start_proxies() { # start_proxies WORKERS
         start haproxy "${PROXY_CPUS:-}" "$HAPROXY" -db -f "$TMP/haproxy.cfg"
         HAPROXY_PID=$LAST_PID
     fi
+    if [ -n "$PINGORA_BIN" ]; then
+        start pingora "${PROXY_CPUS:-}" "$PINGORA_BIN" --listen "127.0.0.1:$PINGORA_PORT" \
+            --backend "127.0.0.1:$BACKEND_PORT" --threads "$w"
+        PINGORA_PID=$LAST_PID
+    fi
     start keygate-plain "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/plain.toml"
     PLAIN_PID=$LAST_PID
     start keygate-policy "${PROXY_CPUS:-}" "$BIN" run -c "$TMP/policy.toml"
     POLICY_PID=$LAST_PID
     wait_port "$NGINX_PORT" "$NGINX_PID" nginx
     [ -z "$HAPROXY_PID" ] || wait_port "$HAPROXY_PORT" "$HAPROXY_PID" haproxy
+    [ -z "$PINGORA_PID" ] || wait_port "$PINGORA_PORT" "$PINGORA_PID" pingora
     wait_port "$PLAIN_PORT" "$PLAIN_PID" keygate-plain
     wait_port "$POLICY_PORT" "$POLICY_PID" keygate-policy
 }
 stop_proxies() {
-    stop_pids "$NGINX_PID" "$PLAIN_PID" "$POLICY_PID" $HAPROXY_PID
+    stop_pids "$NGINX_PID" "$PLAIN_PID" "$POLICY_PID" $HAPROXY_PID $PINGORA_PID
     local keep=() p
     for p in "${PIDS[@]}"; do
         [ "$p" = "$NGINX_PID" ] || [ "$p" = "$PLAIN_PID" ] || [ "$p" = "$POLICY_PID" ] \
-            || [ "$p" = "$HAPROXY_PID" ] || keep+=("$p")
+            || [ "$p" = "$HAPROXY_PID" ] || [ "$p" = "$PINGORA_PID" ] || keep+=("$p")
     done
-    HAPROXY_PID=""
+    HAPROXY_PID=""; PINGORA_PID=""
     PIDS=("${keep[@]}")
     # Let the sockets of the previous set go (TIME_WAIT does not block SO_REUSEADDR).
     sleep 0.5
@@ -326,6 +384,7 @@ url_of() {
         direct) echo "http://127.0.0.1:$BACKEND_PORT/bench" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/bench" ;;
         haproxy) echo "http://127.0.0.1:$HAPROXY_PORT/bench" ;;
+        pingora) echo "http://127.0.0.1:$PINGORA_PORT/bench" ;;
         kg-plain) echo "http://127.0.0.1:$PLAIN_PORT/plain/bench" ;;
         kg-policy) echo "http://127.0.0.1:$POLICY_PORT/policy/bench" ;;
     esac
@@ -335,6 +394,7 @@ pid_of() {
         direct) echo "" ;;
         nginx) echo "$NGINX_PID" ;;
         haproxy) echo "$HAPROXY_PID" ;;
+        pingora) echo "$PINGORA_PID" ;;
         kg-plain) echo "$PLAIN_PID" ;;
         kg-policy) echo "$POLICY_PID" ;;
     esac
@@ -365,12 +425,11 @@ probe() { # probe SCENARIO: dies unless it answers 200
 # results.tsv: workers mode run scenario rps p50_us p99_us requests proxy_ticks bad
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-SCENARIOS=(direct nginx kg-plain kg-policy)
-PROXIES=(nginx kg-plain kg-policy)
-if [ -n "$HAPROXY" ]; then
-    SCENARIOS=(direct nginx haproxy kg-plain kg-policy)
-    PROXIES=(nginx haproxy kg-plain kg-policy)
-fi
+SCENARIOS=(direct nginx)
+[ -z "$HAPROXY" ] || SCENARIOS+=(haproxy)
+[ -z "$PINGORA_BIN" ] || SCENARIOS+=(pingora)
+SCENARIOS+=(kg-plain kg-policy)
+PROXIES=("${SCENARIOS[@]:1}")
 
 run_wrk() { # run_wrk WORKERS RUN SCENARIO
     local w=$1 run=$2 s=$3 pid out p0 p1
@@ -477,6 +536,7 @@ label() {
         direct) echo "direct (back end)" ;;
         nginx) echo "nginx proxy_pass" ;;
         haproxy) echo "haproxy plain" ;;
+        pingora) echo "pingora minimal" ;;
         kg-plain) echo "keygate plain" ;;
         kg-policy) echo "keygate full policy" ;;
     esac
@@ -485,7 +545,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 ms() { awk -v v="$1" 'BEGIN { printf "%.3f", v / 1000 }'; }
 echo
 echo "keygate load test: runtime=$RUNTIME, $RUNS run(s) per figure (medians), ${DURATION}s each, $CONNS connections; $NCPU CPUs"
-echo "keygate $("$BIN" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}'), load generator for fixed rate: examples/fixed_rate.rs"
+echo "keygate $("$BIN" --version 2>/dev/null | awk '{print $2}'), $("$NGINX" -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')${PINGORA_VERSION:+, pingora-proxy $PINGORA_VERSION}, load generator for fixed rate: examples/fixed_rate.rs"
 for w in "${WORKER_COUNTS[@]}"; do
     echo
     echo "== workers=$w (keygate [server] workers, nginx worker_processes); fixed rate ${RATE_OF[$w]} req/s"
