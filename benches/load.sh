@@ -26,7 +26,8 @@
 #   --connections C    connections of wrk and of the fixed-rate generator (default 32)
 #   --threads T        wrk threads (default 1)
 #   --rate RPS         fixed offered rate for the latency table (default: see --rate-frac)
-#   --rate-frac F      offered rate = F x the lowest proxy capacity measured by wrk
+#   --rate-frac F      offered rate = F x keygate's capacity measured by wrk (the
+#                      lower of its plain and full rows)
 #                      for this worker count (default 0.5), the same rate for all
 #   --idle-conns N     RSS of keygate (full policy) and nginx holding N idle
 #                      keep-alive connections (default 1000; 0 = skip)
@@ -499,7 +500,9 @@ for w in "${WORKER_COUNTS[@]}"; do
     if [ -n "$RATE" ]; then
         rate=$RATE
     else
-        cap=$(for s in "${PROXIES[@]}"; do col "$w" wrk "$s" '$5'; done | sort -g | head -n 1)
+        # Issue 13's rule: half of keygate's own capacity (its lower row), the
+        # same rate for every proxy.
+        cap=$(for s in kg-plain kg-policy; do col "$w" wrk "$s" '$5'; done | sort -g | head -n 1)
         rate=$(awk -v c="$cap" -v f="$RATE_FRAC" 'BEGIN { printf "%d", c * f }')
     fi
     RATE_OF[$w]=$rate
