@@ -1,5 +1,5 @@
 //! Micro benchmarks of the pure policy checks: IP list lookup, client IP,
-//! CORS decoration, JWT (ES256) verification.
+//! CORS decoration, JWT (ES256) verification, the access line's formatting.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -97,12 +97,48 @@ fn jwt(c: &mut Criterion) {
     });
 }
 
+/// The access line as the request path formats it (text, no colour, as when
+/// stderr is redirected; and JSON), into a reused buffer as the writer does.
+fn access_line(c: &mut Criterion) {
+    use keygate::logging::access::{json_line, text_line, Line};
+    let line = Line {
+        request_id: "0b7c1d2e3f405162",
+        client_ip: "203.0.113.7".parse().unwrap(),
+        host: "api.example.com",
+        method: "GET",
+        path: "/v1/orders/42",
+        route: "shop/orders",
+        key_id: "AKIDbench",
+        status: 200,
+        upstream_status: 200,
+        grpc_status: "-",
+        error_code: "-",
+        bytes_out: 512,
+        latency_us: 840,
+    };
+    let mut buf = Vec::with_capacity(64 * 1024);
+    c.bench_function("access line text", |b| {
+        b.iter(|| {
+            buf.clear();
+            text_line(&mut buf, SystemTime::now(), black_box(&line), false);
+            black_box(buf.len())
+        })
+    });
+    c.bench_function("access line json", |b| {
+        b.iter(|| {
+            buf.clear();
+            json_line(&mut buf, SystemTime::now(), black_box(&line));
+            black_box(buf.len())
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(20);
-    targets = ip, cors, jwt
+    targets = ip, cors, jwt, access_line
 }
 criterion_main!(benches);

@@ -173,7 +173,9 @@ impl Pool {
             None => (
                 // Boxed: a dial (TCP, TLS, handshake) is rare and its future
                 // large; the reused connection's path stays small.
-                Box::pin(self.dial(idle, t)).await.map_err(SendError::Dial)?,
+                Box::pin(self.dial(idle, t))
+                    .await
+                    .map_err(SendError::Dial)?,
                 false,
                 None,
             ),
