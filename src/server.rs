@@ -2,24 +2,17 @@
 //! SNI resolver over the live snapshot, HTTP/1.1 and HTTP/2 connections with
 //! header limits and timeouts, and the graceful drain.
 
-use crate::body::Body;
 use crate::config::compile;
 use crate::config::error::ConfigError;
-use crate::config::raw::{RawServer, RuntimeKind};
+use crate::config::raw::RuntimeKind;
 use crate::config::source::{self, base_dir};
 use crate::config::watch::Reloader;
 use crate::gateway::Gateway;
-use crate::handler::{ConnInfo, Ctx};
+use crate::handler::Ctx;
 use crate::state::State;
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -29,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+
+mod conn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -146,7 +141,7 @@ pub async fn start(path: &Path) -> Result<Running, ServeError> {
         state: state.clone(),
     });
     let (tx, rx) = watch::channel(false);
-    let builder = Arc::new(conn_builder(&raw.server));
+    let builder = Arc::new(conn::Builders::new(&raw.server));
     let drain = raw.server.shutdown_timeout;
     let mut tasks = vec![];
 
@@ -262,8 +257,8 @@ where
 type Bound = (TcpListener, Option<tokio::runtime::Handle>);
 
 /// One listener on the current runtime, or (per-core) one SO_REUSEPORT
-/// listener per worker, each registered with that worker's runtime. A port 0
-/// is resolved by the first bind so that all workers share it.
+/// listener per worker, each registered with that worker's runtime, all on
+/// the port the probe got (port 0 resolved once).
 fn bind_all(
     addr: SocketAddr,
     handles: &[tokio::runtime::Handle],
@@ -275,8 +270,12 @@ fn bind_all(
             .map_err(|source| ServeError::Bind { addr, source })?;
         return Ok((local, vec![(l, None)]));
     }
+    // SO_REUSEPORT would let these sockets join another process's listener on
+    // the same port (a second keygate, an old one still running) and share its
+    // traffic silently. A plain bind first refuses a port in use, as the
+    // multi-threaded runtime does, and resolves port 0 for all the workers.
+    let mut at = probe(addr)?;
     let mut out = vec![];
-    let mut at = addr;
     for h in handles {
         let _in = h.enter();
         let l = bind(at, true)?;
@@ -313,20 +312,22 @@ fn tls_config(live: Arc<ArcSwap<Gateway>>) -> Result<rustls::ServerConfig, Strin
     Ok(cfg)
 }
 
-fn conn_builder(s: &RawServer) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes.max(8192))
-        .max_headers(s.max_headers)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(s.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
+/// Bind `addr` without SO_REUSEPORT and without listening, then let go: the
+/// port it got, or why not.
+fn probe(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    let make = || -> std::io::Result<SocketAddr> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.bind(&addr.into())?;
+        s.local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("not an IP socket"))
+    };
+    make().map_err(|source| ServeError::Bind { addr, source })
 }
 
 fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, ServeError> {
@@ -352,11 +353,13 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<conn::Builders>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a clone of `open`; `all_closed` ends when the
+    // last one is dropped.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.changed() => break,
@@ -371,25 +374,26 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let c = conn::Conn {
+            ctx: ctx.clone(),
+            builders: builders.clone(),
+            stop: stop.clone(),
+            _open: open.clone(),
+        };
         // Two spawns, not one task with a match: a task is as large as its
         // largest state, and the TLS one (handshake, rustls session inline)
         // would make every plain keep-alive connection hold ~6 KiB more.
-        match tls {
+        match &tls {
             None => {
-                tokio::spawn(async move {
-                    serve_conn(stream, peer, false, ctx, &builder, watcher).await
-                });
+                tokio::spawn(conn::serve_plain(stream, peer, c));
             }
             Some(acceptor) => {
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                         .await;
                     match hs {
-                        Ok(Ok(s)) => serve_conn(s, peer, true, ctx, &builder, watcher).await,
+                        Ok(Ok(s)) => conn::serve_tls(s, peer, c).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -398,83 +402,11 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    drop(open);
+    if tokio::time::timeout(drain, all_closed.recv())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the drain timeout");
-    }
-}
-
-async fn serve_conn<S>(
-    stream: S,
-    peer: SocketAddr,
-    tls: bool,
-    ctx: Arc<Ctx>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let _open = ctx.state.metrics.conn_guard();
-    let info = ConnInfo { peer, tls };
-    let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let ctx = ctx.clone();
-        if req.version() == hyper::Version::HTTP_2 {
-            authority_to_host(&mut req);
-        }
-        // Boxed per request: hyper keeps room for one service future in every
-        // connection, and the pipeline's future is several KiB that each idle
-        // keep-alive connection would otherwise hold.
-        Box::pin(
-            async move { Ok::<hyper::Response<Body>, Infallible>(ctx.handle(req, info).await) },
-        )
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// HTTP/2 names the request's authority in `:authority`; the pipeline (routing,
-/// `X-Forwarded-Host`, `preserve_host`) and HTTP/1.1 back ends know `Host`.
-/// `:authority`, when present, wins over a `host` header (RFC 9113 §8.3.1).
-fn authority_to_host<B>(req: &mut hyper::Request<B>) {
-    let Some(authority) = req.uri().authority() else {
-        return;
-    };
-    let host = authority.as_str().rsplit('@').next().unwrap_or("");
-    if let Ok(v) = http::HeaderValue::from_str(host) {
-        req.headers_mut().insert(http::header::HOST, v);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::authority_to_host;
-
-    #[test]
-    fn authority_becomes_host_and_wins_over_a_host_header() {
-        let mut req = hyper::Request::get("https://api.example.com:8443/x")
-            .header("host", "other.example")
-            .body(())
-            .expect("request");
-        authority_to_host(&mut req);
-        assert_eq!(req.headers()["host"], "api.example.com:8443");
-        assert_eq!(req.headers().get_all("host").iter().count(), 1);
-
-        let mut req = hyper::Request::get("http://user@h.example/x")
-            .body(())
-            .expect("request");
-        authority_to_host(&mut req);
-        assert_eq!(req.headers()["host"], "h.example");
-
-        // No :authority (origin form): the request is left as it is.
-        let mut req = hyper::Request::get("/x")
-            .header("host", "kept.example")
-            .body(())
-            .expect("request");
-        authority_to_host(&mut req);
-        assert_eq!(req.headers()["host"], "kept.example");
     }
 }

@@ -332,3 +332,43 @@ async fn per_core_runtime_proxies_from_every_worker_and_stops() {
     assert_eq!(get(&kg.url("/after-reload")).await.status, StatusCode::OK);
     kg.running.shutdown().await;
 }
+
+/// SO_REUSEPORT would let a second per-core keygate join the first one's
+/// listener and take half its traffic; the port in use is refused instead, with
+/// either runtime, as it is for any other program's listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_in_use_is_refused_with_either_runtime() {
+    let cfg = |port: u16, runtime: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin = \"127.0.0.1:0\"\nwatch = false\nruntime = \"{runtime}\"\n\n[[services]]\nname = \"s\"\n{}",
+            mock_api("a", "/", "first")
+        )
+    };
+    // The default runtime (per-core) holds the port.
+    let first = Keygate::start(&cfg(0, "per-core").replace("runtime = \"per-core\"\n", "")).await;
+    let port = first.addr.port();
+    for runtime in ["per-core", "multi"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keygate.toml");
+        std::fs::write(&path, cfg(port, runtime)).expect("write");
+        match keygate::server::start(&path).await {
+            Ok(r) => {
+                r.shutdown().await;
+                panic!("a second keygate ({runtime}) started on port {port} in use");
+            }
+            Err(e) => assert!(e.to_string().contains("cannot listen"), "{e}"),
+        }
+    }
+    // Every request still reaches the first one.
+    for _ in 0..10 {
+        assert_eq!(get(&first.url("/")).await.text(), "first");
+    }
+    // Another program's listener too.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = other.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("keygate.toml");
+    std::fs::write(&path, cfg(port, "per-core")).expect("write");
+    assert!(keygate::server::start(&path).await.is_err());
+    first.running.shutdown().await;
+}

@@ -427,7 +427,7 @@ async fn json_startup_lines_and_error_codes() {
                     .is_some_and(|s| s.contains(&kg.addr)),
                 "{l}"
             );
-            assert_eq!(f["runtime"], "multi");
+            assert_eq!(f["runtime"], "per-core", "the default runtime");
         }
         if f["path"] == "/private" {
             code = f["error_code"].as_str().map(str::to_string);

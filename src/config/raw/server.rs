@@ -40,9 +40,10 @@ pub struct RawServer {
     /// Worker threads of the runtime; 0 = one per core.
     #[serde(default)]
     pub workers: usize,
-    /// `multi`: one work-stealing runtime of `workers` threads. `per-core`:
-    /// `workers` threads, each with its own single-threaded runtime, its own
-    /// SO_REUSEPORT listening sockets and its own upstream connection pools.
+    /// `per-core` (default): `workers` threads, each with its own
+    /// single-threaded runtime, its own SO_REUSEPORT listening sockets and its
+    /// own upstream connection pools. `multi`: one work-stealing runtime of
+    /// `workers` threads.
     #[serde(default)]
     pub runtime: RuntimeKind,
     /// Watch the config file and reload on change.
@@ -64,8 +65,8 @@ pub struct RawServer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
-    #[default]
     Multi,
+    #[default]
     PerCore,
 }
 
@@ -84,7 +85,7 @@ impl Default for RawServer {
             max_buffered_bytes: default_max_buffered(),
             state_dir: default_state_dir(),
             workers: 0,
-            runtime: RuntimeKind::Multi,
+            runtime: RuntimeKind::PerCore,
             watch: true,
             normalize_path: true,
             merge_slashes: false,
