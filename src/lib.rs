@@ -12,6 +12,7 @@ pub mod demo;
 pub mod gateway;
 pub mod grpc;
 pub mod handler;
+pub mod header_list;
 pub mod health;
 pub mod logging;
 pub mod metrics;

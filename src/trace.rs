@@ -85,7 +85,8 @@ pub fn propagate(h: &mut HeaderMap, hop: Option<&Hop>) -> [u8; 32] {
     out.extend_from_slice(&hop.span);
     out.push(b'-');
     out.extend_from_slice(&hop.flags);
-    if let Ok(v) = HeaderValue::from_bytes(&out) {
+    // Into the value without a second copy (from_bytes copies).
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(out)) {
         h.insert(TRACEPARENT, v);
     }
     hop.trace
@@ -131,14 +132,14 @@ fn random_hex<const HEX: usize>(bytes: usize) -> [u8; HEX] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'0'; HEX];
     loop {
-        let mut any = false;
-        for i in 0..bytes.min(HEX / 2) {
-            let b: u8 = rand::random();
-            any |= b != 0;
+        // One call for all the bytes: each call reaches the thread's generator.
+        let random: [u8; 16] = rand::random();
+        let n = bytes.min(HEX / 2).min(random.len());
+        for (i, &b) in random[..n].iter().enumerate() {
             out[2 * i] = DIGITS[(b >> 4) as usize];
             out[2 * i + 1] = DIGITS[(b & 0xf) as usize];
         }
-        if any {
+        if random[..n].iter().any(|&b| b != 0) {
             return out;
         }
     }

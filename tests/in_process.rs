@@ -272,6 +272,20 @@ async fn hmac_bad_signature_is_refused_and_still_decorated_with_cors() {
     assert!(r.header("x-served-for").is_none(), "rules are for answers");
 }
 
+/// Two `Origin` headers are ambiguous: the answer grants neither (the browser
+/// sends one; a second is someone else's doing).
+#[tokio::test]
+async fn two_origins_get_no_cors_grant() {
+    let g = Gate::start().await;
+    let mut h = hmac_get("/hmac/orders", "", "AKIDgold", "not-the-secret");
+    // Both allowed one by one (the same one twice).
+    h.push(("origin".into(), "https://app.example".into()));
+    h.push(("origin".into(), "https://app.example".into()));
+    let r = g.send(Method::GET, "/hmac/orders", &h, "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    assert!(r.header("access-control-allow-origin").is_none());
+}
+
 #[tokio::test]
 async fn hmac_digest_of_the_body_is_checked_after_buffering() {
     let g = Gate::start().await;

@@ -185,20 +185,28 @@ fn parse_credential(value: &str) -> Result<Credential<'_>, AuthError> {
     if !is_hmac_scheme(s.as_bytes()) {
         return Err(bad("scheme is not hmac"));
     }
+    // The value is visible ASCII (`find_credential`), so byte positions are
+    // char boundaries; byte scans cost a fraction of `char` patterns.
+    let skip = |s: &str, set: &[u8]| -> usize {
+        s.bytes().position(|b| !set.contains(&b)).unwrap_or(s.len())
+    };
+    let until = |s: &str, set: &[u8]| -> usize {
+        s.bytes().position(|b| set.contains(&b)).unwrap_or(s.len())
+    };
     let mut rest = &s[4..];
     let (mut id, mut algorithm, mut headers, mut signature) = (None, None, None, None);
     loop {
-        rest = rest.trim_start_matches([' ', '\t', ',']);
+        rest = &rest[skip(rest, b" \t,")..];
         if rest.is_empty() {
             break;
         }
-        let name_end = rest.find(['=', ' ', '\t', ',']).unwrap_or(rest.len());
+        let name_end = until(rest, b"= \t,");
         let name = &rest[..name_end];
-        rest = rest[name_end..].trim_start();
+        rest = rest[name_end..].trim_ascii_start();
         rest = rest
             .strip_prefix('=')
             .ok_or_else(|| bad(&format!("parameter {name:?} has no value")))?
-            .trim_start();
+            .trim_ascii_start();
         let val;
         if let Some(r) = rest.strip_prefix('"') {
             let end = r
@@ -207,11 +215,11 @@ fn parse_credential(value: &str) -> Result<Credential<'_>, AuthError> {
             val = &r[..end];
             rest = &r[end + 1..];
         } else {
-            let end = rest.find([',', ' ', '\t']).unwrap_or(rest.len());
+            let end = until(rest, b", \t");
             val = &rest[..end];
             rest = &rest[end..];
         }
-        rest = rest.trim_start_matches([' ', '\t']);
+        rest = &rest[skip(rest, b" \t")..];
         if !rest.is_empty() && !rest.starts_with(',') {
             return Err(bad(&format!("expected ',' after the value of {name:?}")));
         }

@@ -7,9 +7,12 @@ use super::identity::header_vars;
 use super::{Outcome, REQUEST_ID};
 use crate::body::Body;
 use crate::gateway::Gateway;
+use crate::header_list::HeaderList;
 use crate::reject::{ErrorStyle, Reject};
-use http::header::{self, HeaderMap, HeaderValue};
-use http::Response;
+use http::header::HeaderValue;
+use http::{HeaderName, Response};
+
+const X_USAGEPLAN_ID: HeaderName = HeaderName::from_static("x-usageplan-id");
 
 /// A refusal, written in the routed API's error style (JSON before routing).
 pub(super) fn refusal(
@@ -35,6 +38,7 @@ pub(super) fn refusal(
 pub(super) fn answer(
     gw: &Gateway,
     out: &Outcome,
+    extra: HeaderList,
     origin: Option<&HeaderValue>,
     request_id: &str,
     resp: &mut Response<Body>,
@@ -46,9 +50,9 @@ pub(super) fn answer(
             rules.apply(resp.headers_mut(), &vars);
         }
         if let Some(plan) = out.identity.as_ref().and_then(|i| i.plan.as_deref()) {
-            if !out.extra.contains_key("x-usageplan-id") {
+            if !extra.contains(&X_USAGEPLAN_ID) {
                 if let Ok(v) = HeaderValue::from_str(plan) {
-                    resp.headers_mut().insert("x-usageplan-id", v);
+                    resp.headers_mut().insert(X_USAGEPLAN_ID, v);
                 }
             }
         }
@@ -56,14 +60,10 @@ pub(super) fn answer(
     // Preflight answers set their own CORS headers.
     if let (Some(cors), Some(o), false) = (api.and_then(|a| a.cors.as_ref()), origin, out.preflight)
     {
-        let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, o.clone());
-        cors.apply(&h, resp.headers_mut());
+        cors.apply_origin(Some(o), resp.headers_mut());
     }
     let headers = resp.headers_mut();
-    for (k, v) in out.extra.iter() {
-        headers.insert(k.clone(), v.clone());
-    }
+    extra.move_into(headers);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(REQUEST_ID, v);
     }

@@ -11,8 +11,9 @@ use crate::auth::{AuthError, RequestParts};
 use crate::body::{Body, RequestBody};
 use crate::budget::HeldBody;
 use crate::gateway::{Api, Gateway};
+use crate::header_list::{HeaderList, HeaderSink};
 use crate::reject::Reject;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http_body_util::BodyExt;
 use std::net::IpAddr;
@@ -80,15 +81,9 @@ impl Ctx {
         parts: &Parts,
         body: ReqBody<B>,
         declared_len: Option<u64>,
-        extra: &mut HeaderMap,
+        extra: &mut HeaderList,
     ) -> Result<(Option<Caller>, Body), Reject> {
         let mode = &api.auth;
-        let limit = mode.body_limit(&parts.method, &parts.headers, api.max_body);
-        if let (Some(limit), Some(len)) = (limit, declared_len) {
-            if len > limit as u64 {
-                return Err(AuthError::BodyTooLarge.into());
-            }
-        }
         mode.ready().await;
         let now = SystemTime::now();
         let mut rp = RequestParts {
@@ -117,14 +112,19 @@ impl Ctx {
             Err(e) => return Err(e.into()),
             Ok(caller) => return Ok((caller, ReqBody::Stream(body).forward(api))),
         }
-        let Some(limit) = limit else {
+        // Asked only now: finding whether an hmac credential signs a digest
+        // costs a scan most requests need not pay.
+        let Some(limit) = mode.body_limit(&parts.method, &parts.headers, api.max_body) else {
             return Err(AuthError::NeedBody.into());
         };
+        if declared_len.is_some_and(|len| len > limit as u64) {
+            return Err(AuthError::BodyTooLarge.into());
+        }
         let budget = &self.state.body_budget;
         let read = buffer::read_in_time(gw.body_read_timeout, body, limit, declared_len, budget);
         let (bytes, held) = match read.await {
             Err(e @ Reject::Auth(AuthError::BufferBudget)) => {
-                extra.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                extra.put(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return Err(e);
             }
             read => read?,

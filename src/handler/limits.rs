@@ -3,11 +3,11 @@
 
 use super::Ctx;
 use crate::gateway::Api;
+use crate::header_list::HeaderList;
 use crate::policy::concurrency::Permit;
 use crate::policy::limits::exec::Executor;
 use crate::policy::limits::{LimitRequest, PolicyKind, Timestamp};
 use crate::reject::Reject;
-use http::HeaderMap;
 use std::net::IpAddr;
 
 impl Ctx {
@@ -17,7 +17,7 @@ impl Ctx {
         &self,
         api: &Api,
         req: &LimitRequest<'_>,
-        extra: &mut HeaderMap,
+        extra: &mut HeaderList,
     ) -> Result<(), Reject> {
         if api.limits.is_empty() {
             return Ok(());

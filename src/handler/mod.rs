@@ -33,9 +33,10 @@ pub use forward::{APP_HEADER, KEY_ID_HEADER, PLAN_HEADER};
 
 use crate::body::{Body, RequestBody};
 use crate::gateway::Gateway;
+use crate::header_list::HeaderList;
 use crate::state::State;
 use arc_swap::ArcSwap;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::HeaderName;
 use http::{Request, Response};
 use identity::Identity;
 use std::net::{IpAddr, SocketAddr};
@@ -72,7 +73,7 @@ struct Outcome {
     /// A CORS preflight answer: final, not decorated again.
     preflight: bool,
     /// Headers added to the response whatever it is (rate-limit headers).
-    extra: HeaderMap,
+    extra: HeaderList,
     /// The metrics reason of a refusal that is not counted by its `Reject`'s:
     /// an external authorization service's refusal or failure is `auth`.
     refused: Option<&'static str>,
@@ -105,7 +106,7 @@ impl Ctx {
         let span = crate::trace::span::begin(gw.tracing.as_deref(), &mut req, conn.tls);
         let request_id = record::request_id(req.headers());
         let seen = record::Seen::of(&gw, &req);
-        let origin = req.headers().get(header::ORIGIN).cloned();
+        let origin = crate::policy::cors::single_origin(req.headers()).cloned();
         let mut out = Outcome::default();
         let (mut resp, refusal) = match self.pipeline(&gw, req, conn, &request_id, &mut out).await {
             Ok(r) => (r, None),
@@ -114,7 +115,8 @@ impl Ctx {
                 (resp, Some(record::Refusal::of(&reject)))
             }
         };
-        decorate::answer(&gw, &out, origin.as_ref(), &request_id, &mut resp);
+        let extra = std::mem::take(&mut out.extra);
+        decorate::answer(&gw, &out, extra, origin.as_ref(), &request_id, &mut resp);
         let done = record::Done {
             conn,
             request_id: &request_id,

@@ -177,5 +177,6 @@ pub(super) fn request_id(h: &HeaderMap) -> String {
         let word = if i < 16 { prefix } else { n };
         *b = HEX[((word >> (4 * (15 - i % 16))) & 0xf) as usize];
     }
-    buf.iter().map(|&b| b as char).collect()
+    // Hex digits are ASCII: the conversion cannot fail.
+    String::from_utf8(buf.to_vec()).unwrap_or_default()
 }

@@ -166,11 +166,10 @@ impl CorsPolicy {
 
     /// The `Access-Control-Allow-Origin` value for this request, if its origin is allowed.
     fn allowed_origin(&self, req: &HeaderMap) -> Option<HeaderValue> {
-        let mut all = req.get_all(ORIGIN).iter();
-        let value = all.next()?;
-        if all.next().is_some() {
-            return None; // several Origin headers: ambiguous, refuse
-        }
+        self.allowed(single_origin(req)?)
+    }
+
+    fn allowed(&self, value: &HeaderValue) -> Option<HeaderValue> {
         if self.any_origin && !self.credentials {
             return Some(STAR);
         }
@@ -271,6 +270,12 @@ impl CorsPolicy {
     /// Decorates an actual response (upstream or gateway-generated 401/403/429).
     /// Upstream `Access-Control-*` headers are replaced by the policy's answer.
     pub fn apply(&self, req: &HeaderMap, resp: &mut HeaderMap) {
+        self.apply_origin(single_origin(req), resp)
+    }
+
+    /// [`Self::apply`] for a request whose one `Origin` header is `origin`
+    /// (`None`: no `Origin`, or several, which is ambiguous and granted nothing).
+    pub fn apply_origin(&self, origin: Option<&HeaderValue>, resp: &mut HeaderMap) {
         for name in [
             ACCESS_CONTROL_ALLOW_ORIGIN,
             ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -284,7 +289,7 @@ impl CorsPolicy {
         if self.varies() {
             add_vary_origin(resp);
         }
-        let Some(origin) = self.allowed_origin(req) else {
+        let Some(origin) = origin.and_then(|o| self.allowed(o)) else {
             return;
         };
         resp.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -428,6 +433,16 @@ pub fn normalize_origin(s: &str) -> Option<String> {
         Some(p) => format!("{scheme}://{host}:{p}"),
         None => format!("{scheme}://{host}"),
     })
+}
+
+/// The request's `Origin` when it has exactly one (several are ambiguous).
+pub fn single_origin(req: &HeaderMap) -> Option<&HeaderValue> {
+    let mut all = req.get_all(ORIGIN).iter();
+    let value = all.next()?;
+    match all.next() {
+        Some(_) => None,
+        None => Some(value),
+    }
 }
 
 #[cfg(test)]

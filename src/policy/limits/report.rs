@@ -1,8 +1,9 @@
 //! What a limit check answers: the policy that decided (the tightest one when
 //! admitted, the refusing one otherwise) and the rate-limit headers naming it.
 
+use crate::header_list::HeaderSink;
 use crate::store::Usage;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 /// Which kind of policy a usage (or a refusal) belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +96,7 @@ impl LimitReport<'_> {
     /// Adds `X-UsagePlan-ID`, `X-RateLimit-Limit/Remaining/Reset` (and `Used` on
     /// usage-plan APIs), `RateLimit-Policy`,
     /// `RateLimit` and, on refusal, `Retry-After` (absent for a spent lifetime quota).
-    pub fn write_headers(&self, h: &mut HeaderMap) {
+    pub fn write_headers<H: HeaderSink + ?Sized>(&self, h: &mut H) {
         // Constant names: a `&str` key is parsed and validated on every insert.
         use http::HeaderName as N;
         const PLAN: N = N::from_static("x-usageplan-id");
@@ -106,17 +107,17 @@ impl LimitReport<'_> {
         const POLICY: N = N::from_static("ratelimit-policy");
         const STATE: N = N::from_static("ratelimit");
         if let Some(plan) = self.plan.and_then(|p| HeaderValue::from_str(p).ok()) {
-            h.insert(PLAN, plan);
+            h.put(PLAN, plan);
         }
         let Some((p, u)) = self.tightest else { return };
-        h.insert(LIMIT, HeaderValue::from(u.limit));
-        h.insert(REMAINING, HeaderValue::from(u.remaining));
+        h.put(LIMIT, HeaderValue::from(u.limit));
+        h.put(REMAINING, HeaderValue::from(u.remaining));
         if self.plan.is_some() {
             // The documents' `X-RateLimit-Used`, on usage-plan APIs.
-            h.insert(USED, HeaderValue::from(u.limit.saturating_sub(u.remaining)));
+            h.put(USED, HeaderValue::from(u.limit.saturating_sub(u.remaining)));
         }
         if let Some(r) = u.reset {
-            h.insert(RESET, HeaderValue::from(r));
+            h.put(RESET, HeaderValue::from(r));
         }
         // `"name";q=N;w=W` and `"name";r=N;t=T`, built without `format!`.
         let mut policy = sf_string(p.name);
@@ -135,14 +136,14 @@ impl LimitReport<'_> {
             state.push_str(num.format(r));
         }
         if let Ok(v) = HeaderValue::from_str(&policy) {
-            h.insert(POLICY, v);
+            h.put(POLICY, v);
         }
         if let Ok(v) = HeaderValue::from_str(&state) {
-            h.insert(STATE, v);
+            h.put(STATE, v);
         }
         if self.refused {
             if let Some(r) = u.retry_after {
-                h.insert(http::header::RETRY_AFTER, HeaderValue::from(r));
+                h.put(http::header::RETRY_AFTER, HeaderValue::from(r));
             }
         }
     }
