@@ -99,11 +99,11 @@ impl ForwardHead<'_> {
         }
         let (client, peer) = (self.client_ip, self.conn.peer.ip());
         let peer_trusted = gw.trusted.contains(peer);
-        let client_value = HeaderValue::from_str(&client.to_string()).ok();
+        let client_value = ip_value(client);
         let xff = match (peer_trusted, h.get(&XFF).and_then(|v| v.to_str().ok())) {
             (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
             _ if peer == client => client_value.clone(),
-            _ => HeaderValue::from_str(&peer.to_string()).ok(),
+            _ => ip_value(peer),
         };
         if let Some(v) = xff {
             h.insert(XFF, v);
@@ -197,4 +197,11 @@ pub(super) async fn send(
     parts.version = client_version;
     let body = crate::grpc::log_trailer_status(&parts.headers, body, request_id);
     Ok(Response::from_parts(parts, body))
+}
+
+/// An address as a header value.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let mut b = Vec::with_capacity(15);
+    crate::logging::access::ip(&mut b, ip);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(b)).ok()
 }

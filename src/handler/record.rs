@@ -167,16 +167,22 @@ pub(super) fn request_id(h: &HeaderMap) -> String {
         }
     }
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex16(word: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = HEX[((word >> (4 * (15 - i))) & 0xf) as usize];
+        }
+        out
+    }
+    // The random half once per process, in hex already.
+    static PREFIX: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| hex16(rand::random::<u64>()));
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     // `format!("{prefix:016x}{n:016x}")` without the formatting machinery.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 32];
-    for (i, b) in buf.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { n };
-        *b = HEX[((word >> (4 * (15 - i % 16))) & 0xf) as usize];
-    }
+    buf[..16].copy_from_slice(prefix);
+    buf[16..].copy_from_slice(&hex16(n));
     // Hex digits are ASCII: the conversion cannot fail.
     String::from_utf8(buf.to_vec()).unwrap_or_default()
 }
