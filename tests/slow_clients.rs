@@ -159,3 +159,23 @@ async fn a_silent_connection_is_closed() {
     assert!(text.is_empty(), "{text}");
     assert!(closed.is_some(), "silent connection still open after 5 s");
 }
+
+/// A client that sends the start of the HTTP/2 preface (or one byte of it) and
+/// nothing more is let go after the header read timeout too: the version is
+/// not known yet, and waiting for it is bounded like reading a head.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_h2_preface_is_cut_off() {
+    let kg = Keygate::start(&config("header_read_timeout = \"1s\"")).await;
+    for first in [&b"P"[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(kg.addr)
+            .await
+            .expect("connect");
+        s.write_all(first).await.expect("write");
+        let (_, closed) = read_to_close(&mut s, Duration::from_secs(5)).await;
+        assert!(
+            closed.is_some(),
+            "{:?}: connection still open after 5 s",
+            String::from_utf8_lossy(first)
+        );
+    }
+}

@@ -6,9 +6,12 @@
 //! future has room for both protocols. Every keep-alive connection pays for
 //! that as long as it lives, so the version is found once before: on TLS from
 //! the ALPN the handshake agreed, on plain TCP by peeking at the first bytes
-//! (the HTTP/2 preface or not) without taking them off the socket. Only a
-//! client whose first bytes are a strict prefix of the preface (a preface
-//! split across segments) gets the `auto` builder.
+//! (the HTTP/2 preface or not) without taking them off the socket. A client
+//! whose first bytes are a strict prefix of the preface (a preface split
+//! across segments) is peeked at again until it has sent enough to tell, all
+//! within `header_read_timeout`: hyper-util's `auto` builder waited for the
+//! rest of a preface without any timeout, so one byte held a connection open
+//! for ever.
 
 use crate::body::Body;
 use crate::config::raw::RawServer;
@@ -17,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +37,6 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct Builders {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
     /// Also bounds the wait for a plain connection's first bytes.
     first_bytes_timeout: Duration,
 }
@@ -57,22 +58,9 @@ impl Builders {
             .max_header_list_size(s.max_header_bytes as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(s.header_read_timeout)
-            .max_buf_size(s.max_header_bytes.max(8192))
-            .max_headers(s.max_headers)
-            .keep_alive(true);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(s.max_header_bytes as u32)
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
         Builders {
             h1,
             h2,
-            auto,
             first_bytes_timeout: s.header_read_timeout,
         }
     }
@@ -91,24 +79,38 @@ pub struct Conn {
 /// A plain TCP connection: HTTP/2 with prior knowledge or HTTP/1.1.
 pub async fn serve_plain(stream: TcpStream, peer: SocketAddr, c: Conn) {
     let _open = c.ctx.state.metrics.conn_guard();
-    let mut first = [0u8; H2_PREFACE.len()];
-    let n =
-        match tokio::time::timeout(c.builders.first_bytes_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-            Err(_) => {
-                tracing::debug!(%peer, "no request within the header read timeout");
-                return;
-            }
-        };
+    let version = tokio::time::timeout(c.builders.first_bytes_timeout, first_bytes(&stream)).await;
     let info = ConnInfo { peer, tls: false };
-    match sniff(&first[..n]) {
-        Version::H1 => serve_h1(TokioIo::new(stream), info, c).await,
-        // Boxed: hyper's HTTP/2 connection is more than twice the size of its
-        // HTTP/1.1 one, and a task is as large as its largest state.
-        Version::H2 => Box::pin(serve_h2(TokioIo::new(stream), info, c)).await,
-        // Rare, and boxed for the same reason.
-        Version::Unsure => Box::pin(serve_auto(TokioIo::new(stream), info, c)).await,
+    match version {
+        Ok(Some(Version::H2)) => {
+            // Boxed: hyper's HTTP/2 connection is more than twice the size of
+            // its HTTP/1.1 one, and a task is as large as its largest state.
+            Box::pin(serve_h2(TokioIo::new(stream), info, c)).await
+        }
+        Ok(Some(_)) => serve_h1(TokioIo::new(stream), info, c).await,
+        Ok(None) => {}
+        Err(_) => tracing::debug!(%peer, "no request within the header read timeout"),
+    }
+}
+
+/// Peeks until the first bytes tell the version (`None`: closed first). A
+/// peek returns at once while bytes wait unread, so a split preface is looked
+/// at again after a pause, up to the caller's timeout.
+async fn first_bytes(stream: &TcpStream) -> Option<Version> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let n = match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => n,
+        };
+        match sniff(&first[..n]) {
+            Version::Unsure => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            v => return Some(v),
+        }
     }
 }
 
@@ -168,17 +170,6 @@ where
     finish(info.peer, until_drained(conn, c.stop).await);
 }
 
-async fn serve_auto<S>(io: Io<S>, info: ConnInfo, c: Conn)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = c
-        .builders
-        .auto
-        .serve_connection_with_upgrades(io, service(c.ctx.clone(), info));
-    finish(info.peer, until_drained(conn, c.stop).await);
-}
-
 fn finish<E: std::fmt::Display>(peer: SocketAddr, r: Result<(), E>) {
     if let Err(e) = r {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -232,19 +223,6 @@ where
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, Body>,
-{
-    fn begin_shutdown(self: Pin<&mut Self>) {
-        self.graceful_shutdown()
-    }
-}
-
-impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<Body>>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, Body>,
 {
     fn begin_shutdown(self: Pin<&mut Self>) {
