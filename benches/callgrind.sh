@@ -188,7 +188,9 @@ if [ "$SCENARIO" = full ]; then
     HEADERS+=(-H "Origin: http://bench.local")
 fi
 
-VG=(valgrind --tool=callgrind --callgrind-out-file="$TMP/callgrind.out.%p")
+# Uncompressed names: the measured dump (part 1) can then be read alone by
+# callgrind_annotate.
+VG=(valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$TMP/callgrind.out.%p")
 [ "$NATIVE" = 0 ] || VG=()
 "${VG[@]}" "$BIN" run --config "$TMP/keygate.toml" >"$TMP/keygate.out" 2>"$TMP/keygate.err" &
 KG=$!

@@ -361,14 +361,21 @@ sign() {
 }
 
 # ---------------------------------------------------------------- measuring
-cpu_ticks() { # utime+stime (all threads) of the PIDs and all their descendants, in clock ticks
-    local total=0 p t
+cpu_ticks() { # "USER SYSTEM": utime and stime (all threads) of the PIDs and all their descendants, in clock ticks
+    local user=0 sys=0 p u s
     for p in "$@"; do
         [ -n "$p" ] && [ -r "/proc/$p/stat" ] || continue
-        t=$(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
-        total=$((total + t + $(cpu_ticks $(pgrep -P "$p" 2>/dev/null || true))))
+        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+        user=$((user + u)); sys=$((sys + s))
+        read -r u s < <(cpu_ticks $(pgrep -P "$p" 2>/dev/null || true))
+        user=$((user + u)); sys=$((sys + s))
     done
-    echo "$total"
+    echo "$user $sys"
+}
+ticks_between() { # ticks_between "U0 S0" "U1 S1" -> "TOTAL<TAB>USER"
+    local u0 s0 u1 s1
+    read -r u0 s0 <<<"$1"; read -r u1 s1 <<<"$2"
+    printf '%s\t%s' $((u1 + s1 - u0 - s0)) $((u1 - u0))
 }
 rss_kib() { # VmRSS of the PIDs and all their descendants, KiB
     local total=0 p r
@@ -423,7 +430,7 @@ probe() { # probe SCENARIO: dies unless it answers 200
     [ "$code" = 200 ] || die "$1 answers HTTP $code: $(head -c 200 "$TMP/probe-$1.body" 2>/dev/null | tr '\n' ' ')"
 }
 
-# results.tsv: workers mode run scenario rps p50_us p99_us requests proxy_ticks bad
+# results.tsv: workers mode run scenario rps p50_us p99_us requests proxy_ticks bad proxy_user_ticks
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 SCENARIOS=(direct nginx)
@@ -448,8 +455,9 @@ run_wrk() { # run_wrk WORKERS RUN SCENARIO
     p99=$(to_us "$(awk '$1 == "99%" {print $2; exit}' "$out")")
     reqs=$(awk '/requests in/ {print $1; exit}' "$out")
     bad=$(awk '/Non-2xx or 3xx responses:/ {n = $NF} /Socket errors/ {gsub(/[^0-9 ]/, " "); n += $1 + $2 + $3 + $4} END {print n + 0}' "$out")
-    printf '%s\twrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$rps" "$p50" "$p99" "${reqs:-0}" \
-        $((p1 - p0)) "$bad" >>"$RESULTS"
+    local ticks user; IFS=$'\t' read -r ticks user <<<"$(ticks_between "$p0" "$p1")"
+    printf '%s\twrk\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$rps" "$p50" "$p99" "${reqs:-0}" \
+        "$ticks" "$bad" "$user" >>"$RESULTS"
 }
 
 run_rate() { # run_rate WORKERS RUN SCENARIO RATE
@@ -464,8 +472,9 @@ run_rate() { # run_rate WORKERS RUN SCENARIO RATE
     local kv; kv=$(tail -n 1 "$out")
     [[ "$kv" == sent=* ]] || { cat "$out" >&2; die "fixed_rate failed for $s"; }
     get() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$kv"; }
-    printf '%s\trate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$(get rps)" "$(get p50_us)" "$(get p99_us)" \
-        "$(get ok)" $((p1 - p0)) $(($(get non2xx) + $(get errors))) >>"$RESULTS"
+    local ticks user; IFS=$'\t' read -r ticks user <<<"$(ticks_between "$p0" "$p1")"
+    printf '%s\trate\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$run" "$s" "$(get rps)" "$(get p50_us)" "$(get p99_us)" \
+        "$(get ok)" "$ticks" $(($(get non2xx) + $(get errors))) "$user" >>"$RESULTS"
 }
 
 median() { sort -g | awk '{a[NR] = $1} END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -474,6 +483,8 @@ col() { # col WORKERS MODE SCENARIO EXPR -> median over runs of an awk expressio
     awk -F'\t' -v w="$1" -v m="$2" -v s="$3" -v tck="$TCK" '$1 == w && $2 == m && $4 == s { print '"$4"' }' "$RESULTS" | median
 }
 CPU_EXPR='($8 > 0 ? $9 * 1000000 / tck / $8 : 0)'
+USER_EXPR='($8 > 0 ? $11 * 1000000 / tck / $8 : 0)'
+SYS_EXPR='($8 > 0 ? ($9 - $11) * 1000000 / tck / $8 : 0)'
 
 IDLE_RESULTS="$TMP/idle.tsv"
 : >"$IDLE_RESULTS"
@@ -575,6 +586,15 @@ for w in "${WORKER_COUNTS[@]}"; do
         printf '%-34s %7s %7s %7s %9s | %7s %7s %9s\n' "$(label "$s")" "$(ratio "${RPS[$s]}" "${RPS[nginx]}")" \
             "$(ratio "${WP50[$s]}" "${WP50[nginx]}")" "$(ratio "${WP99[$s]}" "${WP99[nginx]}")" "$(ratio "${WCPU[$s]}" "${WCPU[nginx]}")" \
             "$(ratio "${QP50[$s]}" "${QP50[nginx]}")" "$(ratio "${QP99[$s]}" "${QP99[nginx]}")" "$(ratio "${QCPU[$s]}" "${QCPU[nginx]}")"
+    done
+    # The kernel's share (loopback TCP, epoll) is about the same for every proxy
+    # making the same four socket calls per request; the user-space share is
+    # what a proxy's own code costs.
+    printf '%-22s %21s | %21s\n' "CPU µs/req split" "wrk: user + system" "fixed: user + system"
+    for s in "${PROXIES[@]}"; do
+        printf '%-22s %9.1f + %9.1f | %9.1f + %9.1f\n' "$(label "$s")" \
+            "$(col "$w" wrk "$s" "$USER_EXPR")" "$(col "$w" wrk "$s" "$SYS_EXPR")" \
+            "$(col "$w" rate "$s" "$USER_EXPR")" "$(col "$w" rate "$s" "$SYS_EXPR")"
     done
     printf 'policy overhead (full - plain CPU/req): %s µs (wrk), %s µs (fixed rate)\n' \
         "$(awk -v a="${WCPU[kg-policy]}" -v b="${WCPU[kg-plain]}" 'BEGIN { printf "%.1f", a - b }')" \
